@@ -1,0 +1,174 @@
+"""The ``recsys`` command.
+
+``recsys fit|validate|test|predict`` is a LightningCLI: a run is a YAML of ``class_path`` +
+``init_args`` (``--print_config`` shows everything a run used). ``recsys plugins|models|
+datasets|backbones|convert`` are small tools over the plugin registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from lightning.pytorch.cli import LightningCLI
+
+from recsys.callbacks import TopKWriter
+from recsys.data.datamodule import RecDataModule
+from recsys.models.base import RecModule
+from recsys.plugins import get_plugins, load_plugins
+from recsys.registry import get_backbones, get_datasets, get_models
+
+MONITOR = "val/ndcg@10"
+
+
+class RecsysCLI(LightningCLI):
+    """LightningCLI with recsys defaults: ``num_items`` linked from the data, checkpoints and
+    early stopping on ``val/ndcg@10``, validation and test of the best checkpoint after ``fit``,
+    and a top-K writer for ``predict``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        parser.add_lightning_class_args(TopKWriter, "predictions")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True,
+            help="after fit, validate and test the best checkpoint and print both metric tables",
+        )
+        parser.set_defaults(
+            {
+                "trainer.callbacks": [
+                    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                     "init_args": {"monitor": MONITOR, "mode": "max", "save_last": True,
+                                   "filename": "best-{epoch}", "auto_insert_metric_name": False}},
+                    {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                     "init_args": {"monitor": MONITOR, "mode": "max", "patience": 10}},
+                ],
+            }
+        )
+
+    def after_fit(self) -> None:
+        if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def run_cli(argv: list[str], run: bool = True) -> RecsysCLI:
+    """Build (and by default run) the LightningCLI on ``argv``; plugins load first so their
+    models resolve by short class name."""
+    load_plugins()
+    return RecsysCLI(
+        RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        auto_configure_optimizers=False, args=argv, run=run,
+    )
+
+
+# ---- tools over the registry -------------------------------------------------------------
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_plugins(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="recsys plugins", description="Installed plugins as JSON.")
+    parser.add_argument("--all", action="store_true", help="include the built-in default plugins")
+    parser.add_argument("--hook", help="only plugins implementing this hook")
+    args = parser.parse_args(argv)
+    _print_json(get_plugins(all=args.all, hook=args.hook))
+    return 0
+
+
+def cmd_models(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="recsys models", description="Registered models as JSON.").parse_args(argv)
+    _print_json(
+        [{"name": name, "class_path": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin}
+         for name, e in sorted(get_models().items())]
+    )
+    return 0
+
+
+def cmd_datasets(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="recsys datasets", description="Registered raw-data converters.").parse_args(argv)
+    _print_json(
+        [{"name": name, "converter": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin,
+          "doc": (e.obj.__doc__ or "").strip().splitlines()[0] if e.obj.__doc__ else ""}
+         for name, e in sorted(get_datasets().items())]
+    )
+    return 0
+
+
+def cmd_backbones(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="recsys backbones", description="Named LLM backbones.").parse_args(argv)
+    rows = []
+    for name, e in sorted(get_backbones().items()):
+        local = e.extra.get("local")
+        rows.append({"name": name, "hub_id": e.obj, "plugin": e.plugin,
+                     "offline_copy": bool(local and local() is not None)})
+    _print_json(rows)
+    return 0
+
+
+def cmd_convert(argv: list[str]) -> int:
+    converters = get_datasets()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: recsys convert NAME RAW OUT [options]   (recsys convert NAME --help for options)\n")
+        print("Turns raw files into RecBole atomic files. Converters:")
+        for name, e in sorted(converters.items()):
+            doc = (e.obj.__doc__ or "").strip().splitlines()
+            print(f"  {name:14s} {doc[0] if doc else ''}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in converters:
+        print(f"recsys convert: unknown dataset format {name!r}; available: {sorted(converters)}", file=sys.stderr)
+        return 2
+    from jsonargparse import CLI
+
+    out = CLI(converters[name].obj, args=rest, prog=f"recsys convert {name}")
+    print(f"recsys: wrote {out}")
+    return 0
+
+
+TOOLS: dict[str, Callable[[list[str]], int]] = {
+    "plugins": cmd_plugins,
+    "models": cmd_models,
+    "datasets": cmd_datasets,
+    "backbones": cmd_backbones,
+    "convert": cmd_convert,
+}
+
+USAGE = """usage: recsys COMMAND [options]
+
+Train and evaluate (LightningCLI; `recsys fit --help`, `--print_config`, `--model.help NAME`):
+  fit        train, then validate and test the best checkpoint
+  validate   evaluate on the validation targets
+  test       evaluate on the test targets
+  predict    write each user's top-K next items (--predictions.path out.csv|out.jsonl)
+
+Plugins and data:
+  plugins    installed plugins as JSON (--all includes built-ins)
+  models     registered models
+  datasets   registered raw-data converters
+  backbones  named LLM backbones
+  convert    raw files -> RecBole atomic files (recsys convert NAME RAW OUT)
+
+Example: recsys fit --config configs/ml-100k/sasrec.yaml
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv[0] in TOOLS:
+        return TOOLS[argv[0]](argv[1:])
+    run_cli(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""RecBole atomic files: read theirs, write ours (so RecBole reads ours).
+
+A file is tab-separated UTF-8 with a typed header, e.g.::
+
+    user_id:token	item_id:token	rating:float	timestamp:float
+
+Types are ``token``, ``token_seq`` (space-separated tokens), ``float`` and ``float_seq``.
+A dataset ``NAME`` is a directory holding ``NAME.inter`` and optionally ``NAME.item`` and
+``NAME.user``. Writes are atomic: a file (or a whole dataset directory) is written beside
+its destination and renamed into place, so an interrupted write never leaves a partial
+dataset that later loads as if it were complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+TYPES = ("token", "token_seq", "float", "float_seq")
+SUFFIXES = ("inter", "item", "user")
+
+
+class DataFormatError(ValueError):
+    """A data file is malformed; the message names the file and, where known, the line and field."""
+
+
+def parse_header(line: str, path: Path) -> dict[str, str]:
+    """``'user_id:token\\titem_id:token'`` -> ``{'user_id': 'token', 'item_id': 'token'}``."""
+    types: dict[str, str] = {}
+    for position, cell in enumerate(line.rstrip("\r\n").split("\t"), start=1):
+        name, sep, kind = cell.rpartition(":")
+        if not sep or not name:
+            raise DataFormatError(f"{path}:1: header field {position} {cell!r} is not 'name:type'")
+        if kind not in TYPES:
+            raise DataFormatError(f"{path}:1: header field {cell!r} has unknown type {kind!r} (expected one of {TYPES})")
+        if name in types:
+            raise DataFormatError(f"{path}:1: header names field {name!r} twice")
+        types[name] = kind
+    return types
+
+
+def read_atomic(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read one atomic file -> (frame, {column: type}). Float columns are float64, others str."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline()
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}:1: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not header.strip():
+        raise DataFormatError(f"{path}:1: empty file, expected a 'name:type' header")
+    types = parse_header(header, path)
+    try:
+        frame = pd.read_csv(
+            path, sep="\t", header=0, names=list(types), dtype=str, quoting=csv.QUOTE_NONE,
+            keep_default_na=False, na_filter=False, encoding="utf-8", engine="c",
+        )
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except pd.errors.ParserError as exc:
+        raise DataFormatError(f"{path}: {exc}") from None
+    for column, kind in types.items():
+        if kind == "float":
+            values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+            bad = values.isna() & (frame[column] != "")
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataFormatError(
+                    f"{path}:{row + 2}: field {column!r} is not a number: {frame[column].iloc[row]!r}"
+                )
+            frame[column] = values.astype("float64")
+    return frame, types
+
+
+def infer_types(frame: pd.DataFrame) -> dict[str, str]:
+    """Numeric columns are ``float``, list columns ``token_seq``, everything else ``token``."""
+    types = {}
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            types[column] = "float"
+        elif len(series) and isinstance(series.iloc[0], (list, tuple)):
+            types[column] = "token_seq"
+        else:
+            types[column] = "token"
+    return types
+
+
+def _clean(value) -> str:
+    """Tabs and newlines would break the format; collapse them to spaces."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_clean(v) for v in value)
+    text = str(value)
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    return text
+
+
+def _format_column(series: pd.Series, kind: str) -> pd.Series:
+    if kind == "float":
+        numbers = pd.to_numeric(series, errors="raise")
+        # Integers stay integers ("881250949", not "881250949.0"), as in RecBole's own files.
+        return numbers.map(lambda v: "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else repr(float(v))))
+    return series.map(_clean)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_atomic(frame: pd.DataFrame, path: str | Path, types: dict[str, str] | None = None) -> Path:
+    """Write one atomic file (temp file + rename). ``types`` defaults to :func:`infer_types`."""
+    path = Path(path)
+    types = {**infer_types(frame), **(types or {})}
+    unknown = set(types) - set(frame.columns)
+    if unknown:
+        raise ValueError(f"types given for columns not in the frame: {sorted(unknown)}")
+    for column, kind in types.items():
+        if kind not in TYPES:
+            raise ValueError(f"column {column!r}: unknown atomic type {kind!r}")
+    out = pd.DataFrame({c: _format_column(frame[c], types[c]) for c in frame.columns})
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write("\t".join(f"{c}:{types[c]}" for c in frame.columns) + "\n")
+            out.to_csv(f, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
+    return path
+
+
+def write_dataset(
+    out_dir: str | Path,
+    inter: pd.DataFrame,
+    item: pd.DataFrame | None = None,
+    user: pd.DataFrame | None = None,
+    types: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``out_dir/NAME.{inter,item,user}`` (NAME = the directory's name) as one atomic step.
+
+    The files are written to a temporary sibling directory that is renamed into place at the
+    end; an existing dataset is replaced only with ``overwrite=True`` and only once the new one
+    is complete.
+    """
+    out_dir = Path(out_dir)
+    name = out_dir.name
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for suffix, frame in (("inter", inter), ("item", item), ("user", user)):
+            if frame is not None:
+                column_types = {c: t for c, t in (types or {}).items() if c in frame.columns}
+                write_atomic(frame, staging / f"{name}.{suffix}", column_types)
+        if out_dir.exists():
+            retired = out_dir.with_name(f".{name}.old-{os.getpid()}")
+            os.replace(out_dir, retired)
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def dataset_files(path: str | Path) -> dict[str, Path]:
+    """Locate a dataset's atomic files: ``{'inter': ..., 'item': ..., 'user': ...}`` (those present).
+
+    ``path`` is a dataset directory (``NAME/NAME.inter``; or the only ``*.inter`` inside) or an
+    ``.inter`` file.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".inter":
+            raise DataFormatError(f"{path}: expected a dataset directory or a .inter file")
+        directory, name = path.parent, path.stem
+    elif path.is_dir():
+        directory, name = path, path.name
+        if not (directory / f"{name}.inter").exists():
+            candidates = sorted(directory.glob("*.inter"))
+            if len(candidates) != 1:
+                raise DataFormatError(
+                    f"{path}: expected {name}.inter (or exactly one .inter file), found "
+                    f"{[c.name for c in candidates] or 'none'}"
+                )
+            name = candidates[0].stem
+    else:
+        raise DataFormatError(f"{path}: no such dataset directory or file")
+    return {s: directory / f"{name}.{s}" for s in SUFFIXES if (directory / f"{name}.{s}").exists()}

@@ -1,0 +1,19 @@
+"""The batch every model receives."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    """A batch of (history -> target) windows.
+
+    A NamedTuple, not a frozen dataclass: Lightning moves NamedTuples between devices.
+    """
+
+    history: Tensor  #: (B, L) int64 item indices, left-padded with 0 = PAD, oldest first
+    target: Tensor  #: (B,) int64 item index to predict; 0 when unknown (predict runs)
+    user: Tensor  #: (B,) int64 user index (1..U)
+    seen: Optional[Tensor] = None  #: (B, S) int64, left-padded: every item before the target, masked at evaluation

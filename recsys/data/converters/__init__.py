@@ -1,0 +1,44 @@
+"""Raw-data converters: each turns one raw format into RecBole atomic files.
+
+A converter is ``convert(raw: Path, out: Path, *, overwrite=False, min_rating=None,
+max_history=None, k_core=None, **format_options) -> Path`` and is registered by name through
+the ``register_datasets`` hook. Converters never download anything. They all end in
+:func:`save_converted`, which applies the shared filters and writes the dataset atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from recsys.data.atomic import write_dataset
+from recsys.data.filters import filter_interactions, sort_interactions
+
+
+def save_converted(
+    out: str | Path,
+    inter: pd.DataFrame,
+    item: pd.DataFrame | None = None,
+    user: pd.DataFrame | None = None,
+    *,
+    types: dict[str, str] | None = None,
+    overwrite: bool = False,
+    min_rating: float | None = None,
+    max_history: int | None = None,
+    k_core: int | None = None,
+) -> Path:
+    """Filter, sort and write one converted dataset.
+
+    ``inter`` has columns ``user_id``, ``item_id``, ``timestamp`` (the order value: a Unix time
+    or a per-user position) and optionally ``rating``. ``item`` has ``item_id`` plus any text
+    columns; ``user`` has ``user_id`` plus any features. Items and users no longer present after
+    filtering are dropped from ``item``/``user``.
+    """
+    inter = sort_interactions(filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core))
+    if item is not None:
+        item = item[item["item_id"].isin(set(inter["item_id"]))].reset_index(drop=True)
+    if user is not None:
+        user = user[user["user_id"].isin(set(inter["user_id"]))].reset_index(drop=True)
+    types = {"user_id": "token", "item_id": "token", **(types or {})}
+    return write_dataset(out, inter, item, user, types=types, overwrite=overwrite)

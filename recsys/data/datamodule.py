@@ -1,0 +1,132 @@
+"""Lightning data modules: what every model trains and is evaluated on."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from recsys.data.catalog import Catalog
+from recsys.data.dataset import SequenceData, load_sequences
+from recsys.data.embedded import resolve_dataset
+from recsys.data.sequences import Windows, identity_collate
+
+
+class RecDataModule(pl.LightningDataModule):
+    """Base class of every recsys data module.
+
+    ``num_items`` is readable before ``setup()`` (LightningCLI links it into the model's
+    ``__init__``), and ``catalog`` is what models read item features from.
+    """
+
+    @property
+    def num_items(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def catalog(self) -> Catalog:
+        raise NotImplementedError
+
+
+class SeqDataModule(RecDataModule):
+    """Sequential recommendation data under the ``loo`` protocol.
+
+    Args:
+        path: a directory of RecBole atomic files (``NAME/NAME.inter`` ...), or an embedded
+            dataset name (``ml-100k``, read from the installed recbole wheel).
+        max_len: history length L given to the model (the most recent L items).
+        batch_size: training windows per batch.
+        eval_batch_size: users per validation/test/predict batch.
+        mask_history: at evaluation, rank only items the user has not interacted with before
+            the target (the target itself is never masked). RecBole does not mask for
+            sequential models; switch off to compare with it.
+        train_windows: ``every`` = one window per target (for models that predict only at the
+            last position); ``tiled`` = windows ``max_len`` apart (for models that predict at
+            every position; each target is seen once per epoch); ``auto`` = ask the model
+            (its ``train_windows`` attribute).
+        min_rating: keep interactions rated at least this (e.g. 4 for "liked").
+        max_history: keep only each user's last ``max_history`` interactions.
+        k_core: drop users and items with fewer interactions, repeatedly.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        path: str = "ml-100k",
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        protocol: Literal["loo"] = "loo",
+        mask_history: bool = True,
+        train_windows: Literal["auto", "every", "tiled"] = "auto",
+        min_rating: float | None = None,
+        max_history: int | None = None,
+        k_core: int | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"data.max_len must be >= 1, got {max_len}")
+        if protocol != "loo":
+            raise ValueError(f"data.protocol {protocol!r} is not supported; available: ['loo']")
+        self.save_hyperparameters()
+        self.path = path
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.protocol = protocol
+        self.mask_history = mask_history
+        self.train_windows = train_windows
+        self.filters = dict(min_rating=min_rating, max_history=max_history, k_core=k_core)
+        self.num_workers = num_workers
+
+    @cached_property
+    def data(self) -> SequenceData:
+        """Loaded on first use (by ``num_items`` at link time, or by ``setup()``)."""
+        return load_sequences(resolve_dataset(self.path), **self.filters)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.data.items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.data.users)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.data.catalog
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data  # noqa: B018 - load now, not inside the first dataloader call
+
+    def _resolved_train_windows(self) -> str:
+        if self.train_windows != "auto":
+            return self.train_windows
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, "train_windows", "every")
+
+    def _loader(self, windows: Windows, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            windows, batch_size=batch_size, shuffle=shuffle, collate_fn=identity_collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        windows = Windows.for_training(self.data.split, self.max_len, self._resolved_train_windows())
+        return self._loader(windows, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        windows = Windows.for_evaluation(self.data.split, "val", self.max_len, self.mask_history)
+        return self._loader(windows, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        windows = Windows.for_evaluation(self.data.split, "test", self.max_len, self.mask_history)
+        return self._loader(windows, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every user, with their whole sequence as history: what comes next?"""
+        windows = Windows.for_prediction(self.data.sequences, self.max_len, self.mask_history)
+        return self._loader(windows, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,106 @@
+"""Load an atomic dataset into what models and splits need: vocabularies, sequences, catalog."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.atomic import DataFormatError, dataset_files, read_atomic
+from recsys.data.catalog import Catalog
+from recsys.data.filters import ITEM, TIME, USER, filter_interactions, sort_interactions
+from recsys.data.sequences import LeaveOneOut, Sequences
+from recsys.data.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SequenceData:
+    """A dataset ready for sequential recommendation."""
+
+    name: str
+    items: Vocab
+    users: Vocab
+    sequences: Sequences
+    split: LeaveOneOut
+    catalog: Catalog
+    user_fields: pd.DataFrame | None  #: (U + 1) rows aligned with ``users`` (row 0 = PAD), or None
+
+
+def _check_inter(inter: pd.DataFrame, path: Path) -> None:
+    for column in (USER, ITEM):
+        if column not in inter.columns:
+            raise DataFormatError(f"{path}: no {column!r} field (fields: {list(inter.columns)})")
+        empty = inter[column] == ""
+        if empty.any():
+            raise DataFormatError(f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: field {column!r} is empty")
+    if TIME in inter.columns and inter[TIME].isna().any():
+        row = int(np.flatnonzero(inter[TIME].isna().to_numpy())[0])
+        raise DataFormatError(f"{path}:{row + 2}: field {TIME!r} is empty")
+
+
+def _aligned(frame: pd.DataFrame, id_column: str, vocab: Vocab, path: Path, what: str) -> pd.DataFrame:
+    """Rows of a .item/.user frame in vocabulary order (row 0 = PAD); missing ids get empty fields."""
+    if id_column not in frame.columns:
+        raise DataFormatError(f"{path}: no {id_column!r} field (fields: {list(frame.columns)})")
+    duplicated = frame[id_column].duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise DataFormatError(f"{path}:{row + 2}: {what} {frame[id_column].iloc[row]!r} appears twice")
+    indexed = frame.set_index(id_column)
+    unused = len(indexed) - indexed.index.isin(vocab.tokens[1:]).sum()
+    missing = len(vocab) - pd.Index(vocab.tokens[1:]).isin(indexed.index).sum()
+    if unused:
+        log.info("%s: %d %ss have no interactions and are left out", path, unused, what)
+    if missing:
+        log.warning("%s: %d %ss with interactions have no row here; their fields are empty", path, missing, what)
+    aligned = indexed.reindex(vocab.tokens[1:])
+    for column in aligned.columns:
+        aligned[column] = aligned[column].fillna("" if aligned[column].dtype == object else np.nan)
+    pad = pd.DataFrame({c: ["" if aligned[c].dtype == object else np.nan] for c in aligned.columns})
+    return pd.concat([pad, aligned.reset_index(drop=True)], ignore_index=True)
+
+
+def load_sequences(
+    path: str | Path,
+    min_rating: float | None = None,
+    max_history: int | None = None,
+    k_core: int | None = None,
+) -> SequenceData:
+    """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it (``loo``)."""
+    files = dataset_files(path)
+    inter, _ = read_atomic(files["inter"])
+    _check_inter(inter, files["inter"])
+    if len(inter) == 0:
+        raise DataFormatError(f"{files['inter']}: no interactions")
+    inter = filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core)
+    if len(inter) == 0:
+        raise DataFormatError(f"{files['inter']}: no interactions left after filtering")
+    duplicates = inter.duplicated([c for c in (USER, ITEM, TIME) if c in inter.columns])
+    if duplicates.any():
+        log.warning("%s: dropped %d duplicate (user, item, time) rows", files["inter"], int(duplicates.sum()))
+        inter = inter[~duplicates]
+    items = Vocab.from_tokens(inter[ITEM])
+    users = Vocab.from_tokens(inter[USER])
+    frame = pd.DataFrame({USER: users.index(inter[USER]), ITEM: items.index(inter[ITEM])})
+    if TIME in inter.columns:
+        frame[TIME] = inter[TIME].to_numpy()
+    frame = sort_interactions(frame)  # (user, time, item): ties never depend on file order
+    sequences = Sequences.from_sorted(frame[USER].to_numpy(), frame[ITEM].to_numpy(), len(users))
+    split = LeaveOneOut(sequences)
+    name = files["inter"].stem
+    if "item" in files:
+        item_frame, _ = read_atomic(files["item"])
+        fields = _aligned(item_frame, ITEM, items, files["item"], "item")
+    else:
+        fields = pd.DataFrame(index=range(len(items) + 1))
+    popularity = np.bincount(split.train_items(), minlength=len(items) + 1).astype(np.int64)
+    user_fields = None
+    if "user" in files:
+        user_frame, _ = read_atomic(files["user"])
+        user_fields = _aligned(user_frame, USER, users, files["user"], "user")
+    return SequenceData(name, items, users, sequences, split, Catalog(name, items, fields, popularity), user_fields)

@@ -1,0 +1,49 @@
+"""Interaction filters shared by converters and data modules: rating threshold, history cap, k-core."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+USER, ITEM, RATING, TIME = "user_id", "item_id", "rating", "timestamp"
+
+
+def sort_interactions(inter: pd.DataFrame) -> pd.DataFrame:
+    """Sort by (user, timestamp, item) with a stable sort, so ties never depend on file order."""
+    keys = [c for c in (USER, TIME, ITEM) if c in inter.columns]
+    return inter.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def filter_interactions(
+    inter: pd.DataFrame,
+    min_rating: float | None = None,
+    max_history: int | None = None,
+    k_core: int | None = None,
+) -> pd.DataFrame:
+    """Apply, in this order: keep ratings >= ``min_rating``; keep each user's last ``max_history``
+    interactions (by time); then drop users and items with fewer than ``k_core`` interactions,
+    repeatedly, until none is left (k-core last, so its guarantee holds on the result)."""
+    before = len(inter)
+    if min_rating is not None:
+        if RATING not in inter.columns:
+            raise ValueError(f"min_rating={min_rating} needs a {RATING!r} column; the interactions have {list(inter.columns)}")
+        inter = inter[inter[RATING] >= min_rating]
+    if max_history is not None:
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        inter = sort_interactions(inter)
+        inter = inter.groupby(USER, sort=False).tail(max_history)
+    if k_core is not None and k_core > 1:
+        while True:
+            users = inter[USER].map(inter[USER].value_counts())
+            items = inter[ITEM].map(inter[ITEM].value_counts())
+            keep = (users >= k_core) & (items >= k_core)
+            if keep.all():
+                break
+            inter = inter[keep]
+    if len(inter) != before:
+        log.info("filters kept %d of %d interactions", len(inter), before)
+    return inter.reset_index(drop=True)

@@ -1,0 +1,189 @@
+"""Per-user item sequences, the leave-one-out split, and lazy windows over them.
+
+Nothing here materialises one row per training prefix (RecBole's "augmentation"): a window
+is the pair (user, end) and is computed from a few per-user arrays when a batch is fetched,
+so memory grows with the number of users and interactions, never with the number of windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from recsys.data.batch import Batch
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Every user's items in time order, in CSR form.
+
+    User ``u`` (1..U; 0 = PAD has none) has items ``items[offsets[u]:offsets[u + 1]]``.
+    """
+
+    offsets: np.ndarray  #: (U + 2,) int64
+    items: np.ndarray  #: (n,) int64 item indices in 1..N
+
+    @classmethod
+    def from_sorted(cls, users: np.ndarray, items: np.ndarray, num_users: int) -> "Sequences":
+        """Build from interactions already sorted by (user, time, item); users in 1..num_users."""
+        counts = np.bincount(users, minlength=num_users + 1)
+        offsets = np.zeros(num_users + 2, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(offsets, items.astype(np.int64))
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 2
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(U + 1,) number of items per user (index 0 = PAD user, always 0)."""
+        return np.diff(self.offsets)
+
+    def of(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """The ``loo`` protocol: per user, the last item is the test target, the one before it the
+    validation target, and everything earlier is training. Users with fewer than 3 items are
+    training-only (they have no held-out targets).
+
+    ``train_length[u]`` is the number of leading items of user u used for training.
+    """
+
+    sequences: Sequences
+
+    @property
+    def evaluated(self) -> np.ndarray:
+        """Users (1..U) that have a validation and a test target."""
+        lengths = self.sequences.lengths
+        users = np.arange(len(lengths))
+        return users[(users > 0) & (lengths >= 3)]
+
+    @property
+    def train_length(self) -> np.ndarray:
+        """(U + 1,) number of training items per user."""
+        lengths = self.sequences.lengths
+        return np.where(lengths >= 3, lengths - 2, lengths)
+
+    def train_items(self) -> np.ndarray:
+        """All training interactions' item indices (for popularity counts)."""
+        seq = self.sequences
+        keep = np.arange(len(seq.items)) - np.repeat(seq.offsets[:-1], seq.lengths) < np.repeat(
+            self.train_length, seq.lengths
+        )
+        return seq.items[keep]
+
+
+TrainWindows = Literal["every", "tiled"]
+
+
+class Windows(Dataset):
+    """Lazy (user, end) windows: history = items[end - max_len : end], target = items[end].
+
+    Each user ``u`` in ``users`` contributes ``count[u]`` windows whose ends step back from
+    ``last_end[u]`` by ``stride``. Window ``i`` is found by binary search over the cumulative
+    counts, so the dataset stores O(users) integers however many windows it has.
+
+    - training, ``every``: one window per target position (end = 1 .. train_length - 1);
+    - training, ``tiled``: windows ``max_len`` apart, for models that predict at every position
+      (each training target is then covered exactly once per epoch);
+    - evaluation: one window per user (end = the target's position), with ``seen`` = every
+      earlier item when the history is to be masked;
+    - prediction: one window per user past their last item (target unknown, 0).
+
+    ``__getitems__`` builds a whole :class:`Batch` with vectorised numpy gathers; use it with
+    :func:`identity_collate`.
+    """
+
+    def __init__(
+        self,
+        sequences: Sequences,
+        users: np.ndarray,
+        last_end: np.ndarray,
+        count: np.ndarray,
+        stride: int,
+        max_len: int,
+        with_seen: bool = False,
+    ):
+        keep = count > 0
+        self.sequences = sequences
+        self.users = users[keep].astype(np.int64)
+        self.last_end = last_end[keep].astype(np.int64)
+        self.stride = int(stride)
+        self.max_len = int(max_len)
+        self.with_seen = with_seen
+        self.cumulative = np.cumsum(count[keep]).astype(np.int64)
+
+    @classmethod
+    def for_training(cls, split: LeaveOneOut, max_len: int, mode: TrainWindows = "every") -> "Windows":
+        train_length = split.train_length
+        users = np.flatnonzero(train_length >= 2)
+        targets = train_length[users] - 1  # positions 1 .. n_train - 1 are targets
+        if mode == "every":
+            count, stride = targets, 1
+        elif mode == "tiled":
+            count, stride = -(-targets // max_len), max_len
+        else:
+            raise ValueError(f"train windows must be 'every' or 'tiled', got {mode!r}")
+        return cls(split.sequences, users, train_length[users] - 1, count, stride, max_len)
+
+    @classmethod
+    def for_evaluation(cls, split: LeaveOneOut, stage: Literal["val", "test"], max_len: int, mask_history: bool) -> "Windows":
+        users = split.evaluated
+        lengths = split.sequences.lengths[users]
+        end = lengths - 2 if stage == "val" else lengths - 1
+        return cls(split.sequences, users, end, np.ones_like(users), 1, max_len, with_seen=mask_history)
+
+    @classmethod
+    def for_prediction(cls, sequences: Sequences, max_len: int, mask_history: bool) -> "Windows":
+        lengths = sequences.lengths
+        users = np.flatnonzero(lengths >= 1)
+        return cls(sequences, users, lengths[users], np.ones_like(users), 1, max_len, with_seen=mask_history)
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1]) if len(self.cumulative) else 0
+
+    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window indices -> (users, ends)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"window index out of range 0..{len(self) - 1}")
+        slot = np.searchsorted(self.cumulative, indices, side="right")
+        first = np.concatenate(([0], self.cumulative[:-1]))[slot]
+        return self.users[slot], self.last_end[slot] - (indices - first) * self.stride
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> Batch:
+        users, ends = self.locate(np.asarray(indices))
+        seq = self.sequences
+        starts = seq.offsets[users]
+        lengths = seq.offsets[users + 1] - starts
+        history = _left_padded(seq.items, starts, ends, self.max_len)
+        has_target = ends < lengths
+        target = np.where(has_target, seq.items[starts + np.minimum(ends, lengths - 1)], 0)
+        seen = None
+        if self.with_seen:
+            seen = torch.from_numpy(_left_padded(seq.items, starts, ends, max(int(ends.max()), 1)))
+        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen)
+
+
+def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """Rows ``items[start + max(0, end - width) : start + end]``, left-padded with 0 to ``width``."""
+    positions = ends[:, None] - width + np.arange(width)[None, :]  # (B, width) positions in each sequence
+    valid = positions >= 0
+    gathered = items[np.where(valid, starts[:, None] + positions, 0)]
+    return np.where(valid, gathered, 0).astype(np.int64)
+
+
+def identity_collate(batch: Batch) -> Batch:
+    """``Windows.__getitems__`` already returns a collated batch."""
+    return batch

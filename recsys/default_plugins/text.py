@@ -1,0 +1,23 @@
+"""The default item text: ``title: ...; year: ...; genres: ...`` from whatever fields exist."""
+
+from __future__ import annotations
+
+from recsys.hookspecs import hookimpl
+
+# Field name in the data -> label in the text, in the order they are written.
+LABELS = {
+    "title": "title", "movie_title": "title", "name": "title",
+    "release_year": "year", "year": "year",
+    "class": "genres", "genres": "genres",
+    "categories": "categories", "brand": "brand", "description": "description",
+}
+
+
+@hookimpl(trylast=True)
+def item_to_text(item, dataset):
+    parts = []
+    for field, label in LABELS.items():
+        value = item.get(field)
+        if value is not None and str(value).strip() and str(value) != "nan":
+            parts.append(f"{label}: {str(value).strip()}")
+    return "; ".join(parts) if parts else str(item.get("item_id", ""))

@@ -1,0 +1,104 @@
+"""Evaluation: scores or top-k lists -> one rank per user -> metrics.
+
+Every metric is a function of the target's rank (1 = best), as in HSTU's evaluation:
+``fn(ranks: (B,) int64, k: int | None) -> (B,) float``, with ``k=None`` meaning no cutoff.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+MetricFn = Callable[[Tensor, "int | None"], Tensor]
+
+DEFAULT_METRICS = ("hit", "ndcg", "mrr")
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None) -> Tensor:
+    """Set PAD (column 0) and every ``seen`` item to -inf, in place; the target keeps its score.
+
+    scores: (B, N + 1) float; seen: (B, S) int64 left-padded with 0; target: (B,) int64.
+    Keeping the target's score means a repeat interaction can still be hit.
+    """
+    keep = scores.gather(1, target[:, None]) if target is not None else None
+    if seen is not None:
+        scores.scatter_(1, seen, float("-inf"))
+    scores[:, 0] = float("-inf")
+    if keep is not None:
+        scores.scatter_(1, target[:, None], keep)
+    return scores
+
+
+def dense_ranks(scores: Tensor, target: Tensor) -> Tensor:
+    """Rank of each target among all scores, counting ties against the model.
+
+    scores: (B, N + 1) float with masked entries at -inf; target: (B,) int64 -> (B,) int64 >= 1.
+    rank = #{items scoring >= the target}: a constant scorer gets rank N, not 1.
+    """
+    target_scores = scores.gather(1, target[:, None])
+    return (scores >= target_scores).sum(dim=1)
+
+
+def topk_ranks(ids: Tensor, target: Tensor) -> Tensor:
+    """Rank of each target in a (B, K) list of item ids: position + 1, or K + 1 when absent.
+
+    Repeated ids in a row count once (only the first occurrence matters).
+    """
+    k = ids.shape[1]
+    hits = ids == target[:, None]
+    first = torch.where(hits.any(dim=1), hits.float().argmax(dim=1) + 1, torch.full_like(target, k + 1))
+    return first.long()
+
+
+def hit(ranks: Tensor, k: int | None) -> Tensor:
+    """1 if the target is in the top k (hit@k = recall@k with one target)."""
+    return (ranks <= k).float() if k is not None else torch.ones_like(ranks, dtype=torch.float)
+
+
+def ndcg(ranks: Tensor, k: int | None) -> Tensor:
+    """1 / log2(rank + 1) within the top k, else 0 (one relevant item, so IDCG = 1)."""
+    gain = 1.0 / torch.log2(ranks.float() + 1.0)
+    return gain if k is None else torch.where(ranks <= k, gain, torch.zeros_like(gain))
+
+
+def mrr(ranks: Tensor, k: int | None) -> Tensor:
+    """1 / rank within the top k, else 0."""
+    rr = 1.0 / ranks.float()
+    return rr if k is None else torch.where(ranks <= k, rr, torch.zeros_like(rr))
+
+
+def parse_metric(spec: str, ks: Iterable[int]) -> list[tuple[str, str, int | None]]:
+    """``'ndcg'`` -> one entry per k; ``'ndcg@10'`` -> k = 10; ``'mrr@all'`` -> no cutoff.
+
+    Returns (logged name, metric name, k) triples.
+    """
+    name, sep, k = spec.partition("@")
+    if not sep:
+        return [(f"{name}@{kk}", name, kk) for kk in ks]
+    if k == "all":
+        return [(spec, name, None)]
+    if not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric {spec!r}: the cutoff after '@' must be a positive integer or 'all'")
+    return [(spec, name, int(k))]
+
+
+class MetricSet:
+    """The metrics one model logs: resolved once against the registered metric functions."""
+
+    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, MetricFn]):
+        self.entries: list[tuple[str, MetricFn, int | None]] = []
+        for spec in specs:
+            for logged, name, k in parse_metric(spec, ks):
+                if name not in registered:
+                    raise ValueError(f"unknown metric {name!r} in {spec!r}; registered metrics: {sorted(registered)}")
+                self.entries.append((logged, registered[name], k))
+        cutoffs = [k for _, _, k in self.entries if k is not None]
+        self.max_k = max(cutoffs) if cutoffs else max(ks)
+
+    def __call__(self, ranks: Tensor) -> dict[str, Tensor]:
+        """(B,) ranks -> {logged name: (B,) values}."""
+        return {logged: fn(ranks, k) for logged, fn, k in self.entries}
+

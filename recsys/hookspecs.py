@@ -1,0 +1,47 @@
+"""Every hook a plugin may implement. One-line docstrings; the reference is docs/plugins.md.
+
+Registration hooks receive a host-owned ``register`` callback and return nothing: the host
+validates what is registered, rejects duplicate names and records which plugin did it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("recsys")
+hookimpl = HookimplMarker("recsys")
+
+#: Version of the hook specifications below; bumped when a hook's signature changes.
+HOOKSPEC_VERSION = "1.0"
+
+
+@hookspec
+def register_models(register):
+    """Register trainable models: register(cls), cls a subclass of recsys.RecModule."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register raw-data converters: register(name, convert), convert(raw, out, **options) writes atomic files."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register ranking metrics: register(name, fn), fn(ranks: (B,) int64, k: int | None) -> (B,) float."""
+
+
+@hookspec
+def register_grounders(register):
+    """Register grounders mapping generated outputs to catalog items: register(cls), cls a recsys.Grounder."""
+
+
+@hookspec
+def register_backbones(register):
+    """Register named LLM sources: register(name, hub_id, local=None), local() -> from_pretrained kwargs or None."""
+
+
+@hookspec(firstresult=True)
+def item_to_text(item: Mapping[str, Any], dataset: str) -> str | None:
+    """Render one item row as the text an LLM sees; the first non-None answer wins (the default is trylast)."""

@@ -1,0 +1,155 @@
+"""Base classes of every model: the training and evaluation loop is written once, here."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from recsys.data.batch import Batch
+from recsys.eval import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, mask_seen, topk_ranks
+
+
+class RecModule(pl.LightningModule):
+    """Everything recsys trains.
+
+    ``__init__`` must accept ``num_items`` (LightningCLI links it from the data module) and
+    subclasses call ``self.save_hyperparameters()`` so a checkpoint restores them:
+    ``RecModule.load_from_checkpoint(path)`` returns the saved subclass.
+
+    Args:
+        num_items: catalog size N; item indices are 1..N, 0 is PAD.
+        lr: learning rate of the default Adam optimizer.
+        weight_decay: its weight decay.
+        metrics: metric names from ``register_metrics``; ``'ndcg'`` is logged at every k in
+            ``ks``, ``'ndcg@10'`` only at 10, ``'mrr@all'`` without cutoff.
+        ks: cutoffs for metrics given without one.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        metrics: Sequence[str] = DEFAULT_METRICS,
+        ks: Sequence[int] = DEFAULT_KS,
+    ):
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        self.num_items = num_items
+        self.lr = lr
+        self.weight_decay = weight_decay
+        from recsys.registry import get_metrics
+
+        registered = {name: entry.obj for name, entry in get_metrics().items()}
+        self.metric_set = MetricSet(metrics, ks, registered)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lets RecModule.load_from_checkpoint restore the right subclass, CLI or not.
+        checkpoint["recsys_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, weights_only: bool | None = True, **kwargs):
+        """Load a checkpoint into the class that saved it (a subclass of ``cls``).
+
+        ``RecModule.load_from_checkpoint(path)`` returns e.g. a ``SASRec``; loading reads
+        tensors and plain values only (``weights_only=True``) unless told otherwise.
+        """
+        saved = _saved_class(checkpoint_path)
+        target = saved if saved is not None and issubclass(saved, cls) else cls
+        load = super(RecModule, target).load_from_checkpoint.__func__
+        return load(target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _saved_class(checkpoint_path) -> type | None:
+    """The RecModule subclass recorded in a checkpoint, imported by its module path."""
+    import importlib
+
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    class_path = checkpoint.get("recsys_class_path")
+    if class_path is None:
+        return None
+    module_name, _, qualname = class_path.rpartition(".")
+    try:
+        found = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"{checkpoint_path} was saved by {class_path}, which cannot be imported here "
+            f"(is its plugin installed?): {exc}"
+        ) from exc
+    if not (isinstance(found, type) and issubclass(found, RecModule)):
+        raise TypeError(f"{checkpoint_path}: {class_path} is not a recsys.RecModule")
+    return found
+
+
+class SeqRecModule(RecModule):
+    """A next-item recommender. Implement ``loss`` and ``score`` (dense models) or ``loss`` and
+    ``recommend`` (generative models that produce a top-k list).
+
+    ``train_windows`` tells the data module how to cut training sequences: ``every`` gives one
+    window per target (the model predicts at the last position only); ``tiled`` gives
+    non-overlapping windows for models that predict at every position.
+    """
+
+    train_windows: Literal["every", "tiled"] = "every"
+    #: list length of ``predict`` runs (set by the writer callback; None = the largest metric cutoff)
+    predict_k: int | None = None
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def score(self, batch: Batch) -> Tensor:
+        """(B, N + 1) scores of every item (column 0 = PAD, ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score() nor recommend()")
+
+    def recommend(self, batch: Batch, k: int) -> tuple[Tensor, Tensor]:
+        """(B, k) item indices, best first, and their scores; PAD and ``batch.seen`` excluded."""
+        scores = mask_seen(self.score(batch), batch.seen)
+        top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
+        return top.indices, top.values
+
+    def _is_dense(self) -> bool:
+        return type(self).score is not SeqRecModule.score
+
+    def rank(self, batch: Batch) -> Tensor:
+        """(B,) rank of each target under the evaluation protocol (1 = best)."""
+        if self._is_dense():
+            scores = mask_seen(self.score(batch).float(), batch.seen, batch.target)
+            return dense_ranks(scores, batch.target)
+        ids, _ = self.recommend(batch, self.metric_set.max_k)
+        return topk_ranks(ids, batch.target)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.target))
+        return loss
+
+    def _evaluate(self, batch: Batch, stage: str) -> None:
+        ranks = self.rank(batch)
+        for name, values in self.metric_set(ranks).items():
+            self.log(
+                f"{stage}/{name}", values.mean(), batch_size=len(ranks), on_step=False, on_epoch=True,
+                sync_dist=True, prog_bar=name == "ndcg@10",
+            )
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        ids, scores = self.recommend(batch, self.predict_k or self.metric_set.max_k)
+        return {"user": batch.user, "items": ids, "scores": scores}

@@ -1,0 +1,40 @@
+"""Most-popular items: the floor every model must beat."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recsys.data.batch import Batch
+from recsys.models.base import SeqRecModule
+
+
+class Pop(SeqRecModule):
+    """Scores every item by its number of training interactions (the same list for everyone).
+
+    Nothing is learned by gradient: the counts are read from the data module's catalog in
+    ``setup()`` (training split only) and kept as a buffer, so checkpoints carry them.
+    """
+
+    def __init__(self, num_items: int, **kwargs):
+        super().__init__(num_items, **kwargs)
+        self.save_hyperparameters()
+        self.register_buffer("popularity", torch.zeros(num_items + 1))
+        self.automatic_optimization = False
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None:
+            counts = torch.as_tensor(datamodule.catalog.popularity, dtype=torch.float)
+            if len(counts) != self.num_items + 1:
+                raise ValueError(f"catalog has {len(counts) - 1} items, the model {self.num_items}")
+            self.popularity.copy_(counts)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        return None
+
+    def configure_optimizers(self):
+        return None
+
+    def score(self, batch: Batch) -> Tensor:
+        return self.popularity.expand(len(batch.target), -1).clone()

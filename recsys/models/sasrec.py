@@ -1,0 +1,156 @@
+"""SASRec (Kang & McAuley, 2018): a causal self-attention encoder over the item history.
+
+Same architecture and defaults as RecBole's SASRec (post-LayerNorm blocks, GELU, dropout 0.5,
+N(0, 0.02) init, output layer tied to the item embeddings) so the two can be compared, but
+trained the efficient way: every position of a window predicts its next item, so one forward
+pass covers up to L targets instead of one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recsys.data.batch import Batch
+from recsys.models.base import SeqRecModule
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Post-LN transformer block: x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float, attn_dropout: float, eps: float):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model))
+        self.norm1 = nn.LayerNorm(d_model, eps=eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = attn_dropout
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        """x: (B, L, D); allowed: (B, 1, L, L) bool, True where query i may attend to key j."""
+        b, length, d = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = self.norm1(x + self.dropout(self.out(attended.transpose(1, 2).reshape(b, length, d))))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class SASRec(SeqRecModule):
+    """Self-attentive sequential recommendation.
+
+    Args:
+        num_items: catalog size (linked from the data).
+        max_len: longest history the positional embedding covers (>= data.max_len).
+        d_model: embedding and hidden size.
+        num_layers: transformer blocks.
+        num_heads: attention heads per block.
+        ffn_dim: inner size of the feed-forward layer.
+        dropout: dropout on embeddings, attention output and feed-forward output.
+        attn_dropout: dropout on attention probabilities.
+        layer_norm_eps: LayerNorm epsilon.
+        init_std: standard deviation of the normal initialisation.
+        loss_type: ``ce`` = full softmax cross-entropy over all items; ``bce`` = binary
+            cross-entropy against ``num_negatives`` uniformly sampled negatives per target.
+        num_negatives: negatives per target for ``bce``.
+    """
+
+    train_windows = "tiled"
+
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = 50,
+        d_model: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        ffn_dim: int = 256,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.5,
+        layer_norm_eps: float = 1e-12,
+        init_std: float = 0.02,
+        loss_type: Literal["ce", "bce"] = "ce",
+        num_negatives: int = 1,
+        **kwargs,
+    ):
+        super().__init__(num_items, **kwargs)
+        self.save_hyperparameters()
+        if loss_type not in ("ce", "bce"):
+            raise ValueError(f"loss_type must be 'ce' or 'bce', got {loss_type!r}")
+        self.max_len = max_len
+        self.loss_type = loss_type
+        self.num_negatives = num_negatives
+        self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, d_model)
+        self.embedding_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            CausalSelfAttentionBlock(d_model, num_heads, ffn_dim, dropout, attn_dropout, layer_norm_eps)
+            for _ in range(num_layers)
+        )
+        self.apply(lambda module: _init_normal(module, init_std))
+
+    def encode(self, history: Tensor) -> Tensor:
+        """(B, L) left-padded item ids -> (B, L, D) hidden states; position t sees items <= t only."""
+        b, length = history.shape
+        if length > self.max_len:
+            raise ValueError(
+                f"history length {length} exceeds the model's max_len {self.max_len}: "
+                f"set model.init_args.max_len >= data.init_args.max_len"
+            )
+        # Right-aligned positions: the most recent item always has the last position.
+        positions = torch.arange(self.max_len - length, self.max_len, device=history.device)
+        x = self.item_embedding(history) + self.position_embedding(positions)[None]
+        x = self.embedding_dropout(self.embedding_norm(x))
+        real = history != 0
+        causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
+        # Real queries attend to real, earlier keys. Padding queries attend to themselves only,
+        # so no row is fully masked (which would give NaN); their outputs are never used.
+        eye = torch.eye(length, dtype=torch.bool, device=history.device)
+        allowed = (causal & real[:, None, :]) | eye
+        for block in self.blocks:
+            x = block(x, allowed[:, None])
+        return x
+
+    def score(self, batch: Batch) -> Tensor:
+        user = self.encode(batch.history)[:, -1]  # (B, D)
+        return user @ self.item_embedding.weight.T  # (B, N + 1)
+
+    def loss(self, batch: Batch) -> Tensor:
+        hidden = self.encode(batch.history)  # (B, L, D)
+        labels = torch.cat([batch.history[:, 1:], batch.target[:, None]], dim=1)  # next item at each position
+        valid = (batch.history != 0) & (labels != 0)
+        hidden, labels = hidden[valid], labels[valid]  # (T, D), (T,)
+        if self.loss_type == "ce":
+            logits = hidden @ self.item_embedding.weight.T  # (T, N + 1)
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, labels)
+        positive = (hidden * self.item_embedding(labels)).sum(-1)  # (T,)
+        negatives = _sample_negatives(labels, self.num_items, self.num_negatives)  # (T, n)
+        negative = torch.einsum("td,tnd->tn", hidden, self.item_embedding(negatives))
+        return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
+
+
+def _sample_negatives(labels: Tensor, num_items: int, n: int) -> Tensor:
+    """(T,) positives -> (T, n) uniform items in 1..N different from each positive."""
+    sample = torch.randint(1, num_items, (len(labels), n), device=labels.device)
+    return sample + (sample >= labels[:, None]).long()  # skip the positive without bias
+
+
+def _init_normal(module: nn.Module, std: float) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(0.0, std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    if isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()

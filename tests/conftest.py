@@ -1,0 +1,38 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_configure(config):
+    # Installed plugins never load during tests (the llm/datasette convention).
+    sys._called_from_test = True
+
+
+@pytest.fixture
+def tiny_path() -> Path:
+    return ROOT / "data" / "tiny"
+
+
+@pytest.fixture
+def fake_plugin():
+    from fake_models import FakePlugin
+
+    from recsys.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.register(FakePlugin(), name="fake-plugin")
+    try:
+        yield
+    finally:
+        pm.unregister(name="fake-plugin")
+
+
+@pytest.fixture
+def tiny_data(tiny_path):
+    from recsys.data.dataset import load_sequences
+
+    return load_sequences(tiny_path)

@@ -1,0 +1,53 @@
+"""Models with known answers, registered by the ``fake_plugin`` fixture (tests only)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import recsys
+
+
+class OracleRec(recsys.SeqRecModule):
+    """Scores the target highest: every metric must be 1.0."""
+
+    def __init__(self, num_items: int, **kwargs):
+        super().__init__(num_items, **kwargs)
+        self.save_hyperparameters()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def loss(self, batch):
+        return (self.weight**2).sum() + 0 * self.weight.sum()
+
+    def score(self, batch):
+        scores = torch.zeros(len(batch.target), self.num_items + 1)
+        scores[torch.arange(len(batch.target)), batch.target] = 1.0
+        return scores + 0 * self.weight
+
+
+class ConstantRec(OracleRec):
+    """Gives every item the same score: hit@k must be about k / N, not 1.0."""
+
+    def score(self, batch):
+        return torch.zeros(len(batch.target), self.num_items + 1) + 0 * self.weight
+
+
+class EchoLast(OracleRec):
+    """A generative model: recommends the last history item, then items 1, 2, ... (via recommend())."""
+
+    score = recsys.SeqRecModule.score  # not dense
+
+    def recommend(self, batch, k):
+        ids = torch.arange(1, k + 1).repeat(len(batch.target), 1)
+        ids[:, 0] = batch.history[:, -1]
+        return ids, torch.linspace(1, 0, k).repeat(len(batch.target), 1)
+
+
+class FakePlugin:
+    __name__ = "fake-plugin"
+
+    @recsys.hookimpl
+    def register_models(self, register):
+        register(OracleRec)
+        register(ConstantRec)
+        register(EchoLast)

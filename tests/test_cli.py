@@ -1,0 +1,116 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from recsys.cli import main, run_cli
+from recsys.models.base import RecModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def common(tiny_path, tmp_path):
+    return [f"--data.path={tiny_path}", "--data.max_len=5", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def test_oracle_by_short_name_scores_one(fake_plugin, tiny_path, tmp_path):
+    cli = run_cli(["test", "--model=OracleRec", "--data=SeqDataModule", *common(tiny_path, tmp_path)])
+    metrics = cli.trainer.callback_metrics
+    assert metrics["test/ndcg@10"] == 1.0 and metrics["test/hit@5"] == 1.0
+
+
+def test_num_items_is_linked_from_the_data(fake_plugin, tiny_path, tmp_path):
+    cli = run_cli(["--model=OracleRec", "--data=SeqDataModule", *common(tiny_path, tmp_path)], run=False)
+    assert cli.model.num_items == cli.datamodule.num_items == 15
+
+
+def test_fit_trains_then_validates_and_tests_the_best_checkpoint(tiny_path, tmp_path, capsys):
+    cli = run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8", "--model.ffn_dim=16",
+                   "--data=SeqDataModule", "--trainer.max_epochs=2", *common(tiny_path, tmp_path)])
+    out = capsys.readouterr().out
+    assert "val/ndcg@10" in out and "test/ndcg@10" in out  # both tables printed
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.name.startswith("best-") and (best.parent / "last.ckpt").exists()
+    restored = RecModule.load_from_checkpoint(best)
+    assert type(restored).__name__ == "SASRec" and restored.num_items == 15
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "recsys.models.sasrec.SASRec"  # full path, not the short name
+    assert saved["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/ndcg@10"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_predict_writes_top_k_per_user(tiny_path, tmp_path, suffix):
+    args = ["--model=Pop", "--data=SeqDataModule", *common(tiny_path, tmp_path)]
+    fit = run_cli(["fit", *args, "--trainer.max_epochs=1", "--test_after_fit=false"])
+    out = tmp_path / f"top{suffix}"
+    run_cli(["predict", *args, f"--ckpt_path={fit.trainer.checkpoint_callback.last_model_path}",
+             f"--predictions.path={out}", "--predictions.k=3"])
+    if suffix == ".csv":
+        rows = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+        assert list(rows.columns) == ["user_id", "rank", "item_id", "title", "score"]
+        assert rows.groupby("user_id").size().eq(3).all() and rows["user_id"].nunique() == 8
+        first = rows[rows.user_id == "1"]
+    else:
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(lines) == 8 and all(len(line["items"]) == 3 for line in lines)
+        first = pd.DataFrame({"item_id": lines[0]["items"], "title": lines[0]["titles"]})
+    seen = set(pd.read_csv(tiny_path / "tiny.inter", sep="\t", dtype=str).query("`user_id:token` == '1'")["item_id:token"])
+    assert not set(first["item_id"]) & seen  # history masked
+    titles = pd.read_csv(tiny_path / "tiny.item", sep="\t", dtype=str).set_index("item_id:token")["movie_title:token_seq"]
+    assert list(first["title"]) == [titles[i] for i in first["item_id"]]
+
+
+def test_print_config_shows_full_class_paths(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/ml-100k/sasrec.yaml"), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "recsys.models.sasrec.SASRec"
+    assert config["model"]["init_args"]["lr"] == 0.001  # base-class arguments are part of the schema
+    assert config["data"]["class_path"] == "recsys.SeqDataModule"
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--print_config"])
+    assert "class_path" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=SASRecc", "--data=SeqDataModule", "--print_config"])
+    assert "SASRecc" in capsys.readouterr().err
+
+
+def test_unknown_config_key_is_a_clear_error(tiny_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=SASRec", "--data=SeqDataModule", "--model.init_args.d_modl=8", "--print_config"])
+    assert "d_modl" in capsys.readouterr().err
+
+
+def test_tool_commands_print_json(capsys):
+    assert main(["models"]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert models["SASRec"]["class_path"] == "recsys.models.sasrec.SASRec"
+    assert models["Pop"]["plugin"] == "recsys.default_plugins.models"
+    assert main(["plugins", "--all"]) == 0
+    names = {p["name"] for p in json.loads(capsys.readouterr().out)}
+    assert "recsys.default_plugins.metrics" in names
+    assert main(["datasets"]) == 0
+    assert {"ml-100k", "ml-1m", "ml-latest", "amazon-2014", "amazon-2018", "amazon-2023", "csv"} <= {
+        d["name"] for d in json.loads(capsys.readouterr().out)}
+    assert main(["--help"]) == 0 and "convert" in capsys.readouterr().out
+
+
+def test_convert_command_runs_a_registered_converter(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "interactions.csv").write_text("user,item,pos\na,x,0\na,y,1\nb,y,0\nb,x,1\n")
+    assert main(["convert", "csv", str(raw), str(tmp_path / "out"), "--user_col=user", "--item_col=item",
+                 "--order_col=pos"]) == 0
+    assert (tmp_path / "out" / "out.inter").exists()
+    assert main(["convert", "nope"]) == 2
+    assert "unknown dataset format 'nope'" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from recsys.eval import MetricSet, dense_ranks, hit, mask_seen, mrr, ndcg, parse_metric, topk_ranks
+
+
+def test_dense_ranks_count_ties_against_the_model():
+    scores = torch.tensor([[float("-inf"), 0.9, 0.5, 0.5, 0.1],
+                           [float("-inf"), 1.0, 1.0, 1.0, 1.0]])
+    target = torch.tensor([2, 3])
+    # row 0: items scoring >= 0.5 are 1, 2, 3 -> rank 3 (the tie with item 3 counts against)
+    # row 1: all four items tie -> rank 4 (the worst), not 1
+    assert dense_ranks(scores, target).tolist() == [3, 4]
+
+
+def test_metrics_against_hand_computation():
+    ranks = torch.tensor([1, 2, 5, 11])
+    assert hit(ranks, 10).tolist() == [1, 1, 1, 0]
+    assert ndcg(ranks, 10).tolist() == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(6), 0.0])
+    assert mrr(ranks, 10).tolist() == pytest.approx([1.0, 0.5, 0.2, 0.0])
+    assert mrr(ranks, None).tolist() == pytest.approx([1.0, 0.5, 0.2, 1 / 11])
+    assert ndcg(ranks, 1).tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_topk_ranks_position_or_k_plus_one():
+    ids = torch.tensor([[4, 2, 9], [1, 2, 3], [7, 7, 5]])
+    target = torch.tensor([2, 8, 7])
+    assert topk_ranks(ids, target).tolist() == [2, 4, 1]
+
+
+def test_mask_seen_masks_pad_and_history_but_not_the_target():
+    scores = torch.arange(6, dtype=torch.float).repeat(2, 1)
+    seen = torch.tensor([[0, 2, 5], [0, 0, 3]])
+    target = torch.tensor([5, 1])  # user 0 repeats item 5
+    masked = mask_seen(scores.clone(), seen, target)
+    assert masked[0].tolist() == [float("-inf"), 1, float("-inf"), 3, 4, 5]
+    assert masked[1].tolist() == [float("-inf"), 1, 2, float("-inf"), 4, 5]
+
+
+def test_constant_scorer_gets_k_over_n():
+    n = 200
+    scores = mask_seen(torch.zeros(50, n + 1), None)
+    ranks = dense_ranks(scores, torch.randint(1, n + 1, (50,)))
+    assert (ranks == n).all()
+    assert hit(ranks, 10).mean() == 0.0  # pessimistic: a constant model never ranks first
+
+
+def test_metric_specs():
+    assert parse_metric("ndcg", [5, 10]) == [("ndcg@5", "ndcg", 5), ("ndcg@10", "ndcg", 10)]
+    assert parse_metric("mrr@all", [5]) == [("mrr@all", "mrr", None)]
+    with pytest.raises(ValueError, match="positive integer"):
+        parse_metric("hit@x", [5])
+    metric_set = MetricSet(["hit", "mrr@all"], [3, 20], {"hit": hit, "mrr": mrr})
+    values = metric_set(torch.tensor([1, 4]))
+    assert list(values) == ["hit@3", "hit@20", "mrr@all"]
+    assert metric_set.max_k == 20
+    with pytest.raises(ValueError, match="unknown metric 'recal'"):
+        MetricSet(["recal"], [10], {"hit": hit})

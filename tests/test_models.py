@@ -1,0 +1,102 @@
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from recsys import RecModule, SeqDataModule
+from recsys.data.batch import Batch
+from recsys.models.pop import Pop
+from recsys.models.sasrec import SASRec
+
+
+def trainer(tmp_path, **kwargs):
+    options = dict(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, enable_checkpointing=False)
+    return pl.Trainer(**{**options, **kwargs})
+
+
+def test_oracle_scores_one_and_constant_scores_k_over_n(fake_plugin, tiny_path, tmp_path):
+    from fake_models import ConstantRec, OracleRec
+
+    data = SeqDataModule(str(tiny_path), max_len=5, mask_history=False)
+    oracle = trainer(tmp_path).test(OracleRec(data.num_items), datamodule=data, verbose=False)[0]
+    assert oracle["test/ndcg@10"] == 1.0 and oracle["test/mrr@5"] == 1.0
+    constant = trainer(tmp_path).test(ConstantRec(data.num_items), datamodule=data, verbose=False)[0]
+    # all tie -> every target ranks last (N = 15): hit@k = 0 for k < N, 1 at k >= N
+    assert constant["test/hit@5"] == 0.0 and constant["test/hit@20"] == 1.0
+
+
+def test_generative_model_is_ranked_from_its_list(fake_plugin, tiny_path, tmp_path):
+    from fake_models import EchoLast
+
+    data = SeqDataModule(str(tiny_path), max_len=5, mask_history=False)
+    result = trainer(tmp_path).test(EchoLast(data.num_items, metrics=["hit@1"]), datamodule=data, verbose=False)[0]
+    batch = data.test_dataloader().dataset.__getitems__(range(len(data.data.split.evaluated)))
+    expected = (batch.history[:, -1] == batch.target).float().mean().item()
+    assert result["test/hit@1"] == pytest.approx(expected)
+
+
+def test_sasrec_is_causal():
+    torch.manual_seed(0)
+    model = SASRec(num_items=20, max_len=6, dropout=0.0, attn_dropout=0.0).eval()
+    history = torch.tensor([[0, 0, 3, 4, 5, 6]])
+    changed = history.clone()
+    changed[0, 4:] = torch.tensor([9, 10])
+    out, out_changed = model.encode(history), model.encode(changed)
+    assert torch.allclose(out[0, :4], out_changed[0, :4], atol=1e-6)  # positions <= 3 see nothing later
+    assert not torch.allclose(out[0, 4:], out_changed[0, 4:])
+    assert torch.isfinite(out).all()  # padding rows are never fully masked (no NaN)
+
+
+def test_sasrec_padding_is_ignored():
+    torch.manual_seed(0)
+    model = SASRec(num_items=20, max_len=6, dropout=0.0, attn_dropout=0.0).eval()
+    a = model.encode(torch.tensor([[0, 0, 3, 4, 5, 6]]))
+    b = model.item_embedding.weight.data[0].clone()
+    model.item_embedding.weight.data[0] += 5.0  # a different PAD vector must not change real outputs
+    c = model.encode(torch.tensor([[0, 0, 3, 4, 5, 6]]))
+    model.item_embedding.weight.data[0] = b
+    assert torch.allclose(a[0, 2:], c[0, 2:], atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["ce", "bce"])
+def test_sasrec_learns_on_tiny_data(tiny_path, tmp_path, loss_type):
+    pl.seed_everything(0)
+    data = SeqDataModule(str(tiny_path), max_len=5, batch_size=8, train_windows="tiled")
+    model = SASRec(data.num_items, max_len=5, d_model=16, num_heads=2, ffn_dim=32, dropout=0.0,
+                   attn_dropout=0.0, loss_type=loss_type, lr=0.01)
+    batch = next(iter(data.train_dataloader()))
+    before = model.loss(batch).item()
+    trainer(tmp_path, max_epochs=30, num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=data)
+    assert model.loss(batch).item() < before * 0.7
+
+
+def test_sasrec_scores_every_item():
+    model = SASRec(num_items=12, max_len=4)
+    batch = Batch(torch.tensor([[0, 1, 2, 3]]), torch.tensor([4]), torch.tensor([1]))
+    assert model.score(batch).shape == (1, 13)
+    with pytest.raises(ValueError, match="exceeds the model's max_len 4"):
+        model.encode(torch.ones(1, 5, dtype=torch.long))
+
+
+def test_pop_ranks_by_training_popularity_and_survives_a_checkpoint(tiny_path, tmp_path):
+    data = SeqDataModule(str(tiny_path), max_len=5)
+    model = Pop(data.num_items)
+    t = trainer(tmp_path, enable_checkpointing=True)
+    t.fit(model, datamodule=data)
+    assert model.popularity.tolist() == data.catalog.popularity.astype(float).tolist()
+    path = tmp_path / "pop.ckpt"
+    t.save_checkpoint(path)
+    restored = RecModule.load_from_checkpoint(path, weights_only=True)
+    assert type(restored) is Pop and torch.equal(restored.popularity, model.popularity)
+
+
+def test_sasrec_checkpoint_round_trip(tiny_path, tmp_path):
+    data = SeqDataModule(str(tiny_path), max_len=5)
+    model = SASRec(data.num_items, max_len=5, d_model=8, num_heads=2, ffn_dim=16)
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(model, datamodule=data)
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    restored = SASRec.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True).eval()
+    batch = Batch(torch.tensor([[0, 1, 2, 3, 4]]), torch.tensor([5]), torch.tensor([1]))
+    assert restored.hparams.d_model == 8 and restored.num_items == data.num_items
+    assert torch.allclose(restored.score(batch), model.eval().score(batch))

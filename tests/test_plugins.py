@@ -1,0 +1,187 @@
+import sys
+import types
+
+import pytest
+
+import recsys
+from recsys import plugins
+from recsys.plugins import PluginError, get_plugins, load_plugins, pm
+from recsys.registry import get_metrics, get_models, item_to_text
+
+
+class FakeEntryPoint:
+    def __init__(self, name, load):
+        self.name, self.group, self._load = name, "recsys", load
+
+    def load(self):
+        return self._load()
+
+
+class FakeDistribution:
+    def __init__(self, name, *entry_points, version="1.2.3"):
+        self.metadata = {"Name": name}
+        self.version = version
+        self.entry_points = list(entry_points)
+
+
+def module_with(**functions):
+    module = types.ModuleType("fake_module")
+    for name, fn in functions.items():
+        setattr(module, name, fn)
+    return module
+
+
+@recsys.hookimpl
+def register_metrics(register):
+    register("always_one", lambda ranks, k: ranks.float() * 0 + 1)
+
+
+@recsys.hookimpl
+def register_modles(register):  # misspelled on purpose
+    pass
+
+
+def _boom():
+    raise ImportError("No module named 'missing_dependency'")
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Pretend the given distributions are installed, with entry points loading for real."""
+    before = {name for name, _ in pm.list_name_plugin()}
+
+    def install(*distributions):
+        monkeypatch.delattr(sys, "_called_from_test", raising=False)
+        monkeypatch.setattr(plugins.importlib.metadata, "distributions", lambda: list(distributions))
+        monkeypatch.setattr(plugins, "_loaded", False)
+        monkeypatch.setattr(plugins, "_failed", [])
+        monkeypatch.setattr(plugins, "_distributions", {})
+        load_plugins()
+
+    yield install
+    for name, _ in list(pm.list_name_plugin()):
+        if name not in before:
+            pm.unregister(name=name)
+
+
+def test_listing_shape_and_defaults(installed):
+    installed(FakeDistribution("recsys-good", FakeEntryPoint("good", lambda: module_with(register_metrics=register_metrics))))
+    listing = get_plugins()
+    assert listing == [{"name": "good", "hooks": ["register_metrics"], "version": "1.2.3", "distribution": "recsys-good"}]
+    everything = {p["name"] for p in get_plugins(all=True)}
+    assert "recsys.default_plugins.models" in everything
+    assert [p["name"] for p in get_plugins(all=True, hook="register_models")] == ["recsys.default_plugins.models"]
+    assert "always_one" in get_metrics()
+    assert get_metrics()["always_one"].plugin == "good"
+
+
+def test_broken_plugin_is_skipped_and_listed(installed, capsys):
+    installed(
+        FakeDistribution("recsys-broken", FakeEntryPoint("broken", _boom)),
+        FakeDistribution("recsys-good", FakeEntryPoint("good", lambda: module_with(register_metrics=register_metrics))),
+    )
+    err = capsys.readouterr().err
+    assert err.strip() == ("recsys: skipped plugin 'broken' (dist recsys-broken): "
+                           "ImportError: No module named 'missing_dependency'")
+    listing = {p["name"]: p for p in get_plugins()}
+    assert listing["broken"]["error"] == "ImportError: No module named 'missing_dependency'"
+    assert "error" not in listing["good"]
+    assert "SASRec" in get_models()  # the engine still works
+
+
+def test_misspelled_hook_is_caught(installed, capsys):
+    installed(FakeDistribution("recsys-typo", FakeEntryPoint("typo", lambda: module_with(register_modles=register_modles))))
+    assert "unknown hook 'register_modles'" in capsys.readouterr().err
+    assert pm.get_plugin("typo") is None
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(installed, monkeypatch):
+    monkeypatch.setenv("RECSYS_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'broken' .*recsys-broken.* failed to load"):
+        installed(FakeDistribution("recsys-broken", FakeEntryPoint("broken", _boom)))
+
+
+@pytest.mark.parametrize("allow, expected", [(None, {"a", "b"}), ("", set()), ("recsys_b", {"b"})])
+def test_load_plugins_allow_list(installed, monkeypatch, allow, expected):
+    if allow is not None:
+        monkeypatch.setenv("RECSYS_LOAD_PLUGINS", allow)
+    installed(
+        FakeDistribution("recsys-a", FakeEntryPoint("a", lambda: module_with())),
+        FakeDistribution("recsys-b", FakeEntryPoint("b", lambda: module_with())),
+    )
+    assert {p["name"] for p in get_plugins()} == expected
+
+
+def test_fake_plugin_visible_then_gone(fake_plugin):
+    assert get_models()["OracleRec"].plugin == "fake-plugin"
+
+
+def test_fake_plugin_gone_after_unregister():
+    assert "OracleRec" not in get_models()
+
+
+class Clash:
+    __name__ = "clash"
+
+    @recsys.hookimpl
+    def register_metrics(self, register):
+        register("ndcg", lambda ranks, k: ranks.float())
+
+
+def test_duplicate_names_name_both_registrants():
+    pm.register(Clash(), name="clash")
+    try:
+        with pytest.raises(PluginError) as error:
+            get_metrics()
+        message = str(error.value)
+        assert "register_metrics: name 'ndcg' is registered twice" in message
+        assert "plugin 'clash' (test_plugins.Clash.register_metrics.<locals>.<lambda>)" in message
+        assert "plugin 'recsys.default_plugins.metrics' (recsys.eval.ndcg)" in message
+    finally:
+        pm.unregister(name="clash")
+
+
+class Invalid:
+    __name__ = "invalid"
+
+    @recsys.hookimpl
+    def register_models(self, register):
+        register(object)
+
+
+def test_invalid_registration_names_the_plugin():
+    pm.register(Invalid(), name="invalid")
+    try:
+        with pytest.raises(PluginError, match="plugin 'invalid' registered an invalid entry in register_models"):
+            get_models()
+    finally:
+        pm.unregister(name="invalid")
+
+
+class Wordy:
+    __name__ = "wordy"
+
+    @recsys.hookimpl
+    def item_to_text(self, item, dataset):
+        return f"[{dataset}] {item['movie_title']}" if dataset == "tiny" else None
+
+
+def test_firstresult_plugin_wins_over_default(tiny_data):
+    default = item_to_text({"movie_title": "Alpha Quest", "release_year": "1991", "class": "Action"}, "tiny")
+    assert default == "title: Alpha Quest; year: 1991; genres: Action"
+    pm.register(Wordy(), name="wordy")
+    try:
+        assert tiny_data.catalog.text(1) == "[tiny] Alpha Quest"
+        assert item_to_text({"movie_title": "X"}, "other") == "title: X"  # None -> falls through
+    finally:
+        pm.unregister(name="wordy")
+
+
+def test_hookimpl_with_unknown_argument_is_rejected():
+    class Bad:
+        @recsys.hookimpl
+        def register_models(self, register, num_items):
+            pass
+
+    with pytest.raises(Exception, match="num_items"):
+        pm.register(Bad(), name="bad")
