@@ -109,3 +109,10 @@ def test_popularity_counts_training_interactions_only(tiny_data):
         for item in seq.of(user)[: split.train_length[user]]:
             expected[item] += 1
     assert tiny_data.catalog.popularity.tolist() == expected.tolist()
+
+
+def test_file_order_tie_break_matches_recbole(tmp_path):
+    inter = pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["c", "a", "b", "d"], "timestamp": [5.0, 5.0, 5.0, 1.0]})
+    write_dataset(tmp_path / "a", inter)
+    data = load_sequences(tmp_path / "a", tie_break="file")
+    assert [data.items.token(i) for i in data.sequences.of(1)] == ["d", "c", "a", "b"]

@@ -49,6 +49,8 @@ class SeqDataModule(RecDataModule):
         min_rating: keep interactions rated at least this (e.g. 4 for "liked").
         max_history: keep only each user's last ``max_history`` interactions.
         k_core: drop users and items with fewer interactions, repeatedly.
+        tie_break: order of interactions with equal timestamps: ``item`` (by item id; the
+            split never depends on file order) or ``file`` (file order, as RecBole).
         num_workers: DataLoader worker processes.
     """
 
@@ -64,6 +66,7 @@ class SeqDataModule(RecDataModule):
         min_rating: float | None = None,
         max_history: int | None = None,
         k_core: int | None = None,
+        tie_break: Literal["item", "file"] = "item",
         num_workers: int = 0,
     ):
         super().__init__()
@@ -79,13 +82,13 @@ class SeqDataModule(RecDataModule):
         self.protocol = protocol
         self.mask_history = mask_history
         self.train_windows = train_windows
-        self.filters = dict(min_rating=min_rating, max_history=max_history, k_core=k_core)
+        self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break)
         self.num_workers = num_workers
 
     @cached_property
     def data(self) -> SequenceData:
         """Loaded on first use (by ``num_items`` at link time, or by ``setup()``)."""
-        return load_sequences(resolve_dataset(self.path), **self.filters)
+        return load_sequences(resolve_dataset(self.path), **self.load_options)
 
     @property
     def num_items(self) -> int:

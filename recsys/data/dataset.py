@@ -70,8 +70,14 @@ def load_sequences(
     min_rating: float | None = None,
     max_history: int | None = None,
     k_core: int | None = None,
+    tie_break: str = "item",
 ) -> SequenceData:
-    """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it (``loo``)."""
+    """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it (``loo``).
+
+    Interactions are ordered by time; equal timestamps are ordered by item id (``tie_break=
+    'item'``, the default: the split never depends on file order) or by file order (``'file'``,
+    as RecBole does).
+    """
     files = dataset_files(path)
     inter, _ = read_atomic(files["inter"])
     _check_inter(inter, files["inter"])
@@ -89,7 +95,7 @@ def load_sequences(
     frame = pd.DataFrame({USER: users.index(inter[USER]), ITEM: items.index(inter[ITEM])})
     if TIME in inter.columns:
         frame[TIME] = inter[TIME].to_numpy()
-    frame = sort_interactions(frame)  # (user, time, item): ties never depend on file order
+    frame = sort_interactions(frame, tie_break)
     sequences = Sequences.from_sorted(frame[USER].to_numpy(), frame[ITEM].to_numpy(), len(users))
     split = LeaveOneOut(sequences)
     name = files["inter"].stem

@@ -11,9 +11,12 @@ log = logging.getLogger(__name__)
 USER, ITEM, RATING, TIME = "user_id", "item_id", "rating", "timestamp"
 
 
-def sort_interactions(inter: pd.DataFrame) -> pd.DataFrame:
-    """Sort by (user, timestamp, item) with a stable sort, so ties never depend on file order."""
-    keys = [c for c in (USER, TIME, ITEM) if c in inter.columns]
+def sort_interactions(inter: pd.DataFrame, tie_break: str = "item") -> pd.DataFrame:
+    """Stable sort by (user, timestamp), ties broken by item id (``tie_break='item'``: never
+    depends on file order) or kept in file order (``'file'``: RecBole's behaviour)."""
+    if tie_break not in ("item", "file"):
+        raise ValueError(f"tie_break must be 'item' or 'file', got {tie_break!r}")
+    keys = [c for c in (USER, TIME, ITEM) if c in inter.columns and (c != ITEM or tie_break == "item")]
     return inter.sort_values(keys, kind="stable").reset_index(drop=True)
 
 

@@ -1,0 +1,18 @@
+# make run   set up .venv and train SASRec on MovieLens-100k (prints validation and test metrics)
+# make test  set up .venv and run the default test suite (under 10 minutes on 2 CPU cores)
+VENV ?= .venv
+TESTS = tests $(wildcard plugins/*/tests)
+
+.PHONY: setup run test test-all
+
+setup:
+	VENV=$(VENV) ./scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/recsys fit --config configs/ml-100k/sasrec.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(TESTS)
+
+test-all: setup
+	$(VENV)/bin/python -m pytest -q $(TESTS)
