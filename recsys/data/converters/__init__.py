@@ -36,9 +36,14 @@ def save_converted(
     filtering are dropped from ``item``/``user``.
     """
     inter = sort_interactions(filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core))
+    # Ids are compared as text (after sorting, so numeric ids keep their numeric order): int ids
+    # on one side and str ids on the other still match.
+    inter = inter.assign(user_id=inter["user_id"].astype(str), item_id=inter["item_id"].astype(str))
     if item is not None:
+        item = item.assign(item_id=item["item_id"].astype(str))
         item = item[item["item_id"].isin(set(inter["item_id"]))].reset_index(drop=True)
     if user is not None:
+        user = user.assign(user_id=user["user_id"].astype(str))
         user = user[user["user_id"].isin(set(inter["user_id"]))].reset_index(drop=True)
     types = {"user_id": "token", "item_id": "token", **(types or {})}
     return write_dataset(out, inter, item, user, types=types, overwrite=overwrite)
