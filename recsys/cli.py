@@ -56,9 +56,9 @@ class RecsysCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
 
-def run_cli(argv: list[str], run: bool = True) -> RecsysCLI:
-    """Build (and by default run) the LightningCLI on ``argv``; plugins load first so their
-    models resolve by short class name."""
+def run_cli(argv: list[str] | None, run: bool = True) -> RecsysCLI:
+    """Build (and by default run) the LightningCLI on ``argv`` (None = the command line);
+    plugins load first so their models resolve by short class name."""
     load_plugins()
     return RecsysCLI(
         RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
@@ -160,13 +160,13 @@ Example: recsys fit --config configs/ml-100k/sasrec.yaml
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if argv[0] in TOOLS:
-        return TOOLS[argv[0]](argv[1:])
-    run_cli(argv)
+    if args[0] in TOOLS:
+        return TOOLS[args[0]](args[1:])
+    run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
     return 0
 
 

@@ -100,3 +100,10 @@ def test_sasrec_checkpoint_round_trip(tiny_path, tmp_path):
     batch = Batch(torch.tensor([[0, 1, 2, 3, 4]]), torch.tensor([5]), torch.tensor([1]))
     assert restored.hparams.d_model == 8 and restored.num_items == data.num_items
     assert torch.allclose(restored.score(batch), model.eval().score(batch))
+
+
+def test_sasrec_last_only_matches_the_full_encoding():
+    torch.manual_seed(0)
+    model = SASRec(num_items=20, max_len=6).eval()
+    history = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    assert torch.allclose(model.encode(history, last_only=True)[:, -1], model.encode(history)[:, -1], atol=1e-6)
