@@ -69,16 +69,29 @@ def test_every_window_equals_materialised_augmentation(tiny_data, max_len):
     assert lazy == naive_augmentation(tiny_data.sequences, tiny_data.split, max_len)
 
 
-@pytest.mark.parametrize("max_len", [2, 3, 50])
-def test_tiled_windows_cover_each_training_target_once(tiny_data, max_len):
-    windows = Windows.for_training(tiny_data.split, max_len=max_len, mode="tiled")
+@pytest.mark.parametrize("max_len, stride", [(2, None), (3, None), (50, None), (4, 2), (5, 1), (3, 3)])
+def test_tiled_windows_cover_each_training_target_once(tiny_data, max_len, stride):
+    windows = Windows.for_training(tiny_data.split, max_len=max_len, mode="tiled", stride=stride)
     batch = windows.__getitems__(range(len(windows)))
     covered = []
-    for user, history, target in zip(batch.user.tolist(), batch.history.tolist(), batch.target.tolist()):
-        sequence = history + [target]
-        covered += [(user, nxt) for cur, nxt in zip(sequence, sequence[1:]) if cur and nxt]
+    for user, history, target, labels in zip(batch.user.tolist(), batch.history.tolist(), batch.target.tolist(),
+                                             batch.labels.tolist()):
+        following = history[1:] + [target]
+        for position, label in enumerate(labels):
+            if label:
+                assert label == following[position] and history[position] != 0
+                covered.append((user, label))
     expected = [(u, t) for u, _, t in naive_augmentation(tiny_data.sequences, tiny_data.split, 1)]
     assert sorted(covered) == sorted(expected)
+
+
+def test_overlapping_windows_give_every_target_context(tiny_data):
+    windows = Windows.for_training(tiny_data.split, max_len=4, mode="tiled", stride=2)
+    batch = windows.__getitems__(range(len(windows)))
+    for history, labels in zip(batch.history.tolist(), batch.labels.tolist()):
+        for position, label in enumerate(labels):
+            if label and position < 2:  # an early position is a target only without earlier items
+                assert all(item == 0 for item in history[:position])
 
 
 def test_windows_store_per_user_arrays_only():

@@ -17,3 +17,6 @@ class Batch(NamedTuple):
     target: Tensor  #: (B,) int64 item index to predict; 0 when unknown (predict runs)
     user: Tensor  #: (B,) int64 user index (1..U)
     seen: Optional[Tensor] = None  #: (B, S) int64, left-padded: every item before the target, masked at evaluation
+    #: (B, L) int64: the next item to predict at each history position, 0 where that position is
+    #: not a training target in this window (tiled training windows only; None elsewhere)
+    labels: Optional[Tensor] = None

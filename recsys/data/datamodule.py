@@ -46,6 +46,9 @@ class SeqDataModule(RecDataModule):
             last position); ``tiled`` = windows ``max_len`` apart (for models that predict at
             every position; each target is seen once per epoch); ``auto`` = ask the model
             (its ``train_windows`` attribute).
+        train_stride: distance between ``tiled`` windows (default ``max_len``: no overlap).
+            Smaller strides give early positions of each window more context, at ``max_len /
+            train_stride`` times the training compute; every target still counts once.
         min_rating: keep interactions rated at least this (e.g. 4 for "liked").
         max_history: keep only each user's last ``max_history`` interactions.
         k_core: drop users and items with fewer interactions, repeatedly.
@@ -63,6 +66,7 @@ class SeqDataModule(RecDataModule):
         protocol: Literal["loo"] = "loo",
         mask_history: bool = True,
         train_windows: Literal["auto", "every", "tiled"] = "auto",
+        train_stride: int | None = None,
         min_rating: float | None = None,
         max_history: int | None = None,
         k_core: int | None = None,
@@ -82,6 +86,7 @@ class SeqDataModule(RecDataModule):
         self.protocol = protocol
         self.mask_history = mask_history
         self.train_windows = train_windows
+        self.train_stride = train_stride
         self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break)
         self.num_workers = num_workers
 
@@ -118,7 +123,7 @@ class SeqDataModule(RecDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        windows = Windows.for_training(self.data.split, self.max_len, self._resolved_train_windows())
+        windows = Windows.for_training(self.data.split, self.max_len, self._resolved_train_windows(), self.train_stride)
         return self._loader(windows, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -92,8 +92,11 @@ class Windows(Dataset):
     counts, so the dataset stores O(users) integers however many windows it has.
 
     - training, ``every``: one window per target position (end = 1 .. train_length - 1);
-    - training, ``tiled``: windows ``max_len`` apart, for models that predict at every position
-      (each training target is then covered exactly once per epoch);
+    - training, ``tiled``: windows ``stride`` apart (default ``max_len``) for models that predict
+      at every position; ``labels`` marks the positions that are this window's targets, so each
+      training target is covered exactly once per epoch. A stride below ``max_len`` makes windows
+      overlap: every target but a user's first few then sees at least ``max_len - stride`` items
+      of context, at ``max_len / stride`` times the compute;
     - evaluation: one window per user (end = the target's position), with ``seen`` = every
       earlier item when the history is to be masked;
     - prediction: one window per user past their last item (target unknown, 0).
@@ -111,6 +114,7 @@ class Windows(Dataset):
         stride: int,
         max_len: int,
         with_seen: bool = False,
+        with_labels: bool = False,
     ):
         keep = count > 0
         self.sequences = sequences
@@ -119,20 +123,25 @@ class Windows(Dataset):
         self.stride = int(stride)
         self.max_len = int(max_len)
         self.with_seen = with_seen
+        self.with_labels = with_labels
         self.cumulative = np.cumsum(count[keep]).astype(np.int64)
 
     @classmethod
-    def for_training(cls, split: LeaveOneOut, max_len: int, mode: TrainWindows = "every") -> "Windows":
+    def for_training(
+        cls, split: LeaveOneOut, max_len: int, mode: TrainWindows = "every", stride: int | None = None
+    ) -> "Windows":
         train_length = split.train_length
         users = np.flatnonzero(train_length >= 2)
         targets = train_length[users] - 1  # positions 1 .. n_train - 1 are targets
         if mode == "every":
-            count, stride = targets, 1
-        elif mode == "tiled":
-            count, stride = -(-targets // max_len), max_len
-        else:
+            return cls(split.sequences, users, train_length[users] - 1, targets, 1, max_len)
+        if mode != "tiled":
             raise ValueError(f"train windows must be 'every' or 'tiled', got {mode!r}")
-        return cls(split.sequences, users, train_length[users] - 1, count, stride, max_len)
+        stride = max_len if stride is None else stride
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"the stride of tiled windows must be in 1..max_len ({max_len}), got {stride}")
+        count = -(-targets // stride)
+        return cls(split.sequences, users, train_length[users] - 1, count, stride, max_len, with_labels=True)
 
     @classmethod
     def for_evaluation(cls, split: LeaveOneOut, stage: Literal["val", "test"], max_len: int, mask_history: bool) -> "Windows":
@@ -170,10 +179,17 @@ class Windows(Dataset):
         history = _left_padded(seq.items, starts, ends, self.max_len)
         has_target = ends < lengths
         target = np.where(has_target, seq.items[starts + np.minimum(ends, lengths - 1)], 0)
-        seen = None
+        seen = labels = None
         if self.with_seen:
             seen = torch.from_numpy(_left_padded(seq.items, starts, ends, max(int(ends.max()), 1)))
-        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen)
+        if self.with_labels:
+            # Position p predicts sequence index end - L + p + 1; it is a target of this window if
+            # that index is among the last `stride` (earlier ones belong to the next window back).
+            following = _left_padded(seq.items, starts, ends + 1, self.max_len + 1)[:, 1:]
+            index = ends[:, None] - self.max_len + 1 + np.arange(self.max_len)[None, :]
+            labels = np.where((index > ends[:, None] - self.stride) & (index >= 1), following, 0)
+            labels = torch.from_numpy(labels)
+        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels)
 
 
 def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

@@ -135,10 +135,14 @@ class SASRec(SeqRecModule):
         return user @ self.item_embedding.weight.T  # (B, N + 1)
 
     def loss(self, batch: Batch) -> Tensor:
-        hidden = self.encode(batch.history)  # (B, L, D)
-        labels = torch.cat([batch.history[:, 1:], batch.target[:, None]], dim=1)  # next item at each position
-        valid = (batch.history != 0) & (labels != 0)
-        hidden, labels = hidden[valid], labels[valid]  # (T, D), (T,)
+        """Next-item loss at every position the window marks as a target (``batch.labels``), or
+        at the last position only when the batch has no per-position labels."""
+        if batch.labels is None:
+            hidden, labels = self.encode(batch.history, last_only=True)[:, -1], batch.target  # (B, D), (B,)
+        else:
+            hidden = self.encode(batch.history)  # (B, L, D)
+            valid = batch.labels != 0
+            hidden, labels = hidden[valid], batch.labels[valid]  # (T, D), (T,)
         if self.loss_type == "ce":
             logits = hidden @ self.item_embedding.weight.T  # (T, N + 1)
             logits[:, 0] = float("-inf")
