@@ -1,25 +1,83 @@
 """recsys: a plugin-based engine for LLM-based sequential recommendation.
 
-The public API: everything a plugin needs is importable from here. Anything else
-(``recsys.data.sequences`` internals, ``recsys.cli`` helpers) may change without notice.
+The public API: everything a plugin needs is importable from here (``__all__``); anything
+else may change without notice. Names are imported on first use (PEP 562), so ``import
+recsys`` in a plugin, or ``recsys --help``, does not pay for torch and Lightning.
 """
+
+from __future__ import annotations
+
+import importlib
+
+from recsys.hookspecs import HOOKSPEC_VERSION, hookimpl
 
 __version__ = "0.1.0"
 
-from recsys.data.atomic import DataFormatError, read_atomic, write_atomic, write_dataset
-from recsys.data.batch import Batch
-from recsys.data.catalog import Catalog
-from recsys.data.converters import save_converted
-from recsys.data.datamodule import RecDataModule, SeqDataModule
-from recsys.grounding import ExactTitleGrounder, Grounder
-from recsys.hookspecs import HOOKSPEC_VERSION, hookimpl
-from recsys.models.base import RecModule, SeqRecModule
-from recsys.plugins import PluginError, get_plugins, load_plugins
-from recsys.registry import get_backbones, get_datasets, get_grounders, get_metrics, get_models, item_to_text
+#: Version of the public API below (bumped when a name is removed or changes meaning).
+API_VERSION = "1.0"
+
+_EXPORTS = {
+    "Batch": "recsys.data.batch",
+    "Catalog": "recsys.data.catalog",
+    "DataFormatError": "recsys.data.atomic",
+    "read_atomic": "recsys.data.atomic",
+    "write_atomic": "recsys.data.atomic",
+    "write_dataset": "recsys.data.atomic",
+    "save_converted": "recsys.data.converters",
+    "RecDataModule": "recsys.data.datamodule",
+    "SeqDataModule": "recsys.data.datamodule",
+    "Grounder": "recsys.grounding",
+    "ExactTitleGrounder": "recsys.grounding",
+    "RecModule": "recsys.models.base",
+    "SeqRecModule": "recsys.models.base",
+    "PluginError": "recsys.plugins",
+    "get_plugins": "recsys.plugins",
+    "load_plugins": "recsys.plugins",
+    "get_backbones": "recsys.registry",
+    "get_datasets": "recsys.registry",
+    "get_grounders": "recsys.registry",
+    "get_metrics": "recsys.registry",
+    "get_models": "recsys.registry",
+    "item_to_text": "recsys.registry",
+}
 
 __all__ = [
-    "Batch", "Catalog", "DataFormatError", "ExactTitleGrounder", "Grounder", "HOOKSPEC_VERSION", "PluginError",
-    "RecDataModule", "RecModule", "SeqDataModule", "SeqRecModule", "get_backbones", "get_datasets",
-    "get_grounders", "get_metrics", "get_models", "get_plugins", "hookimpl", "item_to_text", "load_plugins",
-    "read_atomic", "save_converted", "write_atomic", "write_dataset",
+    "API_VERSION",
+    "Batch",
+    "Catalog",
+    "DataFormatError",
+    "ExactTitleGrounder",
+    "Grounder",
+    "HOOKSPEC_VERSION",
+    "PluginError",
+    "RecDataModule",
+    "RecModule",
+    "SeqDataModule",
+    "SeqRecModule",
+    "get_backbones",
+    "get_datasets",
+    "get_grounders",
+    "get_metrics",
+    "get_models",
+    "get_plugins",
+    "hookimpl",
+    "item_to_text",
+    "load_plugins",
+    "read_atomic",
+    "save_converted",
+    "write_atomic",
+    "write_dataset",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recsys' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,8 +1,10 @@
 """The ``recsys`` command.
 
-``recsys fit|validate|test|predict`` is a LightningCLI: a run is a YAML of ``class_path`` +
-``init_args`` (``--print_config`` shows everything a run used). ``recsys plugins|models|
-datasets|backbones|convert`` are small tools over the plugin registry.
+``recsys fit|validate|test|predict`` is a LightningCLI (``recsys.lightning_cli``): a run is a
+YAML of ``class_path`` + ``init_args`` (``--print_config`` shows everything a run used).
+``recsys plugins|models|datasets|backbones|convert`` are small tools over the plugin registry.
+Heavy imports (torch, Lightning) happen only in the commands that need them, so ``recsys
+--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -11,59 +13,6 @@ import argparse
 import json
 import sys
 from typing import Callable
-
-from lightning.pytorch.cli import LightningCLI
-
-from recsys.callbacks import TopKWriter
-from recsys.data.datamodule import RecDataModule
-from recsys.models.base import RecModule
-from recsys.plugins import get_plugins, load_plugins
-from recsys.registry import get_backbones, get_datasets, get_models
-
-MONITOR = "val/ndcg@10"
-
-
-class RecsysCLI(LightningCLI):
-    """LightningCLI with recsys defaults: ``num_items`` linked from the data, checkpoints and
-    early stopping on ``val/ndcg@10``, validation and test of the best checkpoint after ``fit``,
-    and a top-K writer for ``predict``."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
-        parser.add_lightning_class_args(TopKWriter, "predictions")
-        parser.add_argument(
-            "--test_after_fit", type=bool, default=True,
-            help="after fit, validate and test the best checkpoint and print both metric tables",
-        )
-        parser.set_defaults(
-            {
-                "trainer.callbacks": [
-                    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                     "init_args": {"monitor": MONITOR, "mode": "max", "save_last": True,
-                                   "filename": "best-{epoch}", "auto_insert_metric_name": False}},
-                    {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
-                     "init_args": {"monitor": MONITOR, "mode": "max", "patience": 10}},
-                ],
-            }
-        )
-
-    def after_fit(self) -> None:
-        if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:
-            return
-        checkpoint = self.trainer.checkpoint_callback
-        ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
-        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-
-
-def run_cli(argv: list[str] | None, run: bool = True) -> RecsysCLI:
-    """Build (and by default run) the LightningCLI on ``argv`` (None = the command line);
-    plugins load first so their models resolve by short class name."""
-    load_plugins()
-    return RecsysCLI(
-        RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        auto_configure_optimizers=False, args=argv, run=run,
-    )
 
 
 # ---- tools over the registry -------------------------------------------------------------
@@ -78,12 +27,16 @@ def cmd_plugins(argv: list[str]) -> int:
     parser.add_argument("--all", action="store_true", help="include the built-in default plugins")
     parser.add_argument("--hook", help="only plugins implementing this hook")
     args = parser.parse_args(argv)
+    from recsys.plugins import get_plugins
+
     _print_json(get_plugins(all=args.all, hook=args.hook))
     return 0
 
 
 def cmd_models(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys models", description="Registered models as JSON.").parse_args(argv)
+    from recsys.registry import get_models
+
     _print_json(
         [{"name": name, "class_path": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin}
          for name, e in sorted(get_models().items())]
@@ -93,6 +46,8 @@ def cmd_models(argv: list[str]) -> int:
 
 def cmd_datasets(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys datasets", description="Registered raw-data converters.").parse_args(argv)
+    from recsys.registry import get_datasets
+
     _print_json(
         [{"name": name, "converter": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin,
           "doc": (e.obj.__doc__ or "").strip().splitlines()[0] if e.obj.__doc__ else ""}
@@ -103,6 +58,8 @@ def cmd_datasets(argv: list[str]) -> int:
 
 def cmd_backbones(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys backbones", description="Named LLM backbones.").parse_args(argv)
+    from recsys.registry import get_backbones
+
     rows = []
     for name, e in sorted(get_backbones().items()):
         local = e.extra.get("local")
@@ -113,6 +70,8 @@ def cmd_backbones(argv: list[str]) -> int:
 
 
 def cmd_convert(argv: list[str]) -> int:
+    from recsys.registry import get_datasets
+
     converters = get_datasets()
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: recsys convert NAME RAW OUT [options]   (recsys convert NAME --help for options)\n")
@@ -166,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[0] in TOOLS:
         return TOOLS[args[0]](args[1:])
+    from recsys.lightning_cli import run_cli
+
     run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
     return 0
 

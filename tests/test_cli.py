@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from recsys.cli import main, run_cli
+from recsys.cli import main
+from recsys.lightning_cli import run_cli
 from recsys.models.base import RecModule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -185,3 +185,14 @@ def test_hookimpl_with_unknown_argument_is_rejected():
 
     with pytest.raises(Exception, match="num_items"):
         pm.register(Bad(), name="bad")
+
+
+def test_public_api_is_complete_and_lazy():
+    import subprocess
+
+    assert set(recsys.__all__) == set(recsys._EXPORTS) | {"API_VERSION", "HOOKSPEC_VERSION", "hookimpl"}
+    for name in recsys.__all__:
+        assert getattr(recsys, name) is not None
+    # `import recsys` (what a plugin does first) must not import torch or Lightning.
+    code = "import sys, recsys; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["False", "False"]
