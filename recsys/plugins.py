@@ -66,6 +66,11 @@ def _allowed_distributions() -> set[str] | None:
     return {_canonical(n.strip()) for n in allow.split(",") if n.strip()}
 
 
+def installed_distributions():
+    """Every installed distribution (a seam: tests replace it with fakes)."""
+    return importlib.metadata.distributions()
+
+
 def _register_entry_point(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distribution) -> None:
     """Import one entry point and register it; on any failure, unregister and record it."""
     dist_name = dist.metadata["Name"]
@@ -97,7 +102,7 @@ def load_plugins() -> None:
     if not getattr(sys, "_called_from_test", False):
         allowed = _allowed_distributions()
         seen: set[str] = set()
-        for dist in importlib.metadata.distributions():
+        for dist in installed_distributions():
             dist_name = dist.metadata["Name"] or ""
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP or ep.name in seen:

@@ -52,7 +52,7 @@ def installed(monkeypatch):
 
     def install(*distributions):
         monkeypatch.delattr(sys, "_called_from_test", raising=False)
-        monkeypatch.setattr(plugins.importlib.metadata, "distributions", lambda: list(distributions))
+        monkeypatch.setattr(plugins, "installed_distributions", lambda: list(distributions))
         monkeypatch.setattr(plugins, "_loaded", False)
         monkeypatch.setattr(plugins, "_failed", [])
         monkeypatch.setattr(plugins, "_distributions", {})
