@@ -3,7 +3,7 @@ import os
 import pandas as pd
 import pytest
 
-from recsys.data.atomic import DataFormatError, dataset_files, read_atomic, write_atomic, write_dataset
+from recsys.data.atomic import DataFormatError, dataset_files, infer_types, read_atomic, write_atomic, write_dataset
 from recsys.data.embedded import recbole_example
 
 
@@ -84,3 +84,17 @@ def test_reads_recboles_own_ml100k():
     assert len(inter) == 100_000 and types["timestamp"] == "float"
     item, types = read_atomic(path / "ml-100k.item")
     assert types["movie_title"] == "token_seq" and item["movie_title"].iloc[0] == "Toy Story"
+
+
+def test_quotes_ids_and_names_that_recbole_would_misread(tmp_path):
+    frame = pd.DataFrame({"item_id": ["1", "2"], "title": ['"Weird Al" Yankovic', 'say "hi"'],
+                          "genres": [["Sci Fi", "Drama"], []]})
+    path = write_atomic(frame, tmp_path / "x.item")
+    back, types = read_atomic(path)
+    assert back["title"].tolist() == ['"Weird Al" Yankovic', 'say "hi"']
+    assert back["genres"].tolist() == ["Sci_Fi Drama", ""]  # a list item stays one token
+    with pytest.raises(ValueError, match="reads back as missing"):
+        write_atomic(pd.DataFrame({"item_id": ["1", "NA"]}), tmp_path / "y.item")
+    with pytest.raises(ValueError, match="may not contain ':'"):
+        write_atomic(pd.DataFrame({"item_id": ["1"], "size:cm": ["3"]}), tmp_path / "z.item")
+    assert infer_types(pd.DataFrame({"user_id": [1], "rating": [4]})) == {"user_id": "token", "rating": "float"}

@@ -26,6 +26,12 @@ import pandas as pd
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 SUFFIXES = ("inter", "item", "user")
+ID_FIELDS = ("user_id", "item_id")
+#: Strings pandas (and so RecBole) reads as missing; never valid as an id.
+MISSING_MARKERS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+     "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)
 
 
 class DataFormatError(ValueError):
@@ -37,7 +43,7 @@ def parse_header(line: str, path: Path) -> dict[str, str]:
     types: dict[str, str] = {}
     for position, cell in enumerate(line.rstrip("\r\n").split("\t"), start=1):
         name, sep, kind = cell.rpartition(":")
-        if not sep or not name:
+        if not sep or not name or ":" in name:
             raise DataFormatError(f"{path}:1: header field {position} {cell!r} is not 'name:type'")
         if kind not in TYPES:
             raise DataFormatError(f"{path}:1: header field {cell!r} has unknown type {kind!r} (expected one of {TYPES})")
@@ -62,7 +68,7 @@ def read_atomic(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     types = parse_header(header, path)
     try:
         frame = pd.read_csv(
-            path, sep="\t", header=0, names=list(types), dtype=str, quoting=csv.QUOTE_NONE,
+            path, sep="\t", header=0, names=list(types), dtype=str, quoting=csv.QUOTE_MINIMAL,
             keep_default_na=False, na_filter=False, encoding="utf-8", engine="c",
         )
     except UnicodeDecodeError as exc:
@@ -83,11 +89,13 @@ def read_atomic(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def infer_types(frame: pd.DataFrame) -> dict[str, str]:
-    """Numeric columns are ``float``, list columns ``token_seq``, everything else ``token``."""
+    """Ids are ``token``; other numeric columns ``float``, list columns ``token_seq``, the rest ``token``."""
     types = {}
     for column in frame.columns:
         series = frame[column]
-        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        if column in ID_FIELDS:
+            types[column] = "token"
+        elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
             types[column] = "float"
         elif len(series) and isinstance(series.iloc[0], (list, tuple)):
             types[column] = "token_seq"
@@ -110,7 +118,8 @@ def _format_column(series: pd.Series, kind: str) -> pd.Series:
         is_list = np.fromiter((isinstance(v, (list, tuple)) for v in values), bool, len(values))
         text = series.astype(str)
         if is_list.any():
-            text[is_list] = [" ".join(str(v) for v in items) for items in values[is_list]]
+            # A list item with spaces would become several tokens: keep it one ("Sci Fi" -> "Sci_Fi").
+            text[is_list] = [" ".join("_".join(str(v).split()) for v in items if str(v).strip()) for items in values[is_list]]
         broken = text.str.contains(r"[\t\r\n]", regex=True).to_numpy()
         if broken.any():
             text[broken] = text[broken].map(lambda t: " ".join(t.split()))
@@ -142,11 +151,20 @@ def write_atomic(frame: pd.DataFrame, path: str | Path, types: dict[str, str] | 
     for column, kind in types.items():
         if kind not in TYPES:
             raise ValueError(f"column {column!r}: unknown atomic type {kind!r}")
+        if any(c in str(column) for c in ":\t\r\n") or not str(column):
+            raise ValueError(f"column name {column!r} cannot be written: names may not contain ':', tabs or newlines")
+    for column in ID_FIELDS:
+        if column in frame.columns:
+            bad = frame[column].isna() | frame[column].astype(str).isin(MISSING_MARKERS)
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise ValueError(f"{path}: {column} of row {row} is {frame[column].iloc[row]!r}, which reads back as missing")
     out = pd.DataFrame({c: _format_column(frame[c], types[c]) for c in frame.columns})
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write("\t".join(f"{c}:{types[c]}" for c in frame.columns) + "\n")
-            out.to_csv(f, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
+            # Minimal quoting, as pandas (and so RecBole) reads by default: a title starting with '"' survives.
+            out.to_csv(f, sep="\t", header=False, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     return path
 
 
