@@ -107,3 +107,15 @@ def test_sasrec_last_only_matches_the_full_encoding():
     model = SASRec(num_items=20, max_len=6).eval()
     history = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
     assert torch.allclose(model.encode(history, last_only=True)[:, -1], model.encode(history)[:, -1], atol=1e-6)
+
+
+@pytest.mark.parametrize("alignment", ["left", "right"])
+def test_sasrec_position_alignments_are_causal_and_ignore_padding(alignment):
+    torch.manual_seed(0)
+    model = SASRec(num_items=20, max_len=6, dropout=0.0, attn_dropout=0.0, position_alignment=alignment).eval()
+    short = model.encode(torch.tensor([[0, 0, 3, 4, 5, 6]]))
+    assert torch.isfinite(short).all()
+    if alignment == "left":  # the same items with less padding sit at the same positions
+        assert torch.allclose(model.encode(torch.tensor([[0, 3, 4, 5, 6]]))[0, 1:], short[0, 2:], atol=1e-5)
+    else:  # the most recent item keeps the last position
+        assert torch.allclose(model.encode(torch.tensor([[3, 4, 5, 6]]))[0, -1], short[0, -1], atol=1e-5)

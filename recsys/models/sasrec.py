@@ -68,6 +68,10 @@ class SASRec(SeqRecModule):
         loss_type: ``ce`` = full softmax cross-entropy over all items; ``bce`` = binary
             cross-entropy against ``num_negatives`` uniformly sampled negatives per target.
         num_negatives: negatives per target for ``bce``.
+        position_alignment: ``left``: position 0 is the oldest item in the window, so a target
+            predicted mid-window during training looks exactly like a short history at
+            evaluation (as RecBole); ``right``: the most recent item always has the last
+            position (the original SASRec code).
     """
 
     train_windows = "tiled"
@@ -86,6 +90,7 @@ class SASRec(SeqRecModule):
         init_std: float = 0.02,
         loss_type: Literal["ce", "bce"] = "ce",
         num_negatives: int = 1,
+        position_alignment: Literal["left", "right"] = "right",
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -95,6 +100,7 @@ class SASRec(SeqRecModule):
         self.max_len = max_len
         self.loss_type = loss_type
         self.num_negatives = num_negatives
+        self.position_alignment = position_alignment
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.embedding_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
@@ -116,9 +122,13 @@ class SASRec(SeqRecModule):
                 f"history length {length} exceeds the model's max_len {self.max_len}: "
                 f"set model.init_args.max_len >= data.init_args.max_len"
             )
-        # Right-aligned positions: the most recent item always has the last position.
-        positions = torch.arange(self.max_len - length, self.max_len, device=history.device)
-        x = self.item_embedding(history) + self.position_embedding(positions)[None]
+        if self.position_alignment == "left":
+            # Position 0 = the window's oldest real item (as RecBole's right-padded sequences).
+            positions = ((history != 0).long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+        else:
+            # Right-aligned: the most recent item always has the last position (original SASRec).
+            positions = torch.arange(self.max_len - length, self.max_len, device=history.device)[None]
+        x = self.item_embedding(history) + self.position_embedding(positions)
         x = self.embedding_dropout(self.embedding_norm(x))
         real = history != 0
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
