@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -43,16 +44,17 @@ class TopKWriter(BasePredictionWriter):
         scores = torch.cat([p["scores"][:, : self.k] for p in predictions]).float().tolist()
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.csv")
         titles = data.catalog.titles
-        rows = [
-            {"user_id": data.users.token(u), "items": [data.items.token(i) for i in row if i > 0],
-             "titles": [titles[i] for i in row if i > 0], "scores": [s for i, s in zip(row, row_scores) if i > 0]}
-            for u, row, row_scores in zip(users, items, scores)
-        ]
+        rows = []
+        for user, row, row_scores in zip(users, items, scores):
+            # Fewer unseen items than k: the list ends where the masked (-inf) items begin.
+            kept = [(i, s) for i, s in zip(row, row_scores) if i > 0 and math.isfinite(s)]
+            rows.append({"user_id": data.users.token(user), "items": [data.items.token(i) for i, _ in kept],
+                         "titles": [titles[i] for i, _ in kept], "scores": [s for _, s in kept]})
         with atomic_path(path) as tmp:
             if path.suffix == ".jsonl":
                 with open(tmp, "w", encoding="utf-8") as f:
                     for row in rows:
-                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             else:
                 flat = [
                     {"user_id": r["user_id"], "rank": rank, "item_id": item, "title": title, "score": score}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
@@ -115,7 +116,19 @@ Plugins and data:
   convert    raw files -> RecBole atomic files (recsys convert NAME RAW OUT)
 
 Example: recsys fit --config configs/ml-100k/sasrec.yaml
+Errors in data or configuration print one line; RECSYS_DEBUG=1 shows the traceback.
 """
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that describe bad input or configuration: printed as one line, no traceback."""
+    from recsys.data.atomic import DataFormatError
+    from recsys.plugins import PluginError
+
+    errors: tuple[type[Exception], ...] = (DataFormatError, PluginError, FileNotFoundError, FileExistsError)
+    if "recsys.lightning_cli" in sys.modules:
+        errors += (sys.modules["recsys.lightning_cli"].ConfigError,)
+    return errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,12 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if args[0] in TOOLS:
-        return TOOLS[args[0]](args[1:])
-    from recsys.lightning_cli import run_cli
+    try:
+        if args[0] in TOOLS:
+            return TOOLS[args[0]](args[1:])
+        from recsys.lightning_cli import run_cli
 
-    run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
-    return 0
+        run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
+        return 0
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()) or os.environ.get("RECSYS_DEBUG"):
+            raise
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

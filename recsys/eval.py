@@ -32,14 +32,31 @@ def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None)
     return scores
 
 
-def dense_ranks(scores: Tensor, target: Tensor) -> Tensor:
-    """Rank of each target among all scores, counting ties against the model.
+def dense_ranks(scores: Tensor, target: Tensor, ties: str = "pessimistic", user: Tensor | None = None) -> Tensor:
+    """Rank of each target among all scores (1 = best).
 
-    scores: (B, N + 1) float with masked entries at -inf; target: (B,) int64 -> (B,) int64 >= 1.
-    rank = #{items scoring >= the target}: a constant scorer gets rank N, not 1.
+    scores: (B, N + 1) float with masked entries at -inf; target, user: (B,) int64 -> (B,) int64.
+
+    ``ties="pessimistic"`` (default): rank = #{items scoring >= the target}, so a tie never
+    helps the model and a constant (collapsed) scorer ranks every target last.
+    ``ties="random"``: the target takes a uniformly drawn place among the items it ties with
+    (drawn from a hash of user and target, so evaluation stays deterministic): the expected
+    value of random tie-breaking, under which a constant scorer gets hit@k = k/N on average.
+    A NaN score never beats the target; a NaN target score ranks last.
     """
+    scores = scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     target_scores = scores.gather(1, target[:, None])
-    return (scores >= target_scores).sum(dim=1)
+    better = (scores > target_scores).sum(dim=1)
+    tied = (scores == target_scores).sum(dim=1)  # includes the target itself
+    if ties == "pessimistic":
+        ranks = better + tied
+    elif ties == "random":
+        salt = target * 7919 + (user if user is not None else torch.arange(len(target), device=target.device)) * 1000003
+        ranks = better + 1 + salt % tied.clamp(min=1)
+    else:
+        raise ValueError(f"ties must be 'pessimistic' or 'random', got {ties!r}")
+    diverged = target_scores[:, 0] == float("-inf")  # NaN (or masked) target: last place
+    return torch.where(diverged, torch.full_like(ranks, scores.shape[1]), ranks)
 
 
 def topk_ranks(ids: Tensor, target: Tensor) -> Tensor:
@@ -97,6 +114,8 @@ class MetricSet:
                 self.entries.append((logged, registered[name], k))
         cutoffs = [k for _, _, k in self.entries if k is not None]
         self.max_k = max(cutoffs) if cutoffs else max(ks)
+        #: a metric without cutoff needs every item's rank (dense scores), not a top-k list
+        self.has_uncut = len(cutoffs) < len(self.entries)
 
     def __call__(self, ranks: Tensor) -> dict[str, Tensor]:
         """(B,) ranks -> {logged name: (B,) values}."""

@@ -12,6 +12,10 @@ from recsys.plugins import load_plugins
 MONITOR = "val/ndcg@10"
 
 
+class ConfigError(ValueError):
+    """A run's configuration cannot work (e.g. a callback monitors a metric nobody logs)."""
+
+
 class RecsysCLI(LightningCLI):
     """LightningCLI with recsys defaults: ``num_items`` linked from the data, checkpoints and
     early stopping on ``val/ndcg@10``, validation and test of the best checkpoint after ``fit``,
@@ -35,6 +39,19 @@ class RecsysCLI(LightningCLI):
                 ],
             }
         )
+
+    def before_fit(self) -> None:
+        metric_set = getattr(self.model, "metric_set", None)
+        if metric_set is None:
+            return
+        logged = {f"val/{name}" for name, _, _ in metric_set.entries} | {"train/loss"}
+        for callback in self.trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if monitor and monitor not in logged:
+                raise ConfigError(
+                    f"{type(callback).__name__} monitors {monitor!r}, which the model does not log; "
+                    f"it logs {sorted(logged)} (set model.init_args.metrics, or the callback's monitor)"
+                )
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:

@@ -79,6 +79,9 @@ def _register_entry_point(ep: importlib.metadata.EntryPoint, dist: importlib.met
         pm.register(plugin, name=ep.name)
         try:
             pm.check_pending()  # a misspelled hook name is an error, not silence
+            from recsys.registry import check_registrations
+
+            check_registrations(ep.name)  # what it registers is valid, so a lookup never fails later
         except Exception:
             pm.unregister(name=ep.name)
             raise
@@ -101,15 +104,23 @@ def load_plugins() -> None:
     # Under pytest, installed plugins never leak into the suite (the llm/datasette convention).
     if not getattr(sys, "_called_from_test", False):
         allowed = _allowed_distributions()
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # entry-point name -> distribution that provided it
         for dist in installed_distributions():
             dist_name = dist.metadata["Name"] or ""
+            if allowed is not None and _canonical(dist_name) not in allowed:
+                continue
             for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                if ep.group != ENTRY_POINT_GROUP:
                     continue
-                seen.add(ep.name)
-                if allowed is not None and _canonical(dist_name) not in allowed:
+                if ep.name in seen:
+                    if _canonical(seen[ep.name]) != _canonical(dist_name):
+                        message = f"entry point name {ep.name!r} is also used by {seen[ep.name]}"
+                        if _strict():
+                            raise PluginError(f"plugin {ep.name!r} (distribution {dist_name}): {message}")
+                        print(f"recsys: skipped plugin {ep.name!r} (dist {dist_name}): {message}", file=sys.stderr)
+                        _failed.append(FailedPlugin(ep.name, dist_name, dist.version, message))
                     continue
+                seen[ep.name] = dist_name
                 if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                     continue
                 _register_entry_point(ep, dist)

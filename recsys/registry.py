@@ -30,18 +30,21 @@ def _where(obj: Any) -> str:
     return f"{module}.{qualname}"
 
 
-def _collect(hook_name: str, make: Callable[..., Registered]) -> dict[str, Registered]:
+def _collect(hook_name: str, make: Callable[..., Registered], only: str | None = None) -> dict[str, Registered]:
     """Call every implementation of a ``register_*`` hook and collect what it registers.
 
     ``make(*args, **kwargs)`` turns one ``register(...)`` call into a :class:`Registered`
-    (validating it); the plugin name is filled in here.
+    (validating it); the plugin name is filled in here. ``only`` limits the call to one plugin.
     """
-    load_plugins()
+    if only is None:
+        load_plugins()
     found: dict[str, Registered] = {}
     caller = getattr(pm.hook, hook_name)
     # pluggy calls implementations last-registered first; keep that order.
     for impl in reversed(caller.get_hookimpls()):
         plugin_name = impl.plugin_name
+        if only is not None and plugin_name != only:
+            continue
 
         def register(*args, **kwargs):
             try:
@@ -103,29 +106,46 @@ def _backbone(name: str, hub_id: str, local: Callable[[], dict | None] | None = 
     return Registered(name, hub_id, "", {"local": local})
 
 
+#: How each registration hook's ``register(...)`` call is validated.
+_MAKERS: dict[str, Callable[..., Registered]] = {
+    "register_models": _model,
+    "register_datasets": _named_callable("dataset converter"),
+    "register_metrics": _named_callable("metric"),
+    "register_grounders": _grounder,
+    "register_backbones": _backbone,
+}
+
+
+def check_registrations(plugin_name: str) -> None:
+    """Run one plugin's registration hooks with validation, raising on anything invalid
+    (used when the plugin is loaded, so a bad plugin is skipped rather than breaking lookups)."""
+    for hook_name, make in _MAKERS.items():
+        _collect(hook_name, make, only=plugin_name)
+
+
 def get_models() -> dict[str, Registered]:
     """Model classes by class name."""
-    return _collect("register_models", _model)
+    return _collect("register_models", _MAKERS["register_models"])
 
 
 def get_datasets() -> dict[str, Registered]:
     """Raw-data converters by dataset-format name."""
-    return _collect("register_datasets", _named_callable("dataset converter"))
+    return _collect("register_datasets", _MAKERS["register_datasets"])
 
 
 def get_metrics() -> dict[str, Registered]:
     """Ranking metric functions by name (``hit``, ``ndcg``, ...)."""
-    return _collect("register_metrics", _named_callable("metric"))
+    return _collect("register_metrics", _MAKERS["register_metrics"])
 
 
 def get_grounders() -> dict[str, Registered]:
     """Grounder classes by class name."""
-    return _collect("register_grounders", _grounder)
+    return _collect("register_grounders", _MAKERS["register_grounders"])
 
 
 def get_backbones() -> dict[str, Registered]:
     """Named LLM sources: ``obj`` is the hub id, ``extra['local']`` the offline locator."""
-    return _collect("register_backbones", _backbone)
+    return _collect("register_backbones", _MAKERS["register_backbones"])
 
 
 def item_to_text(item: dict, dataset: str) -> str:

@@ -115,3 +115,27 @@ def test_convert_command_runs_a_registered_converter(tmp_path, capsys):
     assert (tmp_path / "out" / "out.inter").exists()
     assert main(["convert", "nope"]) == 2
     assert "unknown dataset format 'nope'" in capsys.readouterr().err
+
+
+def test_bad_data_is_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "bad.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\tyesterday\n")
+    assert main(["fit", "--model=SASRec", "--data=SeqDataModule", f"--data.path={bad}",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"recsys: error: {bad / 'bad.inter'}:2: field 'timestamp' is not a number: 'yesterday'")
+
+
+def test_too_short_histories_are_explained(tmp_path, capsys):
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "short.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t1\n1\t3\t2\n2\t2\t1\n")
+    assert main(["fit", "--model=SASRec", "--data=SeqDataModule", f"--data.path={short}",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert "no user has 3 or more interactions" in capsys.readouterr().err
+
+
+def test_monitoring_a_metric_the_model_does_not_log_is_explained(tiny_path, tmp_path, capsys):
+    assert main(["fit", "--model=Pop", "--model.metrics=[hit]", "--data=SeqDataModule", *common(tiny_path, tmp_path)]) == 2
+    assert "EarlyStopping monitors 'val/ndcg@10', which the model does not log" in capsys.readouterr().err

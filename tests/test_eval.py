@@ -58,3 +58,22 @@ def test_metric_specs():
     assert metric_set.max_k == 20
     with pytest.raises(ValueError, match="unknown metric 'recal'"):
         MetricSet(["recal"], [10], {"hit": hit})
+
+
+def test_nan_scores_never_win():
+    nan = float("nan")
+    scores = torch.tensor([[float("-inf"), nan, nan, nan], [float("-inf"), 0.5, nan, nan]])
+    ranks = dense_ranks(scores, torch.tensor([1, 1]))
+    assert ranks.tolist() == [4, 1]  # a NaN target ranks last; NaN items never beat a real score
+
+
+def test_random_ties_give_a_constant_scorer_k_over_n():
+    n, users = 100, 5000
+    scores = mask_seen(torch.zeros(users, n + 1), None)
+    target = torch.randint(1, n + 1, (users,))
+    ranks = dense_ranks(scores, target, ties="random", user=torch.arange(users))
+    assert ranks.min() >= 1 and ranks.max() <= n
+    assert hit(ranks, 10).mean().item() == pytest.approx(10 / n, abs=0.015)
+    assert torch.equal(ranks, dense_ranks(scores, target, ties="random", user=torch.arange(users)))  # deterministic
+    strict = torch.tensor([[float("-inf"), 3.0, 1.0, 2.0]])
+    assert dense_ranks(strict, torch.tensor([3]), ties="random").tolist() == [2]  # no ties: the true rank

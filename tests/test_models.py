@@ -119,3 +119,21 @@ def test_sasrec_position_alignments_are_causal_and_ignore_padding(alignment):
         assert torch.allclose(model.encode(torch.tensor([[0, 3, 4, 5, 6]]))[0, 1:], short[0, 2:], atol=1e-5)
     else:  # the most recent item keeps the last position
         assert torch.allclose(model.encode(torch.tensor([[3, 4, 5, 6]]))[0, -1], short[0, -1], atol=1e-5)
+
+
+def test_load_from_checkpoint_accepts_file_objects(tiny_path, tmp_path):
+    import io
+
+    data = SeqDataModule(str(tiny_path), max_len=5)
+    model = Pop(data.num_items)
+    t = trainer(tmp_path, enable_checkpointing=True)
+    t.fit(model, datamodule=data)
+    t.save_checkpoint(tmp_path / "pop.ckpt")
+    buffer = io.BytesIO((tmp_path / "pop.ckpt").read_bytes())
+    assert type(RecModule.load_from_checkpoint(buffer)) is Pop
+
+
+def test_pop_needs_no_fit(tiny_path, tmp_path):
+    data = SeqDataModule(str(tiny_path), max_len=5)
+    result = trainer(tmp_path).test(Pop(data.num_items), datamodule=data, verbose=False)[0]
+    assert result["test/hit@50"] == 1.0 and result["test/ndcg@10"] > 0

@@ -196,3 +196,30 @@ def test_public_api_is_complete_and_lazy():
     # `import recsys` (what a plugin does first) must not import torch or Lightning.
     code = "import sys, recsys; print('torch' in sys.modules, 'lightning' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["False", "False"]
+
+
+def test_plugin_registering_something_invalid_is_skipped_at_load(installed, capsys):
+    def bad_metrics(register):
+        register("coverage", None)
+
+    bad = recsys.hookimpl(bad_metrics)
+    bad.__name__ = "register_metrics"
+    installed(FakeDistribution("recsys-bad", FakeEntryPoint("bad", lambda: module_with(register_metrics=bad))))
+    assert "skipped plugin 'bad'" in capsys.readouterr().err
+    assert "hit" in get_metrics()  # lookups still work
+    assert "must be callable" in {p["name"]: p for p in get_plugins()}["bad"]["error"]
+
+
+def test_entry_point_name_clash_is_reported_and_allow_list_applies_first(installed, monkeypatch, capsys):
+    first = FakeDistribution("recsys-a", FakeEntryPoint("metrics", lambda: module_with()))
+    second = FakeDistribution("recsys-b", FakeEntryPoint("metrics", lambda: module_with(register_metrics=register_metrics)))
+    monkeypatch.setenv("RECSYS_LOAD_PLUGINS", "recsys-b")
+    installed(first, second)
+    assert "always_one" in get_metrics()
+    assert capsys.readouterr().err == ""
+
+
+def test_entry_point_name_clash_names_both_distributions(installed, capsys):
+    installed(FakeDistribution("recsys-a", FakeEntryPoint("metrics", lambda: module_with())),
+              FakeDistribution("recsys-b", FakeEntryPoint("metrics", lambda: module_with())))
+    assert "skipped plugin 'metrics' (dist recsys-b): entry point name 'metrics' is also used by recsys-a" in capsys.readouterr().err

@@ -129,3 +129,26 @@ def test_file_order_tie_break_matches_recbole(tmp_path):
     write_dataset(tmp_path / "a", inter)
     data = load_sequences(tmp_path / "a", tie_break="file")
     assert [data.items.token(i) for i in data.sequences.of(1)] == ["d", "c", "a", "b"]
+
+
+def test_without_timestamps_file_order_is_the_order(tmp_path):
+    write_dataset(tmp_path / "a", pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["30", "10", "20", "5"]}))
+    data = load_sequences(tmp_path / "a")
+    assert [data.items.token(i) for i in data.sequences.of(1)] == ["30", "10", "20", "5"]
+
+
+def test_timestamp_must_be_numeric(tmp_path):
+    from recsys.data.atomic import DataFormatError
+
+    path = tmp_path / "t"
+    path.mkdir()
+    (path / "t.inter").write_text("user_id:token\titem_id:token\ttimestamp:token\n1\t2\t9\n1\t3\t10\n")
+    with pytest.raises(DataFormatError, match=r"t\.inter:1: field 'timestamp' must be typed 'float'"):
+        load_sequences(path)
+
+
+def test_max_history_respects_file_tie_break(tmp_path):
+    inter = pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["9", "3", "7", "1"], "timestamp": [1.0, 1.0, 1.0, 2.0]})
+    write_dataset(tmp_path / "a", inter)
+    data = load_sequences(tmp_path / "a", max_history=3, tie_break="file")
+    assert [data.items.token(i) for i in data.sequences.of(1)] == ["3", "7", "1"]

@@ -8,6 +8,7 @@ from typing import Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
+from recsys.data.atomic import DataFormatError
 from recsys.data.catalog import Catalog
 from recsys.data.dataset import SequenceData, load_sequences
 from recsys.data.embedded import resolve_dataset
@@ -108,7 +109,12 @@ class SeqDataModule(RecDataModule):
         return self.data.catalog
 
     def setup(self, stage: str | None = None) -> None:
-        self.data  # noqa: B018 - load now, not inside the first dataloader call
+        data = self.data  # load now, not inside the first dataloader call
+        if stage in ("fit", "validate", "test") and len(data.split.evaluated) == 0:
+            raise DataFormatError(
+                f"{self.path}: no user has 3 or more interactions ({data.sequences.num_users} users); "
+                "the loo protocol needs a training item, a validation target and a test target per user"
+            )
 
     def _resolved_train_windows(self) -> str:
         if self.train_windows != "auto":
@@ -124,6 +130,8 @@ class SeqDataModule(RecDataModule):
 
     def train_dataloader(self) -> DataLoader:
         windows = Windows.for_training(self.data.split, self.max_len, self._resolved_train_windows(), self.train_stride)
+        if len(windows) == 0:
+            raise DataFormatError(f"{self.path}: no training windows (no user has 2 or more training interactions)")
         return self._loader(windows, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -31,13 +31,15 @@ class SequenceData:
     user_fields: pd.DataFrame | None  #: (U + 1) rows aligned with ``users`` (row 0 = PAD), or None
 
 
-def _check_inter(inter: pd.DataFrame, path: Path) -> None:
+def _check_inter(inter: pd.DataFrame, types: dict[str, str], path: Path) -> None:
     for column in (USER, ITEM):
         if column not in inter.columns:
             raise DataFormatError(f"{path}: no {column!r} field (fields: {list(inter.columns)})")
         empty = inter[column] == ""
         if empty.any():
             raise DataFormatError(f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: field {column!r} is empty")
+    if TIME in inter.columns and types.get(TIME) != "float":
+        raise DataFormatError(f"{path}:1: field {TIME!r} must be typed 'float' to order interactions, not {types[TIME]!r}")
     if TIME in inter.columns and inter[TIME].isna().any():
         row = int(np.flatnonzero(inter[TIME].isna().to_numpy())[0])
         raise DataFormatError(f"{path}:{row + 2}: field {TIME!r} is empty")
@@ -76,20 +78,21 @@ def load_sequences(
 
     Interactions are ordered by time; equal timestamps are ordered by item id (``tie_break=
     'item'``, the default: the split never depends on file order) or by file order (``'file'``,
-    as RecBole does).
+    as RecBole does). Without a ``timestamp`` field, file order is the order.
     """
     files = dataset_files(path)
-    inter, _ = read_atomic(files["inter"])
-    _check_inter(inter, files["inter"])
+    inter, types = read_atomic(files["inter"])
+    _check_inter(inter, types, files["inter"])
     if len(inter) == 0:
         raise DataFormatError(f"{files['inter']}: no interactions")
-    inter = filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core)
+    if TIME in inter.columns:  # without timestamps a repeat is a real event, not a duplicate row
+        duplicates = inter.duplicated([USER, ITEM, TIME])
+        if duplicates.any():
+            log.warning("%s: dropped %d duplicate (user, item, time) rows", files["inter"], int(duplicates.sum()))
+            inter = inter[~duplicates]
+    inter = filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break)
     if len(inter) == 0:
         raise DataFormatError(f"{files['inter']}: no interactions left after filtering")
-    duplicates = inter.duplicated([c for c in (USER, ITEM, TIME) if c in inter.columns])
-    if duplicates.any():
-        log.warning("%s: dropped %d duplicate (user, item, time) rows", files["inter"], int(duplicates.sum()))
-        inter = inter[~duplicates]
     items = Vocab.from_tokens(inter[ITEM])
     users = Vocab.from_tokens(inter[USER])
     frame = pd.DataFrame({USER: users.index(inter[USER]), ITEM: items.index(inter[ITEM])})

@@ -16,7 +16,9 @@ def sort_interactions(inter: pd.DataFrame, tie_break: str = "item") -> pd.DataFr
     depends on file order) or kept in file order (``'file'``: RecBole's behaviour)."""
     if tie_break not in ("item", "file"):
         raise ValueError(f"tie_break must be 'item' or 'file', got {tie_break!r}")
-    keys = [c for c in (USER, TIME, ITEM) if c in inter.columns and (c != ITEM or tie_break == "item")]
+    if TIME not in inter.columns:
+        return inter.sort_values([USER], kind="stable").reset_index(drop=True)  # no time: file order is the order
+    keys = [USER, TIME] + ([ITEM] if tie_break == "item" and ITEM in inter.columns else [])
     return inter.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
@@ -25,6 +27,7 @@ def filter_interactions(
     min_rating: float | None = None,
     max_history: int | None = None,
     k_core: int | None = None,
+    tie_break: str = "item",
 ) -> pd.DataFrame:
     """Apply, in this order: keep ratings >= ``min_rating``; keep each user's last ``max_history``
     interactions (by time); then drop users and items with fewer than ``k_core`` interactions,
@@ -37,7 +40,7 @@ def filter_interactions(
     if max_history is not None:
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
-        inter = sort_interactions(inter)
+        inter = sort_interactions(inter, tie_break)
         inter = inter.groupby(USER, sort=False).tail(max_history)
     if k_core is not None and k_core > 1:
         while True:

@@ -125,6 +125,7 @@ class Windows(Dataset):
         self.with_seen = with_seen
         self.with_labels = with_labels
         self.cumulative = np.cumsum(count[keep]).astype(np.int64)
+        self.first_index = np.concatenate(([0], self.cumulative[:-1]))  # index of each user's first window
 
     @classmethod
     def for_training(
@@ -165,8 +166,7 @@ class Windows(Dataset):
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range 0..{len(self) - 1}")
         slot = np.searchsorted(self.cumulative, indices, side="right")
-        first = np.concatenate(([0], self.cumulative[:-1]))[slot]
-        return self.users[slot], self.last_end[slot] - (indices - first) * self.stride
+        return self.users[slot], self.last_end[slot] - (indices - self.first_index[slot]) * self.stride
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])

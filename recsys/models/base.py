@@ -26,6 +26,9 @@ class RecModule(pl.LightningModule):
         metrics: metric names from ``register_metrics``; ``'ndcg'`` is logged at every k in
             ``ks``, ``'ndcg@10'`` only at 10, ``'mrr@all'`` without cutoff.
         ks: cutoffs for metrics given without one.
+        ties: how a target tied with other items is ranked: ``pessimistic`` (behind all of
+            them: a collapsed model scores 0) or ``random`` (a deterministic uniform draw among
+            them: the expected value of random tie-breaking; a constant model gets k/N).
     """
 
     def __init__(
@@ -35,8 +38,12 @@ class RecModule(pl.LightningModule):
         weight_decay: float = 0.0,
         metrics: Sequence[str] = DEFAULT_METRICS,
         ks: Sequence[int] = DEFAULT_KS,
+        ties: Literal["pessimistic", "random"] = "pessimistic",
     ):
         super().__init__()
+        if ties not in ("pessimistic", "random"):
+            raise ValueError(f"ties must be 'pessimistic' or 'random', got {ties!r}")
+        self.ties = ties
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         self.num_items = num_items
@@ -58,7 +65,7 @@ class RecModule(pl.LightningModule):
         ``RecModule.load_from_checkpoint(path)`` returns e.g. a ``SASRec``; loading reads
         tensors and plain values only (``weights_only=True``) unless told otherwise.
         """
-        saved = _saved_class(checkpoint_path)
+        saved = _saved_class(checkpoint_path, weights_only)
         target = saved if saved is not None and issubclass(saved, cls) else cls
         load = super(RecModule, target).load_from_checkpoint.__func__
         return load(target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
@@ -70,11 +77,24 @@ class RecModule(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
-def _saved_class(checkpoint_path) -> type | None:
-    """The RecModule subclass recorded in a checkpoint, imported by its module path."""
-    import importlib
+def _saved_class(checkpoint_path, weights_only: bool | None) -> type | None:
+    """The RecModule subclass recorded in a checkpoint, imported by its module path.
 
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    Local files are memory-mapped (nothing is read twice in full); file objects are rewound
+    for Lightning's own load; remote paths are left to Lightning (the calling class is used).
+    """
+    import importlib
+    from pathlib import Path
+
+    load = dict(map_location="cpu", weights_only=weights_only)
+    if hasattr(checkpoint_path, "read"):
+        position = checkpoint_path.tell()
+        checkpoint = torch.load(checkpoint_path, **load)
+        checkpoint_path.seek(position)
+    elif Path(checkpoint_path).is_file():
+        checkpoint = torch.load(checkpoint_path, mmap=True, **load)
+    else:
+        return None
     class_path = checkpoint.get("recsys_class_path")
     if class_path is None:
         return None
@@ -111,7 +131,8 @@ class SeqRecModule(RecModule):
         raise NotImplementedError
 
     def score(self, batch: Batch) -> Tensor:
-        """(B, N + 1) scores of every item (column 0 = PAD, ignored)."""
+        """(B, N + 1) scores of every item (column 0 = PAD, ignored); a new tensor, which the
+        caller may modify in place (masking)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither score() nor recommend()")
 
     def recommend(self, batch: Batch, k: int) -> tuple[Tensor, Tensor]:
@@ -127,7 +148,12 @@ class SeqRecModule(RecModule):
         """(B,) rank of each target under the evaluation protocol (1 = best)."""
         if self._is_dense():
             scores = mask_seen(self.score(batch).float(), batch.seen, batch.target)
-            return dense_ranks(scores, batch.target)
+            return dense_ranks(scores, batch.target, self.ties, batch.user)
+        if self.metric_set.has_uncut:
+            raise ValueError(
+                f"{type(self).__name__} recommends a top-k list, so metrics without a cutoff (e.g. 'mrr@all') "
+                "cannot be computed; give them a cutoff"
+            )
         ids, _ = self.recommend(batch, self.metric_set.max_k)
         return topk_ranks(ids, batch.target)
 

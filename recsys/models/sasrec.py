@@ -140,9 +140,14 @@ class SASRec(SeqRecModule):
             x = block(x, allowed[:, None], last_only=last_only and depth == len(self.blocks))
         return x
 
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """(T, D) -> (T, N + 1) scores against every item, in float32 even under bf16/fp16
+        autocast: rounding scores to half precision would create ties that change ranks."""
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return hidden.float() @ self.item_embedding.weight.float().T
+
     def score(self, batch: Batch) -> Tensor:
-        user = self.encode(batch.history, last_only=True)[:, -1]  # (B, D)
-        return user @ self.item_embedding.weight.T  # (B, N + 1)
+        return self._logits(self.encode(batch.history, last_only=True)[:, -1])  # (B, N + 1)
 
     def loss(self, batch: Batch) -> Tensor:
         """Next-item loss at every position the window marks as a target (``batch.labels``), or
@@ -154,7 +159,7 @@ class SASRec(SeqRecModule):
             valid = batch.labels != 0
             hidden, labels = hidden[valid], batch.labels[valid]  # (T, D), (T,)
         if self.loss_type == "ce":
-            logits = hidden @ self.item_embedding.weight.T  # (T, N + 1)
+            logits = self._logits(hidden)  # (T, N + 1)
             logits[:, 0] = float("-inf")
             return F.cross_entropy(logits, labels)
         positive = (hidden * self.item_embedding(labels)).sum(-1)  # (T,)

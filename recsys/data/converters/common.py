@@ -12,7 +12,7 @@ from recsys.data.atomic import DataFormatError
 
 log = logging.getLogger(__name__)
 
-USER, ITEM, RATING, TIME = "user_id", "item_id", "rating", "timestamp"
+from recsys.data.filters import ITEM, RATING, TIME, USER  # noqa: F401 - re-exported to the converters
 
 
 
