@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -188,7 +187,7 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.data.dataloader import FullSortEvalDataLoader  # noqa: E402
 from recbole.data.dataset import Dataset  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
-from recbole.utils import FeatureType, ModelType, get_model, init_logger, init_seed  # noqa: E402
+from recbole.utils import FeatureType, get_model, init_logger, init_seed  # noqa: E402
 
 _anomaly_before = torch.is_anomaly_enabled()
 SASRec = get_model("SASRec")  # imports recbole.model.sequential_recommender (incl. SINE)
