@@ -196,6 +196,8 @@ def main() -> None:
     parser.add_argument("--train-stride", type=int, default=25, help="distance between our training windows")
     parser.add_argument("--recbole-python", default=os.environ.get("RECBOLE_PYTHON", "/work/rbvenv/bin/python"))
     parser.add_argument("--skip-recbole-speed", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the table from --out and the converged RecBole JSON, without running anything")
     parser.add_argument("--out", default=str(RESULTS / "recbole_parity.json"))
     # internal: one run of our side
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -207,15 +209,22 @@ def main() -> None:
                  args.batch_size, args.train_stride)
         return
 
-    print(f"speed: {args.speed_epochs} epochs each, {args.threads} thread(s), one after the other", flush=True)
-    ours_speed = ours(0, args.speed_epochs, 10**6, args.threads, args.batch_size, args.train_stride)
-    recbole_speed = None
-    if not args.skip_recbole_speed:
-        recbole_speed = recbole(args.recbole_python, args.speed_epochs, args.threads)
-    accuracy = []
-    for seed in args.seeds:
-        print(f"accuracy: ours, seed {seed}, to convergence", flush=True)
-        accuracy.append(ours(seed, args.max_epochs, args.patience, args.threads, args.batch_size, args.train_stride))
+    if args.report_only:
+        saved = json.loads(Path(args.out).read_text())
+        ours_speed, recbole_speed, accuracy = saved["ours_speed"], saved["recbole_speed"], saved["ours_accuracy"]
+        command, args.threads, args.seeds = saved["command"], saved["threads"], saved["seeds"]
+        args.batch_size, args.train_stride = saved["batch_size"], saved["train_stride"]
+    else:
+        command = " ".join(["python", *sys.argv])
+        print(f"speed: {args.speed_epochs} epochs each, {args.threads} thread(s), one after the other", flush=True)
+        ours_speed = ours(0, args.speed_epochs, 10**6, args.threads, args.batch_size, args.train_stride)
+        recbole_speed = None
+        if not args.skip_recbole_speed:
+            recbole_speed = recbole(args.recbole_python, args.speed_epochs, args.threads)
+        accuracy = []
+        for seed in args.seeds:
+            print(f"accuracy: ours, seed {seed}, to convergence", flush=True)
+            accuracy.append(ours(seed, args.max_epochs, args.patience, args.threads, args.batch_size, args.train_stride))
     converged = json.loads(RECBOLE_CONVERGED.read_text()) if RECBOLE_CONVERGED.exists() else None
 
     lines = ["## Speed (same machine, same run, %d thread(s))" % args.threads, "",
@@ -261,7 +270,8 @@ def main() -> None:
         lines += ["", f"Wall-clock to the early-stopped best model: RecBole / ours = {ratio:.1f}x."]
     table = "\n".join(lines)
     print("\n" + table)
-    report = {"command": " ".join(sys.argv), "threads": args.threads, "ours_speed": ours_speed,
+    report = {"command": command, "threads": args.threads, "seeds": args.seeds, "batch_size": args.batch_size,
+              "train_stride": args.train_stride, "ours_speed": ours_speed,
               "recbole_speed": recbole_speed, "ours_accuracy": accuracy, "recbole_converged": converged,
               "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
