@@ -240,18 +240,18 @@ def main() -> None:
     lines.insert(1, f"(ours: batch {args.batch_size} windows, stride {args.train_stride}; RecBole: batch 256 pairs)")
     lines += ["", "Ratios: throughput = ours / RecBole; times and memory = RecBole / ours (higher = ours better).", ""]
 
-    def fmt(values):
+    def fmt(values, digits=4):
         if len(values) == 1:
-            return f"{values[0]:.4f}"
-        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
     lines += ["## Accuracy at convergence (test, loo, no history masking, file-order ties)", "",
               "| model | " + " | ".join(METRICS) + " | epochs (best) | s to best |",
               "|---|" + "---:|" * (len(METRICS) + 2)]
     lines.append(
         f"| recsys SASRec, seeds {args.seeds} | " + " | ".join(fmt([r['test'][m] for r in accuracy]) for m in METRICS)
-        + f" | {fmt([r['epochs_run'] for r in accuracy])} ({fmt([r['best_epoch'] for r in accuracy])}) | "
-        f"{fmt([r['wall_seconds_to_best'] for r in accuracy])} |"
+        + f" | {fmt([r['epochs_run'] for r in accuracy], 1)} ({fmt([r['best_epoch'] for r in accuracy], 1)}) | "
+        f"{fmt([r['wall_seconds_to_best'] for r in accuracy], 0)} |"
     )
     if converged:
         test = converged.get("test_metrics", {})
