@@ -1,7 +1,7 @@
 """Raw-data converters on the hand-written fixtures in tests/fixtures/raw/<format>/.
 
 Every fixture encodes the same 24 rows (one an exact duplicate): 7 users, 9 items. User 1
-rated items 1, 3, 2, 4, 5 with items 3 and 2 tied in time (file order 3 before 2); item 9
+rated items 1, 3, 2, 4, 5 with items 3 and 2 tied in time (file order 3 before 2, kept); item 9
 has a single rating, by user 7, who has one other rating, so ``k_core=2`` drops item 9 and
 then user 7 (21 rows left).
 """
@@ -74,12 +74,12 @@ def test_converts_fixture(name, tmp_path, caplog):
     assert len(inter) == 23
     assert inter["user_id"].nunique() == 7 and inter["item_id"].nunique() == 9
     assert (inter["rating"].between(1, 5)).all()
-    # sorted by (user, timestamp), ties broken by item id, not by file order
+    # sorted by (user, timestamp); equal timestamps keep the raw file's order (3 before 2)
     for _, group in inter.groupby("user_id", sort=False):
         assert group["timestamp"].is_monotonic_increasing
     assert inter["user_id"].is_monotonic_increasing
     user1 = inter[inter["user_id"] == uid(1)]
-    assert list(user1["item_id"]) == [iid(i) for i in (1, 2, 3, 4, 5)]
+    assert list(user1["item_id"]) == [iid(i) for i in (1, 3, 2, 4, 5)]
 
     item, item_types = files["item"]
     assert list(item.columns) == ITEM_COLUMNS[family(name)]
@@ -459,4 +459,4 @@ def test_save_converted_matches_int_and_str_ids(tmp_path):
     back, _ = read_atomic(out / "ds.item")
     assert sorted(back["item_id"]) == ["10", "2"]
     rows, _ = read_atomic(out / "ds.inter")
-    assert rows["item_id"].tolist() == ["2", "10", "10"]  # numeric order on the tie, not "10" < "2"
+    assert rows["item_id"].tolist() == ["10", "2", "10"]  # the tie keeps the input's order

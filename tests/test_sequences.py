@@ -27,11 +27,11 @@ def test_vocab_pad_zero_and_natural_order():
         vocab.index(["7"], what="item")
 
 
-def test_ties_do_not_depend_on_file_order(tmp_path):
+def test_item_tie_break_does_not_depend_on_file_order(tmp_path):
     inter = pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["c", "a", "b", "d"], "timestamp": [5.0, 5.0, 5.0, 1.0]})
     write_dataset(tmp_path / "a", inter)
     write_dataset(tmp_path / "b", inter.iloc[::-1])
-    first, second = load_sequences(tmp_path / "a"), load_sequences(tmp_path / "b")
+    first, second = load_sequences(tmp_path / "a", tie_break="item"), load_sequences(tmp_path / "b", tie_break="item")
     tokens = [first.items.token(i) for i in first.sequences.of(1)]
     assert tokens == ["d", "a", "b", "c"]  # time first, then item id
     assert first.sequences.items.tolist() == second.sequences.items.tolist()
@@ -124,10 +124,10 @@ def test_popularity_counts_training_interactions_only(tiny_data):
     assert tiny_data.catalog.popularity.tolist() == expected.tolist()
 
 
-def test_file_order_tie_break_matches_recbole(tmp_path):
+def test_default_tie_break_keeps_file_order_as_recbole(tmp_path):
     inter = pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["c", "a", "b", "d"], "timestamp": [5.0, 5.0, 5.0, 1.0]})
     write_dataset(tmp_path / "a", inter)
-    data = load_sequences(tmp_path / "a", tie_break="file")
+    data = load_sequences(tmp_path / "a")
     assert [data.items.token(i) for i in data.sequences.of(1)] == ["d", "c", "a", "b"]
 
 

@@ -53,8 +53,9 @@ class SeqDataModule(RecDataModule):
         min_rating: keep interactions rated at least this (e.g. 4 for "liked").
         max_history: keep only each user's last ``max_history`` interactions.
         k_core: drop users and items with fewer interactions, repeatedly.
-        tie_break: order of interactions with equal timestamps: ``item`` (by item id; the
-            split never depends on file order) or ``file`` (file order, as RecBole).
+        tie_break: order of interactions with equal timestamps: ``file`` (file order, as RecBole
+            and most published pipelines) or ``item`` (by item id; beware: ids often encode
+            catalog age, which biases the held-out targets).
         num_workers: DataLoader worker processes.
     """
 
@@ -71,7 +72,7 @@ class SeqDataModule(RecDataModule):
         min_rating: float | None = None,
         max_history: int | None = None,
         k_core: int | None = None,
-        tie_break: Literal["item", "file"] = "item",
+        tie_break: Literal["file", "item"] = "file",
         num_workers: int = 0,
     ):
         super().__init__()

@@ -72,13 +72,13 @@ def load_sequences(
     min_rating: float | None = None,
     max_history: int | None = None,
     k_core: int | None = None,
-    tie_break: str = "item",
+    tie_break: str = "file",
 ) -> SequenceData:
     """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it (``loo``).
 
-    Interactions are ordered by time; equal timestamps are ordered by item id (``tie_break=
-    'item'``, the default: the split never depends on file order) or by file order (``'file'``,
-    as RecBole does). Without a ``timestamp`` field, file order is the order.
+    Interactions are ordered by time; equal timestamps keep file order (``tie_break='file'``,
+    the default, as RecBole) or are ordered by item id (``'item'``). Without a ``timestamp``
+    field, file order is the order.
     """
     files = dataset_files(path)
     inter, types = read_atomic(files["inter"])

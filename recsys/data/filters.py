@@ -11,9 +11,14 @@ log = logging.getLogger(__name__)
 USER, ITEM, RATING, TIME = "user_id", "item_id", "rating", "timestamp"
 
 
-def sort_interactions(inter: pd.DataFrame, tie_break: str = "item") -> pd.DataFrame:
-    """Stable sort by (user, timestamp), ties broken by item id (``tie_break='item'``: never
-    depends on file order) or kept in file order (``'file'``: RecBole's behaviour)."""
+def sort_interactions(inter: pd.DataFrame, tie_break: str = "file") -> pd.DataFrame:
+    """Stable sort by (user, timestamp); equal timestamps keep file order (``tie_break='file'``,
+    as RecBole and most published pipelines) or are ordered by item id (``'item'``).
+
+    File order is the default because item ids are not neutral: in MovieLens-100k, ids grow with
+    the date a movie entered the catalog, so an item-id tie-break makes the held-out targets
+    systematically the newer, less popular movies (Pop's test hit@10: 0.050 instead of 0.084).
+    """
     if tie_break not in ("item", "file"):
         raise ValueError(f"tie_break must be 'item' or 'file', got {tie_break!r}")
     if TIME not in inter.columns:
@@ -27,7 +32,7 @@ def filter_interactions(
     min_rating: float | None = None,
     max_history: int | None = None,
     k_core: int | None = None,
-    tie_break: str = "item",
+    tie_break: str = "file",
 ) -> pd.DataFrame:
     """Apply, in this order: keep ratings >= ``min_rating``; keep each user's last ``max_history``
     interactions (by time); then drop users and items with fewer than ``k_core`` interactions,

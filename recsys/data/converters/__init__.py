@@ -36,8 +36,7 @@ def save_converted(
     filtering are dropped from ``item``/``user``.
     """
     inter = sort_interactions(filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core))
-    # Ids are compared as text (after sorting, so numeric ids keep their numeric order): int ids
-    # on one side and str ids on the other still match.
+    # Ids are compared as text, so int ids on one side and str ids on the other still match.
     inter = inter.assign(user_id=inter["user_id"].astype(str), item_id=inter["item_id"].astype(str))
     if item is not None:
         item = item.assign(item_id=item["item_id"].astype(str))
