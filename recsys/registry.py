@@ -45,28 +45,35 @@ def _collect(hook_name: str, make: Callable[..., Registered], only: str | None =
         plugin_name = impl.plugin_name
         if only is not None and plugin_name != only:
             continue
-
-        def register(*args, **kwargs):
-            try:
-                entry = make(*args, **kwargs)
-            except (TypeError, ValueError) as exc:
-                raise PluginError(f"plugin {plugin_name!r} registered an invalid entry in {hook_name}: {exc}") from exc
-            entry = Registered(entry.name, entry.obj, plugin_name, entry.extra)
-            previous = found.get(entry.name)
-            if previous is not None and previous.obj is not entry.obj:
-                raise PluginError(
-                    f"{hook_name}: name {entry.name!r} is registered twice: by plugin {previous.plugin!r} "
-                    f"({_where(previous.obj)}) and by plugin {plugin_name!r} ({_where(entry.obj)})"
-                )
-            found[entry.name] = entry
-
         try:
-            impl.function(register=register)
+            impl.function(register=_register_callback(hook_name, make, plugin_name, found))
         except PluginError:
             raise
         except Exception as exc:
             raise PluginError(f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     return found
+
+
+def _register_callback(
+    hook_name: str, make: Callable[..., Registered], plugin_name: str, found: dict[str, Registered]
+) -> Callable[..., None]:
+    """The ``register`` callback one plugin receives: validates, de-duplicates, records the plugin."""
+
+    def register(*args, **kwargs) -> None:
+        try:
+            entry = make(*args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"plugin {plugin_name!r} registered an invalid entry in {hook_name}: {exc}") from exc
+        entry = Registered(entry.name, entry.obj, plugin_name, entry.extra)
+        previous = found.get(entry.name)
+        if previous is not None and previous.obj is not entry.obj:
+            raise PluginError(
+                f"{hook_name}: name {entry.name!r} is registered twice: by plugin {previous.plugin!r} "
+                f"({_where(previous.obj)}) and by plugin {plugin_name!r} ({_where(entry.obj)})"
+            )
+        found[entry.name] = entry
+
+    return register
 
 
 def _model(cls) -> Registered:
