@@ -14,7 +14,7 @@ from recsys.hookspecs import HOOKSPEC_VERSION, hookimpl
 __version__ = "0.1.0"
 
 #: Version of the public API below (bumped when a name is removed or changes meaning).
-API_VERSION = "1.0"
+API_VERSION = "1.1"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates)
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -39,31 +39,53 @@ _EXPORTS = {
     "get_metrics": "recsys.registry",
     "get_models": "recsys.registry",
     "item_to_text": "recsys.registry",
+    "get_item_templates": "recsys.registry",
+    "ItemIndex": "recsys.index",
+    "Backbone": "recsys.llm.backbones",
+    "BackboneUnavailable": "recsys.llm.backbones",
+    "load_backbone": "recsys.llm.backbones",
+    "TextEncoder": "recsys.llm.encoder",
+    "embed_texts": "recsys.llm.encoder",
+    "TrainableOnlyCheckpoint": "recsys.llm.lora",
+    "add_lora": "recsys.llm.lora",
+    "merge_lora": "recsys.llm.lora",
+    "render_item_text": "recsys.llm.templates",
 }
 
 __all__ = [
     "API_VERSION",
+    "Backbone",
+    "BackboneUnavailable",
     "Batch",
     "Catalog",
     "DataFormatError",
     "ExactTitleGrounder",
     "Grounder",
     "HOOKSPEC_VERSION",
+    "ItemIndex",
     "PluginError",
     "RecDataModule",
     "RecModule",
     "SeqDataModule",
     "SeqRecModule",
+    "TextEncoder",
+    "TrainableOnlyCheckpoint",
+    "add_lora",
+    "embed_texts",
     "get_backbones",
     "get_datasets",
     "get_grounders",
+    "get_item_templates",
     "get_metrics",
     "get_models",
     "get_plugins",
     "hookimpl",
     "item_to_text",
+    "load_backbone",
     "load_plugins",
+    "merge_lora",
     "read_atomic",
+    "render_item_text",
     "save_converted",
     "write_atomic",
     "write_dataset",

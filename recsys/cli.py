@@ -58,14 +58,32 @@ def cmd_datasets(argv: list[str]) -> int:
 
 
 def cmd_backbones(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="recsys backbones", description="Named LLM backbones.").parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="recsys backbones",
+        description="Named LLM backbones as JSON: where each loads from, and whether an offline copy is here.")
+    parser.add_argument("--prepare", metavar="NAME", help="load NAME once (converting a packaged GGUF copy "
+                        "into the cache), so later runs start fast")
+    args = parser.parse_args(argv)
+    from recsys.llm.backbones import BackboneUnavailable
     from recsys.registry import get_backbones
 
+    if args.prepare:
+        from recsys.llm.backbones import load_backbone
+
+        try:
+            source = load_backbone(args.prepare).source
+        except BackboneUnavailable as exc:
+            print(f"recsys: error: {exc}", file=sys.stderr)
+            return 2
+        _print_json(source)
+        return 0
     rows = []
     for name, e in sorted(get_backbones().items()):
-        local = e.extra.get("local")
-        rows.append({"name": name, "hub_id": e.obj, "plugin": e.plugin,
-                     "offline_copy": bool(local and local() is not None)})
+        local, build = e.extra.get("local"), e.extra.get("build")
+        offline = build is not None or (local is not None and local() is not None)
+        kind = "random (built in memory)" if build else ("packaged" if offline else "hub")
+        rows.append({"name": name, "hub_id": e.obj, "source": kind, "offline_copy": offline,
+                     "install": e.extra.get("install"), "plugin": e.plugin})
     _print_json(rows)
     return 0
 

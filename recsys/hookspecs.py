@@ -14,7 +14,7 @@ hookspec = HookspecMarker("recsys")
 hookimpl = HookimplMarker("recsys")
 
 #: Version of the hook specifications below; bumped when a hook's signature changes.
-HOOKSPEC_VERSION = "1.0"
+HOOKSPEC_VERSION = "1.1"  # 1.1: register_item_templates; register_backbones(build=)
 
 
 @hookspec
@@ -39,7 +39,12 @@ def register_grounders(register):
 
 @hookspec
 def register_backbones(register):
-    """Register named LLM sources: register(name, hub_id, local=None), local() -> from_pretrained kwargs or None."""
+    """Register named LLM sources: register(name, hub_id, local=None, build=None, install=None); local() -> from_pretrained kwargs or None; build() -> (config, tokenizer) of a random model."""
+
+
+@hookspec
+def register_item_templates(register):
+    """Register item text templates: register(name, fn, dataset=None), fn(item: dict, dataset: str) -> str; a dataset-specific one wins."""
 
 
 @hookspec(firstresult=True)

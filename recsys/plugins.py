@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "recsys.default_plugins.metrics",
     "recsys.default_plugins.grounders",
     "recsys.default_plugins.text",
+    "recsys.default_plugins.backbones",
 )
 
 pm = pluggy.PluginManager("recsys")

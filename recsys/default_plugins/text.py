@@ -21,3 +21,14 @@ def item_to_text(item, dataset):
         if value is not None and str(value).strip() and str(value) != "nan":
             parts.append(f"{label}: {str(value).strip()}")
     return "; ".join(parts) if parts else str(item.get("item_id", ""))
+
+
+@hookimpl
+def register_item_templates(register):
+    from recsys.llm.templates import PRESETS
+    from recsys.registry import item_to_text as hook_text
+
+    # "default" defers to the item_to_text hook, so a plugin can change it per dataset.
+    register("default", lambda item, dataset: hook_text(dict(item), dataset))
+    for name, fn in PRESETS.items():
+        register(name, fn)

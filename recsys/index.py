@@ -1,0 +1,135 @@
+"""A faiss item index: top-k items for query vectors, with per-query exclusions.
+
+Exact search (``IndexFlatIP`` / ``IndexFlatL2``) for catalogs up to ``exact_below`` items;
+above that an approximate index (IVF or HNSW), whose accuracy is the caller's trade-off
+(``nprobe`` / ``ef_search``). Used by dense models to serve top-K and by grounders.
+faiss is imported on first use, so ID-only models never load it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Metric = Literal["ip", "l2", "cosine"]
+Kind = Literal["auto", "flat", "ivf", "hnsw"]
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("recsys.index needs faiss: pip install 'recsys-llm[llm]' (or faiss-cpu)") from exc
+    return faiss
+
+
+def _as_float32(x: Tensor | np.ndarray, name: str) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().float().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, dim), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+class ItemIndex:
+    """Item vectors (N, d) with their item ids (N,), searchable by inner product or L2.
+
+    Ids default to 1..N, the engine's item indices (0 is PAD and means "no item").
+
+    ``metric="cosine"`` normalises items and queries and searches by inner product. Scores
+    are "higher is better" for every metric (L2 returns negated squared distances).
+    """
+
+    def __init__(
+        self,
+        vectors: Tensor | np.ndarray,
+        ids: Sequence[int] | np.ndarray | Tensor | None = None,
+        metric: Metric = "ip",
+        kind: Kind = "auto",
+        exact_below: int = 100_000,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        seed: int = 0,
+    ):
+        if metric not in ("ip", "l2", "cosine"):
+            raise ValueError(f"metric must be 'ip', 'l2' or 'cosine', got {metric!r}")
+        faiss = _faiss()
+        x = _as_float32(vectors, "vectors")
+        n, dim = x.shape
+        self.ids = np.arange(1, n + 1, dtype=np.int64) if ids is None else np.asarray(
+            ids.cpu() if isinstance(ids, Tensor) else ids, dtype=np.int64)
+        if self.ids.shape != (n,):
+            raise ValueError(f"ids must have one entry per vector ({n}), got shape {self.ids.shape}")
+        self.metric, self.dim = metric, dim
+        if metric == "cosine":
+            faiss.normalize_L2(x)
+        faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        self.kind = ("flat" if n < exact_below else "hnsw") if kind == "auto" else kind
+        if self.kind == "flat":
+            self.index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
+        elif self.kind == "ivf":
+            nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 points per list
+            quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
+            self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
+            self.index.cp.seed = seed
+            self.index.train(x)
+            self.index.nprobe = min(nprobe, nlist)
+        elif self.kind == "hnsw":
+            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
+            self.index.hnsw.efSearch = ef_search
+        else:
+            raise ValueError(f"kind must be 'auto', 'flat', 'ivf' or 'hnsw', got {kind!r}")
+        self.index.add(x)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(
+        self, queries: Tensor | np.ndarray, k: int, exclude: Tensor | Sequence[Sequence[int]] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Top-k items per query, best first.
+
+        queries: (B, d). exclude: per-query item ids never returned (a (B, L) tensor padded
+        with 0, or B lists). Returns ((B, k) float32 scores, (B, k) int64 item ids); rows with
+        fewer than k eligible items end with id 0 and score -inf.
+        """
+        q = _as_float32(queries, "queries")
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {q.shape[1]}, the index has {self.dim}")
+        if self.metric == "cosine":
+            _faiss().normalize_L2(q)
+        excluded = _exclusion_sets(exclude, len(q))
+        extra = max((len(s) for s in excluded), default=0)
+        fetch = min(k + extra, len(self))
+        scores, pos = self.index.search(q, fetch)
+        if self.metric == "l2":
+            scores = -scores
+        out_ids = np.zeros((len(q), k), dtype=np.int64)
+        out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        for row in range(len(q)):
+            valid = pos[row] >= 0  # approximate indexes return -1 when they run out
+            ids, sc = self.ids[pos[row][valid]], scores[row][valid]
+            if excluded[row]:
+                keep = ~np.isin(ids, list(excluded[row]))
+                ids, sc = ids[keep], sc[keep]
+            out_ids[row, : min(k, len(ids))] = ids[:k]
+            out_scores[row, : min(k, len(ids))] = sc[:k]
+        return torch.from_numpy(out_scores), torch.from_numpy(out_ids)
+
+
+def _exclusion_sets(exclude, rows: int) -> list[set[int]]:
+    if exclude is None:
+        return [set() for _ in range(rows)]
+    if isinstance(exclude, Tensor):
+        exclude = exclude.cpu().tolist()
+    if len(exclude) != rows:
+        raise ValueError(f"exclude has {len(exclude)} rows, queries have {rows}")
+    return [{int(i) for i in row if int(i) != 0} for row in exclude]

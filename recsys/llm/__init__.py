@@ -1,0 +1,42 @@
+"""LLM building blocks shared by every LLM plugin: backbones, item text templates, text
+encoders with an embedding cache, LoRA helpers. transformers and peft are imported on
+first use, so ID-only models never pay for them."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Backbone": "recsys.llm.backbones",
+    "BackboneUnavailable": "recsys.llm.backbones",
+    "load_backbone": "recsys.llm.backbones",
+    "resolve_backbone": "recsys.llm.backbones",
+    "EmbeddingCache": "recsys.llm.cache",
+    "cache_dir": "recsys.llm.cache",
+    "TextEncoder": "recsys.llm.encoder",
+    "embed_texts": "recsys.llm.encoder",
+    "freeze_except_top": "recsys.llm.encoder",
+    "transformer_layers": "recsys.llm.encoder",
+    "LORA_TARGETS": "recsys.llm.lora",
+    "TrainableOnlyCheckpoint": "recsys.llm.lora",
+    "add_lora": "recsys.llm.lora",
+    "lora_targets": "recsys.llm.lora",
+    "merge_lora": "recsys.llm.lora",
+    "item_fields": "recsys.llm.templates",
+    "render_item_text": "recsys.llm.templates",
+    "get_template": "recsys.llm.templates",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'recsys.llm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

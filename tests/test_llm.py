@@ -1,0 +1,315 @@
+"""The LLM building blocks on tiny random backbones: templates, loading, encoders, cache, LoRA."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import recsys
+from recsys.llm.backbones import BackboneUnavailable, load_backbone, resolve_backbone
+from recsys.llm.cache import EmbeddingCache, cached_directory
+from recsys.llm.encoder import TextEncoder, embed_texts, transformer_layers
+from recsys.llm.lora import add_lora, lora_targets, merge_lora
+from recsys.llm.templates import item_fields, render_item_text
+from recsys.plugins import pm
+
+TOY_STORY = {"item_id": "1", "movie_title": "Toy Story", "release_year": "1995",
+             "class": "Animation Children's Comedy"}
+TEXTS = ["Toy Story (1995)", "Heat", "A much longer title of a film with many, many words (2001)", "Up"]
+
+
+# ---- templates -------------------------------------------------------------------------
+
+
+def test_item_fields_rebuild_movielens_titles():
+    f = item_fields(TOY_STORY)
+    assert f["title"] == "Toy Story (1995)"
+    assert f["genres"] == ["Animation", "Children's", "Comedy"]
+    assert item_fields({"title": "Heat (1995)", "year": 1995})["title"] == "Heat (1995)"  # no double year
+
+
+def test_paper_templates_are_exact():
+    assert render_item_text("hllm", TOY_STORY, "ml-100k") == (
+        "Compress the following sentence into embedding: title: Toy Story (1995)genres: Animation|Children's|Comedy")
+    assert render_item_text("bigrec", TOY_STORY, "ml-100k") == '"Toy Story (1995)"'
+    assert render_item_text("title", TOY_STORY, "ml-100k") == "Toy Story (1995)"
+    assert render_item_text("rella", TOY_STORY, "ml-100k") == (
+        "Here is a movie. Its title is Toy Story (1995). Its genre is Animation.")
+    assert render_item_text("default", TOY_STORY, "ml-100k") == (
+        "title: Toy Story; year: 1995; genres: Animation Children's Comedy")
+
+
+def test_template_can_be_overridden_for_one_dataset():
+    class Override:
+        @recsys.hookimpl
+        def register_item_templates(self, register):
+            register("bigrec", lambda item, dataset: "custom", dataset="my-data")
+
+    pm.register(Override(), name="override")
+    try:
+        assert render_item_text("bigrec", TOY_STORY, "my-data") == "custom"
+        assert render_item_text("bigrec", TOY_STORY, "ml-100k") == '"Toy Story (1995)"'
+    finally:
+        pm.unregister(name="override")
+
+
+def test_unknown_template_names_the_choices():
+    with pytest.raises(KeyError, match="unknown item template 'nope'.*hllm"):
+        render_item_text("nope", TOY_STORY, "ml-100k")
+
+
+def test_catalog_renders_every_item(tiny_data):
+    texts = tiny_data.catalog.render("bigrec")
+    assert texts[0] == "" and len(texts) == len(tiny_data.catalog) + 1
+    assert texts[1] == '"Alpha Quest (1991)"'
+
+
+# ---- backbones -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,cls,causal", [("tiny-llama", "LlamaForCausalLM", True),
+                                             ("tiny-qwen2", "Qwen2ForCausalLM", True),
+                                             ("tiny-bert", "BertModel", False)])
+def test_tiny_backbones_build_in_memory(name, cls, causal):
+    b = load_backbone(name)
+    assert type(b.model).__name__ == cls and b.is_causal is causal
+    assert b.source["kind"] == "random" and b.source["pretrained"] is False
+    assert b.tokenizer.pad_token is not None and not b.model.training
+    assert len(b.tokenizer("Toy Story").input_ids) > 1  # a real tokenizer
+
+
+def test_base_head_drops_the_lm_head():
+    b = load_backbone("tiny-llama", head="base")
+    assert type(b.model).__name__ == "LlamaModel"
+
+
+def test_local_directory_and_random_reinit(tmp_path):
+    b = load_backbone("tiny-llama")
+    b.model.save_pretrained(tmp_path)
+    b.tokenizer.save_pretrained(tmp_path)
+    again = load_backbone(str(tmp_path))
+    assert again.source["kind"] == "local" and again.source["pretrained"]
+    ids = b.tokenizer(["hello"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(b.model(**ids).logits, again.model(**ids).logits)
+    fresh = load_backbone(str(tmp_path), pretrained=False)  # same shape, new weights
+    assert not fresh.source["pretrained"]
+    assert fresh.model.num_parameters() == again.model.num_parameters()
+    assert not torch.equal(fresh.model.model.layers[0].mlp.up_proj.weight, again.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_unknown_name_is_explained():
+    with pytest.raises(BackboneUnavailable, match="neither a registered name"):
+        resolve_backbone("no-such-backbone")
+
+
+def test_offline_without_a_copy_fails_at_once_saying_what_to_install(monkeypatch):
+    class Missing:
+        @recsys.hookimpl
+        def register_backbones(self, register):
+            register("missing-lm", "someone/missing-lm", local=lambda: None, install="pip install missing-lm-pkg")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pm.register(Missing(), name="missing")
+    try:
+        start = time.perf_counter()
+        with pytest.raises(BackboneUnavailable, match="pip install missing-lm-pkg"):
+            load_backbone("missing-lm")
+        with pytest.raises(BackboneUnavailable, match="hub cannot be reached"):
+            load_backbone("someone/other-model")
+        assert time.perf_counter() - start < 10  # no retry loop against an unreachable hub
+    finally:
+        pm.unregister(name="missing")
+
+
+def _slow_build(path):
+    time.sleep(0.5)
+    with open(path / "built_by", "w") as f:
+        f.write(str(os.getpid()))
+
+
+def _build_in_child(cache, queue):
+    os.environ["RECSYS_CACHE"] = cache
+    queue.put((cached_directory("thing", _slow_build) / "built_by").read_text())
+
+
+def test_cached_directory_is_built_once_across_processes(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(str(tmp_path), queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    assert results[0] == results[1]  # the second process reused the first one's copy
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".thing.")]  # no temporary left
+
+
+def test_an_unfinished_cached_directory_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECSYS_CACHE", str(tmp_path))
+    (tmp_path / "thing").mkdir()
+    (tmp_path / "thing" / "half-written").write_text("?")  # a crashed build: no .complete marker
+    path = cached_directory("thing", _slow_build)
+    assert (path / "built_by").exists() and not (path / "half-written").exists()
+
+    def fail(tmp):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        cached_directory("other", fail)
+    assert not (tmp_path / "other").exists()
+
+
+# ---- text encoders ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,pooling", [("tiny-llama", "mean"), ("tiny-llama", "last"), ("tiny-llama", "item_slot"),
+                                          ("tiny-qwen2", "last"), ("tiny-bert", "mean"), ("tiny-bert", "cls"),
+                                          ("tiny-bert", "item_slot")])
+def test_padding_never_changes_a_vector(name, pooling):
+    encoder = TextEncoder(name, pooling=pooling)
+    batch = encoder.encode(TEXTS, cache=False)
+    alone = torch.cat([encoder.encode([t], cache=False) for t in TEXTS])
+    assert batch.shape == (len(TEXTS), encoder.dim)
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_last_token_pooling_reads_the_last_real_token():
+    encoder = TextEncoder("tiny-llama", pooling="last")
+    tokens = encoder.tokenize(TEXTS)
+    hidden = encoder.transformer(**tokens).last_hidden_state
+    last = tokens["attention_mask"].sum(1) - 1
+    expected = hidden[torch.arange(len(TEXTS)), last]
+    torch.testing.assert_close(encoder(**tokens), expected)
+    assert (tokens["attention_mask"][:, -1] == 0).any()  # the batch really was padded
+
+
+def test_top_layers_trainable():
+    encoder = TextEncoder("tiny-llama", trainable_layers=1)
+    layers = transformer_layers(encoder.transformer)
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert encoder.transformer.norm.weight.requires_grad  # the final norm follows the top layer
+    assert not encoder.transformer.embed_tokens.weight.requires_grad
+    encoder.encode_texts(TEXTS).sum().backward()
+    assert layers[-1].mlp.up_proj.weight.grad is not None
+    with pytest.raises(ValueError, match="has 2 layers"):
+        TextEncoder("tiny-bert", trainable_layers=3)
+
+
+def test_item_slot_learns():
+    encoder = TextEncoder("tiny-bert", pooling="item_slot", trainable_layers=0)
+    encoder.encode_texts(TEXTS).pow(2).sum().backward()
+    assert encoder.item_slot.grad is not None and encoder.item_slot.grad.abs().sum() > 0
+
+
+def test_random_or_trainable_encoders_are_never_cached():
+    assert TextEncoder("tiny-bert").cache_namespace() is None  # random weights
+
+
+def _pretend_pretrained(encoder):
+    encoder.source = dict(encoder.source, pretrained=True, kind="local", location="x", revision="r1")
+    return encoder
+
+
+def test_embedding_cache_makes_a_second_encode_free():
+    encoder = _pretend_pretrained(TextEncoder("tiny-bert"))
+    first = encoder.encode(TEXTS)
+    calls = []
+    encoder.transformer.register_forward_hook(lambda *a: calls.append(1))
+    second = encoder.encode(TEXTS)
+    assert calls == [] and torch.equal(first, second)
+    encoder.encode(TEXTS + ["a new title"])
+    assert len(calls) == 1  # only the missing text is encoded
+
+
+def test_corrupt_cache_entries_are_ignored(tmp_path):
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    cache.put("ns", ["a", "b"], np.ones((2, 3)))
+    with cache._connect() as db:
+        db.execute("UPDATE vectors SET data = ? WHERE key = ?", [b"\x00" * 5, cache._key("b")])
+    hits = cache.get("ns", ["a", "b", "c"])
+    assert list(hits) == [0] and hits[0].tolist() == [1.0, 1.0, 1.0]
+    assert cache.get("other", ["a"]) == {}
+
+
+def test_embed_texts_with_a_random_backbone_runs_without_caching():
+    vectors = embed_texts("tiny-bert", TEXTS, normalize=True)
+    assert vectors.shape == (len(TEXTS), 64)
+    torch.testing.assert_close(vectors.norm(dim=1), torch.ones(len(TEXTS)))
+
+
+# ---- LoRA --------------------------------------------------------------------------------
+
+
+def test_lora_starts_as_the_base_model_and_merges_exactly():
+    b = load_backbone("tiny-llama")
+    ids = b.tokenizer(TEXTS[:2], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        reference = b.model(**ids).logits
+    model = add_lora(b.model, r=4).eval()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "v_proj"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**ids).logits, reference)  # B = 0 at the start
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+        adapted = model(**ids).logits
+    merged = merge_lora(model)
+    assert type(merged).__name__ == "LlamaForCausalLM"
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**ids).logits, adapted, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(adapted, reference)
+
+
+def test_lora_targets_by_family():
+    assert lora_targets(load_backbone("tiny-bert").model) == ["query", "value"]
+    assert lora_targets(load_backbone("tiny-qwen2").model) == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match="pass targets="):
+        lora_targets(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_checkpoints_keep_only_what_trains(tmp_path):
+    import lightning as L
+
+    from recsys.llm.lora import TrainableOnlyCheckpoint
+
+    saved = load_backbone("tiny-bert")
+    saved.model.save_pretrained(tmp_path / "bert")
+    saved.tokenizer.save_pretrained(tmp_path / "bert")
+
+    class Tower(TrainableOnlyCheckpoint, L.LightningModule):
+        def __init__(self, path: str):
+            super().__init__()
+            self.save_hyperparameters()
+            self.encoder = TextEncoder(path, trainable_layers=1)
+            self.track_backbone(self.encoder.source, "encoder.transformer.")
+            self.head = torch.nn.Linear(self.encoder.dim, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.head(self.encoder.encode_texts(TEXTS)).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
+
+    model = Tower(str(tmp_path / "bert"))
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, torch.utils.data.DataLoader(range(4), batch_size=1))
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=False)
+    keys = checkpoint["state_dict"].keys()
+    assert "encoder.transformer.encoder.layer.1.output.dense.weight" in keys  # trainable top layer
+    assert "encoder.transformer.encoder.layer.0.output.dense.weight" not in keys  # frozen: reloaded
+    assert checkpoint["hyper_parameters"]["backbone_sources"]["encoder.transformer"]["kind"] == "local"
+    restored = Tower.load_from_checkpoint(tmp_path / "m.ckpt")
+    for (name, a), (_, b) in zip(model.state_dict().items(), restored.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
