@@ -309,7 +309,8 @@ def test_checkpoints_keep_only_what_trains(tmp_path):
     keys = checkpoint["state_dict"].keys()
     assert "encoder.transformer.encoder.layer.1.output.dense.weight" in keys  # trainable top layer
     assert "encoder.transformer.encoder.layer.0.output.dense.weight" not in keys  # frozen: reloaded
-    assert checkpoint["hyper_parameters"]["backbone_sources"]["encoder.transformer"]["kind"] == "local"
+    assert checkpoint["recsys_backbone_sources"]["encoder.transformer"]["kind"] == "local"
+    assert "backbone_sources" not in checkpoint["hyper_parameters"]  # those stay the __init__ arguments
     restored = Tower.load_from_checkpoint(tmp_path / "m.ckpt")
     for (name, a), (_, b) in zip(model.state_dict().items(), restored.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)

@@ -64,31 +64,40 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 class TrainableOnlyCheckpoint:
-    """LightningModule mixin: checkpoints keep trainable parameters, not the frozen weights
-    of pretrained backbones, which ``__init__`` reloads from the backbone's source anyway.
+    """LightningModule mixin: records where each backbone came from, and keeps the frozen
+    weights of pretrained backbones out of checkpoints (``__init__`` reloads them anyway).
 
-    In ``__init__``, after ``save_hyperparameters()``, call ``self.track_backbone(source,
-    "encoder.transformer.")`` for each backbone: it records the source in the hparams and,
-    when the weights are pretrained (reproducible from the source), leaves the frozen ones
-    under that prefix out of checkpoints. Lightning calls ``on_load_checkpoint`` before
-    ``load_state_dict``, so the dropped entries are filled back from the freshly built
-    module and strict loading still holds.
+    In ``__init__`` call ``self.track_backbone(source, "encoder.transformer.")`` for each
+    backbone. The sources are logged with the run's hyper-parameters (the logger's
+    ``hparams.yaml``) and stored in checkpoints under ``recsys_backbone_sources`` -- not in
+    ``self.hparams``, which must stay exactly the ``__init__`` arguments for
+    ``load_from_checkpoint``. When a backbone's weights are pretrained (reproducible from its
+    source), its frozen parameters under the prefix are dropped on save; Lightning calls
+    ``on_load_checkpoint`` before ``load_state_dict``, so they are filled back from the
+    freshly built module and strict loading still holds.
     """
 
     frozen_prefixes: tuple[str, ...] = ()
 
     def track_backbone(self, source: dict, prefix: str) -> None:
-        sources = dict(self.hparams.get("backbone_sources") or {})
+        sources = dict(getattr(self, "backbone_sources", {}))
         sources[prefix.rstrip(".")] = dict(source)
-        self.hparams["backbone_sources"] = sources
+        self.backbone_sources = sources
         if source.get("pretrained"):
             self.frozen_prefixes = tuple(self.frozen_prefixes) + (prefix,)
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        for logger in self.loggers:
+            logger.log_hyperparams({"backbone_sources": getattr(self, "backbone_sources", {})})
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
+        checkpoint["recsys_backbone_sources"] = getattr(self, "backbone_sources", {})
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         state = checkpoint["state_dict"]
-        dropped = [k for k in state if k.startswith(self.frozen_prefixes) and k not in trainable]
+        dropped = [k for k in state if self.frozen_prefixes and k.startswith(self.frozen_prefixes)
+                   and k not in trainable]
         for key in dropped:
             del state[key]
         checkpoint["recsys_frozen_keys"] = len(dropped)

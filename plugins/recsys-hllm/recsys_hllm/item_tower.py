@@ -1,0 +1,72 @@
+"""The item LLM: every catalog item's text -> one vector, for training and for scoring."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import recsys
+
+
+class ItemTower(nn.Module):
+    """Wraps a :class:`recsys.TextEncoder` with the catalog's tokenised texts.
+
+    Items in a batch are de-duplicated before encoding. When the encoder is frozen, the whole
+    catalog is encoded once (through the embedding cache when the weights are pretrained) and
+    looked up afterwards; otherwise the needed items are re-encoded at every step, and the
+    full catalog once per evaluation (:meth:`catalog_vectors`, cached until the next
+    training step).
+    """
+
+    def __init__(self, backbone: str, pooling: str, max_length: int, trainable_layers: int | None,
+                 pretrained: bool, lora_r: int = 0):
+        super().__init__()
+        self.encoder = recsys.TextEncoder(backbone, pooling=pooling, max_length=max_length,
+                                          trainable_layers=trainable_layers, pretrained=pretrained)
+        if lora_r:
+            from recsys.llm.lora import add_lora
+
+            # LoRA on the attention of every layer; the adapters train, the base stays frozen.
+            self.encoder.transformer = add_lora(self.encoder.transformer, r=lora_r, alpha=2 * lora_r)
+        self.dim = self.encoder.dim
+        self.texts: list[str] | None = None
+        self._table: Tensor | None = None  # (N + 1, d) vectors of every item, when valid
+
+    @property
+    def frozen(self) -> bool:
+        return self.encoder.frozen
+
+    def set_catalog(self, texts: list[str]) -> None:
+        """``texts[i]`` is item i's text; ``texts[0]`` (PAD) is ignored."""
+        self.texts = texts
+        ids = self.encoder.tokenize(texts[1:])
+        pad = lambda t: torch.cat([t.new_zeros(1, t.shape[1]), t])  # noqa: E731 - row 0 = PAD
+        self.input_ids, self.attention_mask = pad(ids["input_ids"]), pad(ids["attention_mask"])
+        self.attention_mask[0, 0] = 1  # PAD encodes one token, so no row is empty
+        self._table = None
+
+    def _require_catalog(self) -> None:
+        if self.texts is None:
+            raise RuntimeError("ItemTower.set_catalog(texts) must be called (the model does it in setup())")
+
+    def forward(self, items: Tensor) -> Tensor:
+        """(...,) item indices -> (..., d) vectors (gradients flow when the encoder trains)."""
+        self._require_catalog()
+        if self.frozen:
+            return self.catalog_vectors()[items]
+        self._table = None  # weights are about to change
+        unique, inverse = items.unique(return_inverse=True)
+        mask = self.attention_mask[unique.cpu()]
+        length = int(mask.sum(1).max())
+        vectors = self.encoder(self.input_ids[unique.cpu(), :length], mask[:, :length])
+        return vectors[inverse]
+
+    @torch.no_grad()
+    def catalog_vectors(self) -> Tensor:
+        """(N + 1, d) vectors of every item (row 0 = PAD's), computed once per weight state."""
+        self._require_catalog()
+        if self._table is None:
+            device = next(self.encoder.parameters()).device
+            vectors = self.encoder.encode(self.texts, progress=None)  # cached on disk when frozen + pretrained
+            self._table = vectors.to(device)
+        return self._table
