@@ -20,3 +20,6 @@ class Batch(NamedTuple):
     #: (B, L) int64: the next item to predict at each history position, 0 where that position is
     #: not a training target in this window (tiled training windows only; None elsewhere)
     labels: Optional[Tensor] = None
+    #: (B,) bool: the target is a cold item (held out of training by ``SeqDataModule(cold_items=...)``);
+    #: evaluation batches only, None when no items are held out
+    cold: Optional[Tensor] = None

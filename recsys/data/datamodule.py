@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import Literal
 
 import lightning.pytorch as pl
+import numpy as np
 from torch.utils.data import DataLoader
 
 from recsys.data.atomic import DataFormatError
@@ -56,6 +57,16 @@ class SeqDataModule(RecDataModule):
         tie_break: order of interactions with equal timestamps: ``file`` (file order, as RecBole
             and most published pipelines) or ``item`` (by item id; beware: ids often encode
             catalog age, which biases the held-out targets).
+        cold_items: fraction of the catalog's items (``round(cold_items * N)``, drawn uniformly
+            from 1..N) held out of training, to evaluate on items never trained on (text-based
+            models). Their interactions are dropped from every user's training prefix, so they
+            are in no training window (neither target nor history) and have popularity 0.
+            Validation/test targets and evaluation histories are left as they are: a cold item
+            can be a target, and can appear in a later target's history (and in ``seen``).
+            Evaluation batches then flag cold targets (``Batch.cold``) and models also log their
+            metrics over them as ``{stage}/cold/{name}``; the catalog still holds every item,
+            and cold items are ranked like the others. 0 (the default) changes nothing.
+        cold_seed: seed of the cold-item draw (``numpy.random.default_rng``).
         num_workers: DataLoader worker processes.
     """
 
@@ -73,6 +84,8 @@ class SeqDataModule(RecDataModule):
         max_history: int | None = None,
         k_core: int | None = None,
         tie_break: Literal["file", "item"] = "file",
+        cold_items: float = 0.0,
+        cold_seed: int = 0,
         num_workers: int = 0,
     ):
         super().__init__()
@@ -80,6 +93,8 @@ class SeqDataModule(RecDataModule):
             raise ValueError(f"data.max_len must be >= 1, got {max_len}")
         if protocol != "loo":
             raise ValueError(f"data.protocol {protocol!r} is not supported; available: ['loo']")
+        if not 0 <= cold_items < 1:
+            raise ValueError(f"data.cold_items must be a fraction in [0, 1), got {cold_items}")
         self.save_hyperparameters()
         self.path = path
         self.max_len = max_len
@@ -89,7 +104,9 @@ class SeqDataModule(RecDataModule):
         self.mask_history = mask_history
         self.train_windows = train_windows
         self.train_stride = train_stride
-        self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break)
+        self.cold_items = cold_items
+        self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
+                                 cold_items=cold_items, cold_seed=cold_seed)
         self.num_workers = num_workers
 
     @cached_property
@@ -108,6 +125,11 @@ class SeqDataModule(RecDataModule):
     @property
     def catalog(self) -> Catalog:
         return self.data.catalog
+
+    @property
+    def cold_item_ids(self) -> np.ndarray:
+        """(C,) sorted int64 indices of the items held out of training (empty unless ``cold_items``)."""
+        return self.data.cold_item_ids
 
     def setup(self, stage: str | None = None) -> None:
         data = self.data  # load now, not inside the first dataloader call
@@ -130,18 +152,21 @@ class SeqDataModule(RecDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        windows = Windows.for_training(self.data.split, self.max_len, self._resolved_train_windows(), self.train_stride)
+        windows = Windows.for_training(self.data.training, self.max_len, self._resolved_train_windows(), self.train_stride)
         if len(windows) == 0:
             raise DataFormatError(f"{self.path}: no training windows (no user has 2 or more training interactions)")
         return self._loader(windows, self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        windows = Windows.for_evaluation(self.data.split, "val", self.max_len, self.mask_history)
+    def _evaluation_loader(self, stage: Literal["val", "test"]) -> DataLoader:
+        cold = self.cold_item_ids if self.cold_items > 0 else None  # no flags unless asked for
+        windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold)
         return self._loader(windows, self.eval_batch_size, shuffle=False)
 
+    def val_dataloader(self) -> DataLoader:
+        return self._evaluation_loader("val")
+
     def test_dataloader(self) -> DataLoader:
-        windows = Windows.for_evaluation(self.data.split, "test", self.max_len, self.mask_history)
-        return self._loader(windows, self.eval_batch_size, shuffle=False)
+        return self._evaluation_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """Every user, with their whole sequence as history: what comes next?"""

@@ -12,7 +12,7 @@ import pandas as pd
 from recsys.data.atomic import DataFormatError, dataset_files, read_atomic
 from recsys.data.catalog import Catalog
 from recsys.data.filters import ITEM, TIME, USER, filter_interactions, sort_interactions
-from recsys.data.sequences import LeaveOneOut, Sequences
+from recsys.data.sequences import LeaveOneOut, Sequences, TrainingPrefixes, sample_cold_items
 from recsys.data.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ class SequenceData:
     split: LeaveOneOut
     catalog: Catalog
     user_fields: pd.DataFrame | None  #: (U + 1) rows aligned with ``users`` (row 0 = PAD), or None
+    cold_item_ids: np.ndarray  #: (C,) sorted int64 item indices held out of training; empty when none
+    #: what training windows are cut from: ``split`` itself, or its training prefixes without cold items
+    training: LeaveOneOut | TrainingPrefixes
 
 
 def _check_inter(inter: pd.DataFrame, types: dict[str, str], path: Path) -> None:
@@ -73,12 +76,17 @@ def load_sequences(
     max_history: int | None = None,
     k_core: int | None = None,
     tie_break: str = "file",
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
 ) -> SequenceData:
     """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it (``loo``).
 
     Interactions are ordered by time; equal timestamps keep file order (``tie_break='file'``,
     the default, as RecBole) or are ordered by item id (``'item'``). Without a ``timestamp``
     field, file order is the order.
+
+    ``cold_items > 0`` holds that fraction of the items out of training (see
+    :class:`~recsys.data.datamodule.SeqDataModule`); the split's targets do not change.
     """
     files = dataset_files(path)
     inter, types = read_atomic(files["inter"])
@@ -101,15 +109,19 @@ def load_sequences(
     frame = sort_interactions(frame, tie_break)
     sequences = Sequences.from_sorted(frame[USER].to_numpy(), frame[ITEM].to_numpy(), len(users))
     split = LeaveOneOut(sequences)
+    cold = sample_cold_items(len(items), cold_items, cold_seed)
+    training = split.without_items(cold) if cold_items > 0 else split
     name = files["inter"].stem
     if "item" in files:
         item_frame, _ = read_atomic(files["item"])
         fields = _aligned(item_frame, ITEM, items, files["item"], "item")
     else:
         fields = pd.DataFrame(index=range(len(items) + 1))
-    popularity = np.bincount(split.train_items(), minlength=len(items) + 1).astype(np.int64)
+    # From what training sees, so cold items (no training interactions) get popularity 0.
+    popularity = np.bincount(training.train_items(), minlength=len(items) + 1).astype(np.int64)
     user_fields = None
     if "user" in files:
         user_frame, _ = read_atomic(files["user"])
         user_fields = _aligned(user_frame, USER, users, files["user"], "user")
-    return SequenceData(name, items, users, sequences, split, Catalog(name, items, fields, popularity), user_fields)
+    catalog = Catalog(name, items, fields, popularity)
+    return SequenceData(name, items, users, sequences, split, catalog, user_fields, cold, training)

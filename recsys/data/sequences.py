@@ -72,13 +72,54 @@ class LeaveOneOut:
         lengths = self.sequences.lengths
         return np.where(lengths >= 3, lengths - 2, lengths)
 
+    def _is_training(self) -> np.ndarray:
+        """(n,) bool: which entries of ``sequences.items`` are training interactions."""
+        seq = self.sequences
+        position = np.arange(len(seq.items)) - np.repeat(seq.offsets[:-1], seq.lengths)
+        return position < np.repeat(self.train_length, seq.lengths)
+
     def train_items(self) -> np.ndarray:
         """All training interactions' item indices (for popularity counts)."""
+        return self.sequences.items[self._is_training()]
+
+    def without_items(self, items: np.ndarray) -> "TrainingPrefixes":
+        """The training interactions minus every interaction with ``items`` (cold items).
+
+        Held-out targets stay where they are (in ``self``); only training changes.
+        """
         seq = self.sequences
-        keep = np.arange(len(seq.items)) - np.repeat(seq.offsets[:-1], seq.lengths) < np.repeat(
-            self.train_length, seq.lengths
-        )
-        return seq.items[keep]
+        keep = self._is_training() & ~np.isin(seq.items, items)
+        users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
+        return TrainingPrefixes(Sequences.from_sorted(users[keep], seq.items[keep], seq.num_users))
+
+
+@dataclass(frozen=True)
+class TrainingPrefixes:
+    """Training sequences on their own: every item is a training interaction.
+
+    What :meth:`LeaveOneOut.without_items` returns; it has what training windows and popularity
+    counts read from a split (``sequences``, ``train_length``, ``train_items``).
+    """
+
+    sequences: Sequences
+
+    @property
+    def train_length(self) -> np.ndarray:
+        """(U + 1,) number of training items per user: all of them."""
+        return self.sequences.lengths
+
+    def train_items(self) -> np.ndarray:
+        return self.sequences.items
+
+
+def sample_cold_items(num_items: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """``round(fraction * num_items)`` items (at most ``num_items - 1``) drawn uniformly from
+    1..num_items with ``numpy.random.default_rng(seed)``: sorted (C,) int64, empty for 0."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"cold_items must be a fraction in [0, 1), got {fraction}")
+    count = min(round(fraction * num_items), num_items - 1)  # at least one item stays trainable
+    chosen = np.random.default_rng(seed).choice(np.arange(1, num_items + 1), size=count, replace=False)
+    return np.sort(chosen).astype(np.int64)
 
 
 TrainWindows = Literal["every", "tiled"]
@@ -101,6 +142,9 @@ class Windows(Dataset):
       earlier item when the history is to be masked;
     - prediction: one window per user past their last item (target unknown, 0).
 
+    With ``cold_item_ids`` (sorted item indices held out of training), evaluation batches carry
+    ``cold``: whether each target is one of them.
+
     ``__getitems__`` builds a whole :class:`Batch` with vectorised numpy gathers; use it with
     :func:`identity_collate`.
     """
@@ -115,6 +159,7 @@ class Windows(Dataset):
         max_len: int,
         with_seen: bool = False,
         with_labels: bool = False,
+        cold_item_ids: np.ndarray | None = None,
     ):
         keep = count > 0
         self.sequences = sequences
@@ -124,12 +169,13 @@ class Windows(Dataset):
         self.max_len = int(max_len)
         self.with_seen = with_seen
         self.with_labels = with_labels
+        self.cold_item_ids = cold_item_ids
         self.cumulative = np.cumsum(count[keep]).astype(np.int64)
         self.first_index = np.concatenate(([0], self.cumulative[:-1]))  # index of each user's first window
 
     @classmethod
     def for_training(
-        cls, split: LeaveOneOut, max_len: int, mode: TrainWindows = "every", stride: int | None = None
+        cls, split: LeaveOneOut | TrainingPrefixes, max_len: int, mode: TrainWindows = "every", stride: int | None = None
     ) -> "Windows":
         train_length = split.train_length
         users = np.flatnonzero(train_length >= 2)
@@ -145,11 +191,15 @@ class Windows(Dataset):
         return cls(split.sequences, users, train_length[users] - 1, count, stride, max_len, with_labels=True)
 
     @classmethod
-    def for_evaluation(cls, split: LeaveOneOut, stage: Literal["val", "test"], max_len: int, mask_history: bool) -> "Windows":
+    def for_evaluation(
+        cls, split: LeaveOneOut, stage: Literal["val", "test"], max_len: int, mask_history: bool,
+        cold_item_ids: np.ndarray | None = None,
+    ) -> "Windows":
         users = split.evaluated
         lengths = split.sequences.lengths[users]
         end = lengths - 2 if stage == "val" else lengths - 1
-        return cls(split.sequences, users, end, np.ones_like(users), 1, max_len, with_seen=mask_history)
+        return cls(split.sequences, users, end, np.ones_like(users), 1, max_len, with_seen=mask_history,
+                   cold_item_ids=cold_item_ids)
 
     @classmethod
     def for_prediction(cls, sequences: Sequences, max_len: int, mask_history: bool) -> "Windows":
@@ -189,7 +239,8 @@ class Windows(Dataset):
             index = ends[:, None] - self.max_len + 1 + np.arange(self.max_len)[None, :]
             labels = np.where((index > ends[:, None] - self.stride) & (index >= 1), following, 0)
             labels = torch.from_numpy(labels)
-        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels)
+        cold = None if self.cold_item_ids is None else torch.from_numpy(np.isin(target, self.cold_item_ids))
+        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold)
 
 
 def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

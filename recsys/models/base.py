@@ -164,10 +164,17 @@ class SeqRecModule(RecModule):
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
         ranks = self.rank(batch)
+        self._log_metrics(ranks, stage)
+        if batch.cold is not None and batch.cold.any():
+            # Targets held out of training (data.cold_items): the same metrics over them alone.
+            self._log_metrics(ranks[batch.cold], f"{stage}/cold", prog_bar=False)
+
+    def _log_metrics(self, ranks: Tensor, prefix: str, prog_bar: bool = True) -> None:
+        """Log every metric's mean over ``ranks`` (B,) as ``{prefix}/{name}``, weighted by B."""
         for name, values in self.metric_set(ranks).items():
             self.log(
-                f"{stage}/{name}", values.mean(), batch_size=len(ranks), on_step=False, on_epoch=True,
-                sync_dist=True, prog_bar=name == "ndcg@10",
+                f"{prefix}/{name}", values.mean(), batch_size=len(ranks), on_step=False, on_epoch=True,
+                sync_dist=True, prog_bar=prog_bar and name == "ndcg@10",
             )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
