@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -63,3 +64,13 @@ class TopKWriter(BasePredictionWriter):
                 ]
                 pd.DataFrame(flat, columns=["user_id", "rank", "item_id", "title", "score"]).to_csv(tmp, index=False)
         print(f"recsys: wrote top-{self.k} recommendations for {len(rows)} users to {path}")
+
+
+class EpochTimer(pl.Callback):
+    """Logs ``time/train_epoch_s``: wall-clock seconds of each training epoch (validation excluded)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("time/train_epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)

@@ -341,3 +341,22 @@ def test_llm_modules_import_transformers_only_when_used():
             "print(sorted(m for m in ('transformers', 'peft', 'faiss') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name,pooling", [("tiny-bert", "mean"), ("tiny-llama", "last"), ("tiny-qwen2", "mean")])
+def test_cached_frozen_layers_give_the_same_vectors_and_gradients(name, pooling):
+    encoder = TextEncoder(name, pooling=pooling, trainable_layers=1)
+    tokens = encoder.tokenize(TEXTS)
+    encoder.eval()  # no dropout, so the two paths are comparable
+    full = encoder(**tokens)
+    full.sum().backward()
+    top = transformer_layers(encoder.transformer)[-1]
+    grads = [p.grad.clone() for p in top.parameters()]
+    encoder.zero_grad()
+    states = encoder.frozen_states(**tokens)
+    fast = encoder(**tokens, frozen_states=states)
+    fast.sum().backward()
+    torch.testing.assert_close(fast, full)
+    for g, p in zip(grads, top.parameters()):
+        torch.testing.assert_close(p.grad, g)
+    assert len(transformer_layers(encoder.transformer)) == 2 and type(transformer_layers(encoder.transformer)[0]).__name__ != "_Replay"

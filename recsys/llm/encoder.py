@@ -59,6 +59,24 @@ def freeze_except_top(model: nn.Module, trainable_layers: int | None) -> None:
                         parent._modules[later].requires_grad_(True)
 
 
+class _PassThrough(nn.Module):
+    """Stands in for a transformer block whose output is already known."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class _Replay(_PassThrough):
+    """Stands in for the first block: returns precomputed states of the frozen blocks."""
+
+    def __init__(self, states: Tensor):
+        super().__init__()
+        self.states = states
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return self.states.to(hidden_states.dtype)
+
+
 class TextEncoder(nn.Module):
     """Encodes texts with a backbone's transformer (no LM head).
 
@@ -97,16 +115,51 @@ class TextEncoder(nn.Module):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.parameters())
 
+    @property
+    def num_frozen_layers(self) -> int:
+        """How many bottom blocks are frozen and see nothing trainable (their outputs can be cached)."""
+        if self.trainable_layers is None or self.pooling == "item_slot":
+            return 0  # the slot is an input: every block's output depends on it
+        return len(transformer_layers(self.transformer)) - self.trainable_layers
+
+    @torch.no_grad()
+    def frozen_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, T) -> (B, T, d): the output of the frozen bottom blocks, to be cached and given
+        back to :meth:`forward` as ``frozen_states`` (only the trainable blocks then run)."""
+        k = self.num_frozen_layers
+        if k == 0:
+            raise ValueError("no frozen bottom layers to cache (trainable_layers is None, or item_slot pooling)")
+        layers = transformer_layers(self.transformer)
+        captured = []
+        handle = layers[k - 1].register_forward_hook(lambda module, args, out: captured.append(
+            out[0] if isinstance(out, tuple) else out))
+        original = list(layers[k:])
+        try:
+            for i in range(k, len(layers)):
+                layers[i] = _PassThrough()  # the blocks above are not needed here
+            self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            handle.remove()
+            for i, layer in enumerate(original, start=k):
+                layers[i] = layer
+        return captured[0]
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Right-padded ids and attention mask, truncated to ``max_length`` tokens."""
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt", padding_side="right")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L) ids and mask -> (B, dim) pooled vectors."""
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, frozen_states: Tensor | None = None) -> Tensor:
+        """(B, L) ids and mask -> (B, dim) pooled vectors.
+
+        ``frozen_states``: (B, L, d) from :meth:`frozen_states` for the same ids; the frozen
+        bottom blocks are then skipped (the embeddings still run: they are a cheap lookup).
+        """
         device = next(self.transformer.parameters()).device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if frozen_states is not None:
+            return self._forward_from_frozen(input_ids, attention_mask, frozen_states.to(device))
         lengths = attention_mask.sum(1)
         if self.pooling == "item_slot":
             embeds = self.transformer.get_input_embeddings()(input_ids)
@@ -129,6 +182,19 @@ class TextEncoder(nn.Module):
                 pooled = hidden[torch.arange(len(lengths), device=device), (lengths - 1).clamp_min(0)]
         pooled = pooled.float()
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def _forward_from_frozen(self, input_ids: Tensor, attention_mask: Tensor, states: Tensor) -> Tensor:
+        layers = transformer_layers(self.transformer)
+        k = self.num_frozen_layers
+        original = list(layers[:k])
+        try:
+            layers[0] = _Replay(states)
+            for i in range(1, k):
+                layers[i] = _PassThrough()
+            return self(input_ids, attention_mask)
+        finally:
+            for i, layer in enumerate(original):
+                layers[i] = layer
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         """(B,) texts -> (B, dim) vectors, with gradients when the encoder trains."""

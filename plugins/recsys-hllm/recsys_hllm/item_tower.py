@@ -19,8 +19,9 @@ class ItemTower(nn.Module):
     """
 
     def __init__(self, backbone: str, pooling: str, max_length: int, trainable_layers: int | None,
-                 pretrained: bool, lora_r: int = 0):
+                 pretrained: bool, lora_r: int = 0, cache_frozen_layers: bool = True):
         super().__init__()
+        self.cache_frozen_layers = cache_frozen_layers
         self.encoder = recsys.TextEncoder(backbone, pooling=pooling, max_length=max_length,
                                           trainable_layers=trainable_layers, pretrained=pretrained)
         if lora_r:
@@ -31,6 +32,7 @@ class ItemTower(nn.Module):
         self.dim = self.encoder.dim
         self.texts: list[str] | None = None
         self._table: Tensor | None = None  # (N + 1, d) vectors of every item, when valid
+        self._states: Tensor | None = None  # (N + 1, T, d) outputs of the frozen bottom layers
 
     @property
     def frozen(self) -> bool:
@@ -43,7 +45,31 @@ class ItemTower(nn.Module):
         pad = lambda t: torch.cat([t.new_zeros(1, t.shape[1]), t])  # noqa: E731 - row 0 = PAD
         self.input_ids, self.attention_mask = pad(ids["input_ids"]), pad(ids["attention_mask"])
         self.attention_mask[0, 0] = 1  # PAD encodes one token, so no row is empty
-        self._table = None
+        self._table = self._states = None
+
+    def _frozen_states(self) -> Tensor | None:
+        """The frozen bottom layers' outputs for every item, computed once (HLLM caches them too:
+        with the top 2 of 6 MiniLM layers trainable, a step then runs 2 layers instead of 6)."""
+        if not self.cache_frozen_layers or self.encoder.num_frozen_layers == 0 or self.encoder.frozen:
+            return None
+        if self._states is None:
+            from tqdm.auto import tqdm
+
+            chunks = []
+            for start in tqdm(range(0, len(self.input_ids), 256), desc="caching frozen item layers",
+                              disable=len(self.input_ids) < 2048):
+                chunks.append(self.encoder.frozen_states(self.input_ids[start:start + 256],
+                                                         self.attention_mask[start:start + 256]).cpu())
+            self._states = torch.cat(chunks)
+        return self._states
+
+    def _encode(self, items: Tensor) -> Tensor:
+        """(K,) unique item indices (CPU) -> (K, d), through the trainable layers only when possible."""
+        mask = self.attention_mask[items]
+        length = int(mask.sum(1).max())
+        states = self._frozen_states()
+        return self.encoder(self.input_ids[items, :length], mask[:, :length],
+                            frozen_states=None if states is None else states[items, :length])
 
     def _require_catalog(self) -> None:
         if self.texts is None:
@@ -56,10 +82,7 @@ class ItemTower(nn.Module):
             return self.catalog_vectors()[items]
         self._table = None  # weights are about to change
         unique, inverse = items.unique(return_inverse=True)
-        mask = self.attention_mask[unique.cpu()]
-        length = int(mask.sum(1).max())
-        vectors = self.encoder(self.input_ids[unique.cpu(), :length], mask[:, :length])
-        return vectors[inverse]
+        return self._encode(unique.cpu())[inverse]
 
     @torch.no_grad()
     def catalog_vectors(self) -> Tensor:
@@ -67,6 +90,13 @@ class ItemTower(nn.Module):
         self._require_catalog()
         if self._table is None:
             device = next(self.encoder.parameters()).device
-            vectors = self.encoder.encode(self.texts, progress=None)  # cached on disk when frozen + pretrained
+            if self.frozen:
+                vectors = self.encoder.encode(self.texts, progress=None)  # cached on disk when pretrained
+            else:
+                was_training = self.encoder.training
+                self.encoder.eval()
+                everything = torch.arange(len(self.input_ids))
+                vectors = torch.cat([self._encode(everything[s:s + 256]).float() for s in range(0, len(everything), 256)])
+                self.encoder.train(was_training)
             self._table = vectors.to(device)
         return self._table

@@ -33,6 +33,8 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         item_trainable_layers: None = the whole item LLM trains, 0 = frozen, n = its top n layers.
         item_pretrained: False = the same item LLM with random weights (the "no prior" ablation).
         item_lora_r: > 0 adds LoRA adapters of this rank to the item LLM (its base then stays frozen).
+        item_cache_frozen_layers: keep the frozen bottom layers' outputs for every item in memory
+            ((N + 1) x tokens x d floats), so training steps run only the trainable top layers.
         user_llm: ``random-llama`` (sized by the next arguments) or a backbone name/hub id.
         user_layers, user_heads, user_intermediate: size of the random user LLM.
         max_len: longest history.
@@ -51,6 +53,7 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         item_trainable_layers: int | None = 2,
         item_pretrained: bool = True,
         item_lora_r: int = 0,
+        item_cache_frozen_layers: bool = True,
         user_llm: str = "random-llama",
         user_layers: int = 2,
         user_heads: int = 6,
@@ -63,7 +66,7 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         self.save_hyperparameters()
         self.item_template = item_template
         self.items = ItemTower(item_llm, item_pooling, item_max_length, item_trainable_layers, item_pretrained,
-                               item_lora_r)
+                               item_lora_r, item_cache_frozen_layers)
         self.track_backbone(self.items.encoder.source, "items.encoder.transformer.")
         self.user = UserLLM(self.items.dim, user_llm, user_layers, user_heads, user_intermediate, max_len,
                             attn_implementation)

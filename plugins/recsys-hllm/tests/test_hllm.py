@@ -42,6 +42,7 @@ def test_user_llm_is_causal_and_ignores_padding(attn):
 @pytest.mark.parametrize("model,extra", [("HLLM", ["--model.num_negatives=4"]),
                                          ("HLLM", ["--model.item_trainable_layers=0", "--model.num_negatives=0"]),
                                          ("HLLM", ["--model.item_pooling=item_slot"]),
+                                         ("HLLM", ["--model.item_trainable_layers=1"]),
                                          ("LiteLLM4Rec", [])])
 def test_fits_and_tests_through_the_cli(hllm_plugin, tiny_path, tmp_path, model, extra):
     cli = run_cli(["fit", f"--model={model}", *TINY_ARGS, *extra, "--data=SeqDataModule", "--trainer.max_epochs=2",
@@ -115,3 +116,20 @@ def test_without_a_recsys_data_module_the_error_says_so():
     model = HLLM(num_items=4, item_llm="tiny-bert", user_heads=4, user_intermediate=64, max_len=4)
     with pytest.raises(RuntimeError, match="set_catalog"):
         model.items(torch.tensor([1]))
+
+
+def test_cached_frozen_layers_change_nothing_but_speed():
+    torch.manual_seed(0)
+    cached = HLLM(num_items=4, item_llm="tiny-bert", item_trainable_layers=1, user_heads=4, user_intermediate=64,
+                  max_len=4)
+    plain = HLLM(num_items=4, item_llm="tiny-bert", item_trainable_layers=1, item_cache_frozen_layers=False,
+                 user_heads=4, user_intermediate=64, max_len=4)
+    plain.load_state_dict(cached.state_dict())
+    texts = ["", "alpha quest", "blue river", "a much longer title of a film", "d"]
+    for model in (cached, plain):
+        model.items.set_catalog(texts)
+        model.eval()
+    items = torch.tensor([[1, 2, 3], [3, 4, 1]])
+    torch.testing.assert_close(cached.items(items), plain.items(items))
+    assert cached.items._states is not None and plain.items._states is None
+    torch.testing.assert_close(cached.items.catalog_vectors(), plain.items.catalog_vectors())
