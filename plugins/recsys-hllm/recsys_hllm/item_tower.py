@@ -21,7 +21,8 @@ class ItemTower(nn.Module):
     def __init__(self, backbone: str, pooling: str, max_length: int, trainable_layers: int | None,
                  pretrained: bool, lora_r: int = 0, cache_frozen_layers: bool = True):
         super().__init__()
-        self.cache_frozen_layers = cache_frozen_layers
+        # With LoRA every layer adapts, so no layer's output is fixed and none can be cached.
+        self.cache_frozen_layers = cache_frozen_layers and not lora_r
         self.encoder = recsys.TextEncoder(backbone, pooling=pooling, max_length=max_length,
                                           trainable_layers=trainable_layers, pretrained=pretrained)
         if lora_r:

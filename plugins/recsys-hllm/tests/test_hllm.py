@@ -133,3 +133,13 @@ def test_cached_frozen_layers_change_nothing_but_speed():
     torch.testing.assert_close(cached.items(items), plain.items(items))
     assert cached.items._states is not None and plain.items._states is None
     torch.testing.assert_close(cached.items.catalog_vectors(), plain.items.catalog_vectors())
+
+
+def test_lora_on_the_item_llm_trains_only_adapters_in_it():
+    model = HLLM(num_items=4, item_llm="tiny-bert", item_lora_r=2, user_heads=4, user_intermediate=64, max_len=4)
+    model.items.set_catalog(["", "a", "b", "c", "d"])
+    trainable = [n for n, p in model.items.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert model.items._frozen_states() is None  # adapters everywhere: nothing to cache
+    model.items(torch.tensor([1, 2])).sum().backward()
+    assert all(p.grad is not None for n, p in model.items.named_parameters() if p.requires_grad and "lora_B" in n)
