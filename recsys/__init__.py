@@ -1,8 +1,9 @@
 """recsys: a plugin-based engine for LLM-based sequential recommendation.
 
-The public API: everything a plugin needs is importable from here (``__all__``); anything
-else may change without notice. Names are imported on first use (PEP 562), so ``import
-recsys`` in a plugin, or ``recsys --help``, does not pay for torch and Lightning.
+The public API: everything a plugin needs is importable from here (``__all__``), plus the
+plugin test kit ``recsys.testing``; anything else may change without notice. Names are
+imported on first use (PEP 562), so ``import recsys`` in a plugin, or ``recsys --help``, does
+not pay for torch and Lightning.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from recsys.hookspecs import HOOKSPEC_VERSION, hookimpl
 
 __version__ = "0.1.0"
 
-#: Version of the public API below (bumped when a name is removed or changes meaning).
-API_VERSION = "1.1"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates)
+#: Version of the public API below and of ``recsys.testing``: the minor number grows when names
+#: are added, the major one when a name is removed or changes meaning. Plugins declare the
+#: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
+API_VERSION = "1.2"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",

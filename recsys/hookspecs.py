@@ -13,7 +13,9 @@ from pluggy import HookimplMarker, HookspecMarker
 hookspec = HookspecMarker("recsys")
 hookimpl = HookimplMarker("recsys")
 
-#: Version of the hook specifications below; bumped when a hook's signature changes.
+#: Version of the hook specifications below: the minor number grows when hooks or arguments are
+#: added, the major one when one is removed or changes meaning. Plugins may declare the range
+#: they support (``RECSYS_HOOKSPEC = ">=1.1,<2"``), checked when they load.
 HOOKSPEC_VERSION = "1.1"  # 1.1: register_item_templates; register_backbones(build=)
 
 

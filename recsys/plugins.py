@@ -1,7 +1,8 @@
 """The plugin manager: entry points of group ``recsys``, the built-in default plugins, listing.
 
-A plugin that fails to import or validate is skipped with one line on stderr and listed with
-its error by ``recsys plugins``; ``RECSYS_STRICT_PLUGINS=1`` makes that fatal (for plugin
+A plugin that fails to import or validate, or declares a range of engine versions
+(``RECSYS_API``) that this engine is outside of, is skipped with one line on stderr and listed
+with its error by ``recsys plugins``; ``RECSYS_STRICT_PLUGINS=1`` makes that fatal (for plugin
 authors and CI). ``RECSYS_LOAD_PLUGINS`` is an allow-list of distribution names: unset loads
 all, an empty string loads none. ``RECSYS_TRACE_PLUGINS=1`` prints every hook call.
 """
@@ -72,20 +73,55 @@ def installed_distributions():
     return importlib.metadata.distributions()
 
 
+#: The version ranges a plugin module may declare: attribute -> (label, the ``recsys`` version it
+#: is checked against). A module attribute rather than a ``Requires-Dist`` on recsys-llm: API
+#: versions are not distribution versions, and pip does not enforce requirements on
+#: ``--no-deps`` installs or when the engine is upgraded under an installed plugin.
+VERSION_RANGES = {"RECSYS_API": ("API", "API_VERSION"), "RECSYS_HOOKSPEC": ("hookspec", "HOOKSPEC_VERSION")}
+
+
+def check_versions(plugin: object) -> None:
+    """Raise :class:`PluginError` if ``plugin`` declares a version range (``RECSYS_API =
+    ">=1.2,<2"``, ``RECSYS_HOOKSPEC``) that this engine is outside of, or a malformed one."""
+    import recsys
+
+    for attribute, (what, version_name) in VERSION_RANGES.items():
+        declared = getattr(plugin, attribute, None)
+        if declared is None:
+            continue
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            if not isinstance(declared, str) or not declared.strip():
+                raise InvalidSpecifier(declared)
+            supported = SpecifierSet(declared)
+        except InvalidSpecifier:
+            raise PluginError(f"{attribute} = {declared!r} is not a version range (write e.g. '>=1.1,<2')") from None
+        version = getattr(recsys, version_name)
+        if not supported.contains(version, prereleases=True):
+            raise PluginError(f"needs recsys {what} {declared} (its {attribute}); this engine has {what} {version}")
+
+
+def register_plugin(plugin: object, name: str) -> None:
+    """Register ``plugin`` as an entry point is: version ranges checked, hook names and
+    registrations validated. On any failure nothing stays registered and the error is raised."""
+    check_versions(plugin)
+    pm.register(plugin, name=name)
+    try:
+        pm.check_pending()  # a misspelled hook name is an error, not silence
+        from recsys.registry import check_registrations
+
+        check_registrations(name)  # what it registers is valid, so a lookup never fails later
+    except Exception:
+        pm.unregister(name=name)
+        raise
+
+
 def _register_entry_point(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distribution) -> None:
-    """Import one entry point and register it; on any failure, unregister and record it."""
+    """Import one entry point and register it; on any failure, record it (fatal in strict mode)."""
     dist_name = dist.metadata["Name"]
     try:
-        plugin = ep.load()
-        pm.register(plugin, name=ep.name)
-        try:
-            pm.check_pending()  # a misspelled hook name is an error, not silence
-            from recsys.registry import check_registrations
-
-            check_registrations(ep.name)  # what it registers is valid, so a lookup never fails later
-        except Exception:
-            pm.unregister(name=ep.name)
-            raise
+        register_plugin(ep.load(), ep.name)
     except Exception as exc:
         if _strict():
             raise PluginError(f"plugin {ep.name!r} (distribution {dist_name}) failed to load: {exc}") from exc

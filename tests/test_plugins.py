@@ -223,3 +223,53 @@ def test_entry_point_name_clash_names_both_distributions(installed, capsys):
     installed(FakeDistribution("recsys-a", FakeEntryPoint("metrics", lambda: module_with())),
               FakeDistribution("recsys-b", FakeEntryPoint("metrics", lambda: module_with())))
     assert "skipped plugin 'metrics' (dist recsys-b): entry point name 'metrics' is also used by recsys-a" in capsys.readouterr().err
+
+
+def declaring(**ranges):
+    """An entry point whose module declares engine version ranges (RECSYS_API, RECSYS_HOOKSPEC)."""
+    return lambda: module_with(register_metrics=register_metrics, **ranges)
+
+
+def test_plugin_inside_its_declared_ranges_loads(installed, capsys):
+    api = f">={recsys.API_VERSION},<{int(recsys.API_VERSION.split('.')[0]) + 1}"
+    current = declaring(RECSYS_API=api, RECSYS_HOOKSPEC=f"=={recsys.HOOKSPEC_VERSION}")
+    installed(FakeDistribution("recsys-current", FakeEntryPoint("current", current)))
+    assert capsys.readouterr().err == ""
+    assert get_metrics()["always_one"].plugin == "current"
+
+
+def test_plugin_outside_its_declared_range_is_skipped_with_one_line(installed, capsys):
+    installed(FakeDistribution("recsys-future", FakeEntryPoint("future", declaring(RECSYS_API=">=2,<3"))))
+    message = f"needs recsys API >=2,<3 (its RECSYS_API); this engine has API {recsys.API_VERSION}"
+    assert capsys.readouterr().err == f"recsys: skipped plugin 'future' (dist recsys-future): PluginError: {message}\n"
+    assert "always_one" not in get_metrics()
+    assert {p["name"]: p for p in get_plugins()}["future"]["error"] == f"PluginError: {message}"
+
+
+def test_hookspec_range_is_checked_too(installed, capsys):
+    installed(FakeDistribution("recsys-old", FakeEntryPoint("old", declaring(RECSYS_HOOKSPEC="<1.1"))))
+    assert f"needs recsys hookspec <1.1 (its RECSYS_HOOKSPEC); this engine has hookspec {recsys.HOOKSPEC_VERSION}" in (
+        capsys.readouterr().err)
+
+
+def test_strict_mode_makes_a_version_mismatch_fatal(installed, monkeypatch):
+    monkeypatch.setenv("RECSYS_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=r"plugin 'future' \(distribution recsys-future\) failed to load: "
+                                          r"needs recsys API >=2,<3"):
+        installed(FakeDistribution("recsys-future", FakeEntryPoint("future", declaring(RECSYS_API=">=2,<3"))))
+
+
+@pytest.mark.parametrize("declared", ["1.2", ">=one", "", 12])
+def test_malformed_range_is_a_clear_error(installed, capsys, declared):
+    installed(FakeDistribution("recsys-typo", FakeEntryPoint("typo", declaring(RECSYS_API=declared))))
+    assert (f"skipped plugin 'typo' (dist recsys-typo): PluginError: RECSYS_API = {declared!r} is not a version "
+            "range (write e.g. '>=1.1,<2')") in capsys.readouterr().err
+    assert pm.get_plugin("typo") is None
+
+
+def test_registering_by_hand_checks_the_declared_range_too():
+    from recsys.testing import registered
+
+    with pytest.raises(PluginError, match="needs recsys API >=2"), registered(module_with(RECSYS_API=">=2")):
+        pass
+    assert pm.get_plugin("fake_module") is None
