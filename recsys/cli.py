@@ -2,7 +2,8 @@
 
 ``recsys fit|validate|test|predict`` is a LightningCLI (``recsys.lightning_cli``): a run is a
 YAML of ``class_path`` + ``init_args`` (``--print_config`` shows everything a run used).
-``recsys plugins|models|datasets|backbones|convert`` are small tools over the plugin registry.
+``recsys plugins|models|datasets|backbones|convert`` are small tools over the plugin registry;
+``recsys plugin new NAME`` writes a new plugin package (``recsys.scaffold``).
 Heavy imports (torch, Lightning) happen only in the commands that need them, so ``recsys
 --help`` answers at once.
 """
@@ -110,7 +111,31 @@ def cmd_convert(argv: list[str]) -> int:
     return 0
 
 
+def cmd_plugin(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="recsys plugin", description="Tools for plugin authors.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    new = commands.add_parser(
+        "new", help="write a plugin package (a model, a metric, contract tests) that passes its tests as it is",
+        description="Write a plugin package into DIR/NAME: pyproject with the entry point, a model, a metric, "
+                    "tests running recsys.testing's model contract, a README.")
+    new.add_argument("name", metavar="NAME", help="distribution name, e.g. recsys-knn (package recsys_knn)")
+    new.add_argument("--dir", default=".", help="where to create the NAME folder (default: here)")
+    new.add_argument("--model", help="the model's class name (default: from NAME, e.g. Knn)")
+    args = parser.parse_args(argv)
+    from recsys.scaffold import names, new_plugin
+
+    try:
+        values = names(args.name, args.model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    root = new_plugin(args.name, args.dir, args.model)
+    print(f"recsys: wrote {root} (model {values['model']}, metric {values['metric']}). Next:\n"
+          f"  cd {root} && pip install -e . && pytest    # then: recsys fit --model {values['model']} ...")
+    return 0
+
+
 TOOLS: dict[str, Callable[[list[str]], int]] = {
+    "plugin": cmd_plugin,
     "plugins": cmd_plugins,
     "models": cmd_models,
     "datasets": cmd_datasets,
@@ -132,6 +157,7 @@ Plugins and data:
   datasets   registered raw-data converters
   backbones  named LLM backbones
   convert    raw files -> RecBole atomic files (recsys convert NAME RAW OUT)
+  plugin     for plugin authors: `recsys plugin new NAME` writes a package that passes its tests
 
 Example: recsys fit --config configs/ml-100k/sasrec.yaml
 Errors in data or configuration print one line; RECSYS_DEBUG=1 shows the traceback.
