@@ -1,7 +1,7 @@
 # make run   set up .venv and train SASRec on MovieLens-100k (prints validation and test metrics)
 # make test  set up .venv and run the default test suite (under 10 minutes on 2 CPU cores)
 VENV ?= .venv
-TESTS = tests $(wildcard plugins/*/tests)
+TESTS = tests $(wildcard plugins/*/tests) $(wildcard examples/*/tests)
 
 .PHONY: setup run test test-all
 
