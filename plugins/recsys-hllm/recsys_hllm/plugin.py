@@ -2,6 +2,9 @@
 
 import recsys
 
+#: The engine API range this plugin is written against (checked when the plugin loads).
+RECSYS_API = ">=1.2,<2"
+
 
 @recsys.hookimpl
 def register_models(register):
