@@ -43,6 +43,8 @@ def test_user_llm_is_causal_and_ignores_padding(attn):
                                          ("HLLM", ["--model.item_trainable_layers=0", "--model.num_negatives=0"]),
                                          ("HLLM", ["--model.item_pooling=item_slot"]),
                                          ("HLLM", ["--model.item_trainable_layers=1"]),
+                                         ("HLLM", ["--model.item_llm=tiny-llama", "--model.item_pooling=last",
+                                                   "--model.item_trainable_layers=1"]),
                                          ("LiteLLM4Rec", [])])
 def test_fits_and_tests_through_the_cli(hllm_plugin, tiny_path, tmp_path, model, extra):
     cli = run_cli(["fit", f"--model={model}", *TINY_ARGS, *extra, "--data=SeqDataModule", "--trainer.max_epochs=2",
@@ -50,7 +52,8 @@ def test_fits_and_tests_through_the_cli(hllm_plugin, tiny_path, tmp_path, model,
     metrics = cli.trainer.callback_metrics
     assert 0 <= float(metrics["test/ndcg@10"]) <= 1
     hparams = (Path(cli.trainer.log_dir) / "hparams.yaml").read_text()
-    assert "backbone_sources" in hparams and "tiny-bert" in hparams  # which item LLM the run used
+    item_llm = cli.model.hparams.item_llm
+    assert "backbone_sources" in hparams and f"name: {item_llm}" in hparams  # which item LLM the run used
     best = cli.trainer.checkpoint_callback.best_model_path
     restored = RecModule.load_from_checkpoint(best)
     assert type(restored).__name__ == model
