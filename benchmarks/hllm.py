@@ -80,8 +80,7 @@ COLD = ["Pop", "SASRec", "HLLM frozen item LLM", "Lite-LLM4Rec"]
 
 def run_one(dataset: str, name: str, args: list[str], cold: float, out_root: Path, seed: int) -> dict:
     d = DATA[dataset]
-    slug = name.lower().replace(" ", "-") + (f"-cold{cold}" if cold else "")
-    root = out_root / dataset / slug
+    root = run_dir(out_root, dataset, name, cold)
     batch = [] if any(a.startswith("--data.batch_size") for a in args) else ["--data.batch_size=16"]
     cmd = [sys.executable, "-m", "recsys.cli", "fit", "--data=SeqDataModule", *batch, *args, f"--data.path={d['path']}",
            f"--data.max_len={d['max_len']}", f"--data.train_stride={d['stride']}",
@@ -92,7 +91,7 @@ def run_one(dataset: str, name: str, args: list[str], cold: float, out_root: Pat
         cmd.append(f"--model.max_len={d['max_len']}")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # failures are rows
     wall = time.perf_counter() - start
     root.mkdir(parents=True, exist_ok=True)
     (root / "stdout.txt").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr[-20000:])
@@ -101,13 +100,26 @@ def run_one(dataset: str, name: str, args: list[str], cold: float, out_root: Pat
     if proc.returncode != 0:
         row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
         return row
+    row.update(read_metrics(root))
+    return row
+
+
+def run_dir(out_root: Path, dataset: str, name: str, cold: float) -> Path:
+    return out_root / dataset / (name.lower().replace(" ", "-") + (f"-cold{cold}" if cold else ""))
+
+
+def read_metrics(root: Path) -> dict:
+    """Test metrics and epoch times of the newest run under ``root`` ({} when it has none)."""
     metrics_files = sorted(root.glob("lightning_logs/version_*/metrics.csv"))
+    if not metrics_files:
+        return {}
     values: dict[str, list[float]] = {}
     with open(metrics_files[-1]) as f:
         for rec in csv.DictReader(f):
             for key, value in rec.items():
                 if value not in ("", None) and "/" in key:
                     values.setdefault(key, []).append(float(value))
+    row = {}
     for key in ("test/hit@10", "test/ndcg@10", "test/mrr@10", "test/cold/hit@10", "val/ndcg@10"):
         if key in values:
             row[key] = values[key][-1]
@@ -126,6 +138,9 @@ def main() -> None:
     parser.add_argument("--cold", type=float, default=0.2, help="fraction of items held out for the cold rows; 0 = skip")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-hllm")
+    parser.add_argument("--cold-models", nargs="*", default=COLD, help="rows also run with held-out items")
+    parser.add_argument("--skip-done", action="store_true",
+                        help="reuse finished runs under --out (their metrics are read back) instead of rerunning")
     args = parser.parse_args()
     rows_spec = variants(args.max_epochs)
     tasks = []
@@ -134,26 +149,38 @@ def main() -> None:
             if not args.only or name in args.only:
                 tasks.append((dataset, name, extra, 0.0))
         if args.cold:
-            for name in COLD:
+            for name in args.cold_models:
                 if not args.only or name in args.only:
                     tasks.append((dataset, name, rows_spec[name], args.cold))
     tasks.sort(key=lambda t: -COST.get(t[1], 3) * (5 if t[0] == "ml-100k" else 1))
+    results = []
+    if args.skip_done:
+        for task in list(tasks):
+            done = read_metrics(run_dir(args.out, task[0], task[1], task[3]))
+            if "test/ndcg@10" in done:
+                results.append({"dataset": task[0], "model": task[1], "cold_items": task[3], "reused": True, **done})
+                tasks.remove(task)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, d, n, e, c, args.out, args.seed) for d, n, e, c in tasks]
-        results = []
         for f in futures:
             results.append(f.result())
             r = results[-1]
             print(f"done: {r['dataset']:<18} {r['model']:<28} cold={r['cold_items']} "
                   f"{'ERROR ' + r['error'] if 'error' in r else ''} ({r['wall_s']:.0f} s)", flush=True)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
-    keep = [r for r in previous["rows"] if (r["dataset"], r["model"], r["cold_items"]) not in
-            {(r["dataset"], r["model"], r["cold_items"]) for r in results}]
-    all_rows = keep + results
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": all_rows, "threads_per_run": 1, "jobs": args.jobs}, indent=2))
+            write_results(results, args.jobs)  # after every run: an interrupted benchmark keeps what finished
+    all_rows = write_results(results, args.jobs)
     print_table(all_rows)
     print(f"\nwrote {RESULTS}")
+
+
+def write_results(results: list[dict], jobs: int) -> list[dict]:
+    """Merge ``results`` into the JSON file (replacing rows of the same dataset, model and cold split)."""
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    fresh = {(r["dataset"], r["model"], r["cold_items"]) for r in results}
+    rows = [r for r in previous["rows"] if (r["dataset"], r["model"], r["cold_items"]) not in fresh] + results
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"rows": rows, "threads_per_run": 1, "jobs": jobs}, indent=2))
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:
