@@ -67,11 +67,13 @@ def is_causal_config(config) -> bool:
 
 @dataclass
 class Resolved:
-    """Where a backbone's files are: ``path`` (a local directory) or ``build`` (random init)."""
+    """Where a backbone's files are: ``path`` (a local directory), ``gguf`` (a packaged GGUF file
+    to convert first: directory, file name, cache name) or ``build`` (random init)."""
 
     source: dict
     path: str | None = None
     build: Any = None
+    gguf: tuple[str, str, str] | None = None
 
 
 def resolve_backbone(name: str, revision: str | None = None) -> Resolved:
@@ -92,8 +94,6 @@ def resolve_backbone(name: str, revision: str | None = None) -> Resolved:
         return Resolved({"name": name, "kind": "local", "location": str(Path(name).resolve()),
                          "revision": _dir_revision(Path(name))}, path=name)
     if name.count("/") != 1 or name.startswith((".", "/")):
-        from recsys.registry import get_backbones
-
         raise BackboneUnavailable(
             f"backbone {name!r} is neither a registered name ({sorted(get_backbones())}), "
             "an existing directory, nor a Hugging Face hub id (owner/name)")
@@ -117,7 +117,7 @@ def _packaged(name: str, kwargs: dict) -> Resolved:
         head = f.read(1 << 20)
     revision = hashlib.sha256(head + str(gguf_path.stat().st_size).encode()).hexdigest()[:16]
     return Resolved({"name": name, "kind": "packaged-gguf", "location": str(gguf_path), "revision": revision},
-                    path=None, build=("gguf", str(path), gguf, f"backbones/{name}-{revision}"))
+                    gguf=(str(path), gguf, f"backbones/{name}-{revision}"))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -173,9 +173,9 @@ def load_backbone(
     from transformers import AutoConfig, AutoTokenizer
 
     resolved = resolve_backbone(name, revision)
-    if isinstance(resolved.build, tuple):  # a packaged GGUF file: convert once, then load the copy
-        resolved.path = str(_convert_gguf(*resolved.build[1:]))
-    if callable(resolved.build):
+    if resolved.gguf is not None:  # a packaged GGUF file: convert once, then load the copy
+        resolved.path = str(_convert_gguf(*resolved.gguf))
+    if resolved.build is not None:
         config, tokenizer = resolved.build()
     else:
         config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)

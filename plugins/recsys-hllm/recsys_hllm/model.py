@@ -95,9 +95,6 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         valid = batch.labels != 0
         return self.user_states(batch.history)[valid], batch.labels[valid]
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self.items._table = None if not self.items.frozen else self.items._table
-
 
 class HLLM(HierarchicalRec):
     """HLLM: similarity of the user vector with every item's text vector, InfoNCE training.
