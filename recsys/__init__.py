@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 #: Version of the public API below and of ``recsys.testing``: the minor number grows when names
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
-API_VERSION = "1.2"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing
+API_VERSION = "1.3"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
+# 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr)
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -29,6 +30,10 @@ _EXPORTS = {
     "save_converted": "recsys.data.converters",
     "RecDataModule": "recsys.data.datamodule",
     "SeqDataModule": "recsys.data.datamodule",
+    "CTRBatch": "recsys.data.ctr",
+    "CTRDataModule": "recsys.data.ctr",
+    "load_ctr": "recsys.data.ctr",
+    "CTRModule": "recsys.models.ctr",
     "Grounder": "recsys.grounding",
     "ExactTitleGrounder": "recsys.grounding",
     "RecModule": "recsys.models.base",
@@ -60,6 +65,9 @@ __all__ = [
     "Backbone",
     "BackboneUnavailable",
     "Batch",
+    "CTRBatch",
+    "CTRDataModule",
+    "CTRModule",
     "Catalog",
     "DataFormatError",
     "ExactTitleGrounder",
@@ -85,6 +93,7 @@ __all__ = [
     "hookimpl",
     "item_to_text",
     "load_backbone",
+    "load_ctr",
     "load_plugins",
     "merge_lora",
     "read_atomic",
