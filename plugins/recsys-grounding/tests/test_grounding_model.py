@@ -1,0 +1,117 @@
+"""BIGRec: generation, grounding inside the model, the model contract, configs."""
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+
+import recsys
+import recsys.testing
+import recsys_grounding.plugin
+from recsys_grounding import BIGRec, FewShotSeqDataModule
+from recsys_grounding.generation import generate_titles
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = {"backbone": "tiny-llama", "max_new_tokens": 6, "num_beams": 3, "num_return_sequences": 3, "lr": 0.003,
+        "warmup_steps": 0}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_data):
+    torch.manual_seed(0)
+    m = BIGRec(tiny_data.num_items, **TINY)
+    m.set_catalog(tiny_data.catalog)
+    return m.eval()
+
+
+def test_left_padded_generation_equals_unpadded(model):
+    short = model.prompts(torch.tensor([[0, 0, 0, 1, 2]]))[0]
+    long = model.prompts(torch.tensor([[3, 4, 5, 6, 7]]))[0]
+    together = generate_titles(model.lm, model.tokenizer, [short, long], 3, 3, 6)
+    alone = [generate_titles(model.lm, model.tokenizer, [p], 3, 3, 6)[0] for p in (short, long)]
+    assert together == alone
+
+
+def test_beams_are_deterministic_and_deduplicated(model, monkeypatch):
+    history = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    first = model.generate(history)
+    assert first == model.generate(history)
+    for titles in first:
+        keys = [recsys_grounding.titles.title_key(t) for t in titles]
+        assert len(keys) == len(set(keys)) and 1 <= len(titles) <= 3
+
+    # beams that normalise to one title are kept once, at the best position
+    class Fake:
+        def generate(self, input_ids, attention_mask, generation_config):
+            assert generation_config.do_sample is False and generation_config.num_beams == 3
+            n = len(input_ids) * 3
+            return torch.cat([input_ids.repeat_interleave(3, 0), torch.zeros(n, 1, dtype=torch.long)], 1)
+
+        def parameters(self):
+            yield torch.zeros(1)
+
+    texts = iter(['"Heat (1995)"', "heat (1995)", "Casino (1995)"])
+    monkeypatch.setattr(model.tokenizer, "batch_decode", lambda ids, skip_special_tokens: [next(texts) for _ in ids])
+    assert generate_titles(Fake(), model.tokenizer, ["p"], 3, 3, 4) == [["Heat (1995)", "Casino (1995)"]]
+
+
+def test_recommend_grounds_the_top_beam_and_excludes_history(model, tiny_data):
+    batch = next(iter(tiny_data.test_dataloader()))
+    ids, scores = model.recommend(batch, 5)
+    top = [t[0] for t in model.generate(batch.history)]
+    expected, _ = model.grounder.rank(model.grounder.distances(top), 5, exclude=batch.seen)
+    assert torch.equal(ids, expected)
+    for row in range(len(ids)):
+        assert not set(ids[row].tolist()) & (set(batch.seen[row].tolist()) - {0})
+    grounded, exact = model._last_stats
+    assert grounded.shape == exact.shape == (len(ids),)
+
+
+def test_popularity_reweighting_keeps_rank_one(tiny_data):
+    torch.manual_seed(0)
+    base = BIGRec(tiny_data.num_items, **TINY)
+    base.set_catalog(tiny_data.catalog)
+    batch = next(iter(tiny_data.test_dataloader()))
+    a, _ = base.eval().recommend(batch, 5)
+    base.reweight, base.gamma = "popularity", 30.0
+    b, _ = base.recommend(batch, 5)
+    assert torch.equal(a[:, 0], b[:, 0])
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="cf_checkpoint"):
+        BIGRec(15, backbone="tiny-llama", reweight="cf")
+    with pytest.raises(ValueError, match="history_items"):
+        BIGRec(15, backbone="tiny-llama", history_items=0)
+
+
+def test_few_shot_data_module_trains_on_n_seeded_windows():
+    path = str(recsys.testing.tiny_dataset())
+    data = FewShotSeqDataModule(path=path, max_len=5, train_samples=6, sample_seed=3, min_history=2, batch_size=4)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    batches = list(loader)
+    assert sum(len(b.target) for b in batches) == 6
+    assert all(((b.history != 0).sum(1) >= 2).all() for b in batches)
+    again = FewShotSeqDataModule(path=path, max_len=5, train_samples=6, sample_seed=3, min_history=2)
+    again.setup("fit")
+    again.train_dataloader()
+    assert again.train_indices.tolist() == data.train_indices.tolist()
+
+
+def test_gpu_config_parses(grounding_plugin, capsys):
+    from recsys.lightning_cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["fit", "--config", str(ROOT / "configs" / "gpu" / "bigrec-7b.yaml"), "--print_config"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: recsys_grounding.model.BIGRec" in printed and "bf16" in printed
+
+
+class TestBIGRec(recsys.testing.ModelContract):
+    model = BIGRec
+    plugin = recsys_grounding.plugin
+    init_args: ClassVar[dict] = TINY
+    max_epochs = 1
