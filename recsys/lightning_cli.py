@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+import difflib
+import importlib
+import inspect
+import os
+import re
+import sys
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from recsys.callbacks import TopKWriter
 from recsys.data.datamodule import RecDataModule
@@ -14,6 +21,82 @@ MONITOR = "val/ndcg@10"
 
 class ConfigError(ValueError):
     """A run's configuration cannot work (e.g. a callback monitors a metric nobody logs)."""
+
+
+#: Lines of a jsonargparse error that say nothing about what is wrong with the user's value.
+_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes: .*|Errors:|Expected a <class 'NoneType'>"
+    r"|Given value( type)?: .*|Expected a path but .* either not accessible or invalid)$"
+)
+
+
+def _registered_names(key: str) -> list[str]:
+    """Names a ``model`` / ``data`` value may take (the short class names)."""
+    if key.split(".")[0] == "model":
+        from recsys.registry import get_models
+
+        return sorted(get_models())
+    if key.split(".")[0] == "data":
+        from recsys.data.datamodule import RecDataModule
+
+        found, todo = set(), [RecDataModule]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                found.add(sub.__name__)
+                todo.append(sub)
+        return sorted(found)
+    return []
+
+
+def _accepted_options(class_path: str) -> list[str]:
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:  # only a hint: never let it hide the real error
+        return []
+
+
+def explain(message: str) -> str:
+    """A jsonargparse error (nested, many lines) -> one line that keeps what names the problem,
+    plus the candidates for an unknown class name or option."""
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
+    kept = [line for line in lines if line and not _NOISE.match(line)]
+    text = " ".join(kept) if kept else message.strip()
+    key = re.search(r'Parser key "([^"]+)"', message)
+    unknown = re.search(r"Expected a dot import path string: (\S+)", message)
+    if unknown and key:
+        names = _registered_names(key.group(1))
+        if names:
+            close = difflib.get_close_matches(unknown.group(1), names, n=3)
+            text = text.rstrip(".") + (f". Did you mean {' or '.join(close)}?" if close else "") + f" Registered: {', '.join(names)}"
+    option = re.search(r"Problem with given class_path '([^']+)':\s*Option '([^']+)' is not accepted", message)
+    if option:
+        accepted = _accepted_options(option.group(1))
+        close = difflib.get_close_matches(option.group(2), accepted, n=3)
+        if close:
+            text = text.rstrip(".") + f". Did you mean {' or '.join(close)}?"
+        if accepted:
+            text += f" Accepted: {', '.join(accepted)}"
+    return text
+
+
+class RecsysArgumentParser(LightningArgumentParser):
+    """Configuration errors as one ``recsys: error: ...`` line naming the key (and the candidates
+    for an unknown model or option), not argparse's usage block; ``RECSYS_DEBUG=1`` restores it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch must not quietly mean max_epochs
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        from jsonargparse._common import debug_mode_active
+
+        if not self.exit_on_error or debug_mode_active() or os.environ.get("RECSYS_DEBUG"):
+            return super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        print(f"recsys: error: {explain(message)} (options: {prog} --help)", file=sys.stderr)
+        self.exit(2)
 
 
 class RecsysCLI(LightningCLI):
@@ -68,5 +151,5 @@ def run_cli(argv: list[str] | None, run: bool = True) -> RecsysCLI:
     load_plugins()
     return RecsysCLI(
         RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        auto_configure_optimizers=False, args=argv, run=run,
+        auto_configure_optimizers=False, args=argv, run=run, parser_class=RecsysArgumentParser,
     )
