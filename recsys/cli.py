@@ -104,9 +104,25 @@ def cmd_convert(argv: list[str]) -> int:
     if name not in converters:
         print(f"recsys convert: unknown dataset format {name!r}; available: {sorted(converters)}", file=sys.stderr)
         return 2
-    from jsonargparse import CLI
+    from jsonargparse import CLI, ArgumentParser
 
-    out = CLI(converters[name].obj, args=rest, prog=f"recsys convert {name}")
+    class ConvertParser(ArgumentParser):
+        """An unknown or mistyped option is one ``recsys: error:`` line naming it, not a usage block."""
+
+        def error(self, message: str, ex: Exception | None = None):
+            if not self.exit_on_error or os.environ.get("RECSYS_DEBUG"):
+                return super().error(message, ex)
+            text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+            print(f"recsys: error: {text} (options: recsys convert {name} --help)", file=sys.stderr)
+            self.exit(2)
+
+    try:
+        out = CLI(converters[name].obj, args=rest, prog=f"recsys convert {name}", parser_class=ConvertParser)
+    except ValueError as exc:  # the converter's checks of its options (DataFormatError, a ValueError, names the file)
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return 2
     print(f"recsys: wrote {out}")
     return 0
 

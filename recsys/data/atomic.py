@@ -14,9 +14,12 @@ dataset that later loads as if it were complete.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
+import re
 import shutil
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -38,6 +41,45 @@ class DataFormatError(ValueError):
     """A data file is malformed; the message names the file and, where known, the line and field."""
 
 
+_PANDAS_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def first_undecodable_line(path: Path, encoding: str = "utf-8") -> tuple[int, str]:
+    """(line number, reason) of the first bytes of ``path`` that are not ``encoding`` (gzip read through)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, f"{exc.reason} at byte {exc.start}"
+    return 1, "undecodable bytes"
+
+
+def read_error(path: Path, exc: BaseException, encoding: str = "utf-8") -> DataFormatError:
+    """A failure of ``pandas.read_csv`` (or of reading a compressed file) -> :class:`DataFormatError`
+    naming the file and, where it can be known, the line."""
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            line, reason = first_undecodable_line(path, encoding)
+        except (OSError, EOFError, zlib.error):
+            line, reason = 0, exc.reason
+        where = f"{path}:{line}" if line else str(path)
+        return DataFormatError(f"{where}: not {encoding.upper() if encoding == 'utf-8' else encoding} ({reason})")
+    if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)):
+        return DataFormatError(f"{path}: cannot decompress (truncated or corrupt file?): {exc or type(exc).__name__}")
+    message = str(exc).strip()
+    fields = _PANDAS_FIELDS.search(message)
+    if fields:
+        expected, line, found = fields.groups()
+        return DataFormatError(f"{path}: line {line} has {found} fields, expected {expected}")
+    return DataFormatError(f"{path}: {message.removeprefix('Error tokenizing data. C error: ')}")
+
+
+#: What ``pandas.read_csv`` raises on a malformed, undecodable or truncated file.
+READ_ERRORS = (ValueError, EOFError, OSError, zlib.error)  # ParserError and UnicodeDecodeError are ValueErrors
+
+
 def parse_header(line: str, path: Path) -> dict[str, str]:
     """``'user_id:token\\titem_id:token'`` -> ``{'user_id': 'token', 'item_id': 'token'}``."""
     types: dict[str, str] = {}
@@ -57,8 +99,8 @@ def read_atomic(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     """Read one atomic file -> (frame, {column: type}). Float columns are float64, others str."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline()
+        with open(path, "rb") as f:  # binary: a text read would decode a whole buffer, not just line 1
+            header = f.readline().decode("utf-8")
     except FileNotFoundError:
         raise DataFormatError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -71,10 +113,8 @@ def read_atomic(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
             path, sep="\t", header=0, names=list(types), dtype=str, quoting=csv.QUOTE_MINIMAL,
             keep_default_na=False, na_filter=False, encoding="utf-8", engine="c",
         )
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except pd.errors.ParserError as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
+    except READ_ERRORS as exc:  # a row with too many fields, bytes that are not UTF-8
+        raise read_error(path, exc) from None
     for column, kind in types.items():
         if kind == "float":
             values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.data.atomic import write_dataset
+from recsys.data.atomic import DataFormatError, write_dataset
 from recsys.data.filters import filter_interactions, sort_interactions
 
 
@@ -27,15 +27,26 @@ def save_converted(
     min_rating: float | None = None,
     max_history: int | None = None,
     k_core: int | None = None,
+    source: str | Path | None = None,
 ) -> Path:
     """Filter, sort and write one converted dataset.
 
     ``inter`` has columns ``user_id``, ``item_id``, ``timestamp`` (the order value: a Unix time
     or a per-user position) and optionally ``rating``. ``item`` has ``item_id`` plus any text
     columns; ``user`` has ``user_id`` plus any features. Items and users no longer present after
-    filtering are dropped from ``item``/``user``.
+    filtering are dropped from ``item``/``user``. No interactions at all, or none left after the
+    filters, is a :class:`~recsys.data.atomic.DataFormatError` naming ``source`` (the raw
+    interactions file): an empty dataset is never written.
     """
+    where = source or "the raw data"
+    if len(inter) == 0:
+        raise DataFormatError(f"{where}: no interactions")
     inter = sort_interactions(filter_interactions(inter, min_rating=min_rating, max_history=max_history, k_core=k_core))
+    if len(inter) == 0:
+        raise DataFormatError(
+            f"{where}: no interactions left after the filters (min_rating={min_rating}, max_history={max_history}, "
+            f"k_core={k_core})"
+        )
     # Ids are compared as text, so int ids on one side and str ids on the other still match.
     inter = inter.assign(user_id=inter["user_id"].astype(str), item_id=inter["item_id"].astype(str))
     if item is not None:

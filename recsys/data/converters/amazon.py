@@ -18,6 +18,7 @@ import gzip
 import html
 import json
 import logging
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -151,9 +152,12 @@ def _field(record: dict, keys: tuple[str, ...], path: Path, number: int) -> Any:
 def _number(record: dict, key: str, path: Path, number: int) -> float:
     value = _field(record, (key,), path, number)
     try:
-        return float(value)
+        result = float(value)
     except (TypeError, ValueError):
         raise DataFormatError(f"{path}:{number}: field {key!r} is not a number: {value!r}") from None
+    if not math.isfinite(result):  # JSON NaN / Infinity parse as floats
+        raise DataFormatError(f"{path}:{number}: field {key!r} is not a finite number: {value!r}")
+    return result
 
 
 # --------------------------------------------------------------------------- text
@@ -315,7 +319,7 @@ def _convert(raw, out, release, overwrite, min_rating, max_history, k_core, cate
     types = {RATING: "float", TIME: "float", **{c: "token" for c in TEXT_COLUMNS}}
     return save_converted(
         out, inter, item, types=types, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core,
+        min_rating=min_rating, max_history=max_history, k_core=k_core, source=reviews,
     )
 
 

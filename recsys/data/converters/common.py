@@ -1,4 +1,4 @@
-"""Pieces every converter uses: output checks, column checks, typed columns, de-duplication."""
+"""Pieces every converter uses: output checks, read errors, column checks, typed columns, de-duplication."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.data.atomic import DataFormatError
+from recsys.data.atomic import READ_ERRORS, DataFormatError, read_error  # noqa: F401 - re-exported to the converters
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,16 @@ def to_number(series: pd.Series, path: Path, column: str, first_line: int = 2) -
         values = series
     else:
         values = pd.to_numeric(series.replace("", np.nan), errors="coerce")
-    bad = values.isna().to_numpy()
+    bad = ~np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raw = series.iloc[row]
-        what = "is missing" if pd.isna(raw) or str(raw).strip() == "" else f"is not a number: {raw!r}"
+        if pd.isna(raw) or str(raw).strip() == "":
+            what = "is missing"
+        elif pd.isna(values.iloc[row]):
+            what = f"is not a number: {raw!r}"
+        else:
+            what = f"is not a finite number: {raw!r}"
         raise DataFormatError(f"{path}:{row + first_line}: field {column!r} {what}")
     return values.astype("float64")
 
@@ -88,7 +93,11 @@ def drop_duplicate_interactions(inter: pd.DataFrame, source: str | Path) -> pd.D
 
 def complete_items(item: pd.DataFrame, inter: pd.DataFrame, source: str | Path) -> pd.DataFrame:
     """Keep one row per item id (the first), in the item table's order, then append empty-text
-    rows for interacted items the table lacks (counted and logged)."""
+    rows for interacted items the table lacks (counted and logged).
+
+    Items without any text (no row, or a row whose fields are all empty) are kept: ID-based
+    models need them and text models embed the empty string; their number is logged.
+    """
     before = len(item)
     item = item.drop_duplicates(ITEM, keep="first")
     if len(item) != before:
@@ -99,4 +108,12 @@ def complete_items(item: pd.DataFrame, inter: pd.DataFrame, source: str | Path) 
         log.warning("%s: %d of %d interacted items have no item data; kept with empty text", source, len(missing), len(used))
         filler = pd.DataFrame({c: (missing if c == ITEM else "") for c in item.columns}, dtype=str)
         item = pd.concat([item, filler], ignore_index=True)
+    text = [c for c in item.columns if c != ITEM]
+    if text:
+        used_rows = item[item[ITEM].isin(set(used))]
+        empty = (used_rows[text].astype(str).apply(lambda c: c.str.strip()) == "").all(axis=1)
+        present = int(empty.sum()) - len(missing)
+        if present > 0:
+            log.warning("%s: %d of %d interacted items have no text in any field (%s); kept with empty text",
+                        source, present, len(used), ", ".join(map(str, text)))
     return item.reset_index(drop=True)

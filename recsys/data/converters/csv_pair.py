@@ -12,8 +12,8 @@ import pandas as pd
 from recsys.data.atomic import DataFormatError
 from recsys.data.converters import save_converted
 from recsys.data.converters.common import (
-    ITEM, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output, require_columns,
-    to_number, to_token,
+    ITEM, READ_ERRORS, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output, require_columns,
+    read_error, to_number, to_token,
 )
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,16 @@ def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
             path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
             encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding,
         )
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not {encoding} ({exc.reason} at byte {exc.start})") from None
-    except pd.errors.ParserError as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"{path}: empty file, expected a header line") from None
+    except READ_ERRORS as exc:  # malformed rows, bytes not in ``encoding``, a truncated .gz
+        raise read_error(path, exc, encoding) from None
 
 
 def _to_seconds(series: pd.Series, path: Path, column: str, time_unit: str) -> pd.Series:
     """Numeric times are scaled by ``time_unit``; otherwise ISO 8601 strings (naive = UTC)."""
     numbers = pd.to_numeric(series.replace("", np.nan), errors="coerce")
-    if numbers.notna().all():
+    if numbers.notna().all() and np.isfinite(numbers).all():
         return numbers.astype("float64") * TIME_UNITS[time_unit]
     dates = pd.to_datetime(series.replace("", np.nan), utc=True, format="ISO8601", errors="coerce")
     bad = dates.isna().to_numpy()
@@ -158,5 +156,5 @@ def convert(
     types.update({RATING: "float", TIME: "float"} if rating_col else {TIME: "float"})
     return save_converted(
         out, inter, item, types=types, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core,
+        min_rating=min_rating, max_history=max_history, k_core=k_core, source=inter_path,
     )

@@ -20,8 +20,8 @@ import pandas as pd
 from recsys.data.atomic import DataFormatError
 from recsys.data.converters import save_converted
 from recsys.data.converters.common import (
-    ITEM, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output,
-    require_columns, to_int_id, to_number,
+    ITEM, READ_ERRORS, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output,
+    read_error, require_columns, to_int_id, to_number,
 )
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     try:
         text = path.read_text(encoding=encoding)
     except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not {encoding} ({exc.reason} at byte {exc.start})") from None
+        raise read_error(path, exc, encoding) from None
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             yield number, line
@@ -109,12 +109,10 @@ def _read_ratings(path: Path, sep: str, header: bool, columns: list[str]) -> pd.
             source, sep=sep, header=0 if header else None, names=None if header else columns,
             index_col=False, engine="c",
         )
-    except pd.errors.ParserError as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"{path}: empty file") from None
-    except ValueError as exc:  # e.g. a header without the expected columns
-        raise DataFormatError(f"{path}: {exc}") from None
+    except READ_ERRORS as exc:  # malformed rows, bytes that are not UTF-8, a header without the expected columns
+        raise read_error(path, exc) from None
     if header:
         require_columns(frame, columns, path)
     first = 2 if header else 1
@@ -141,11 +139,11 @@ def _items(rows: list[tuple[int, str, str, str]], inter: pd.DataFrame, path: Pat
     return complete_items(item, inter, path)
 
 
-def _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw) -> Path:
+def _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, source) -> Path:
     log.info("%s: %d ratings, %d users, %d items", raw, len(inter), inter[USER].nunique(), inter[ITEM].nunique())
     return save_converted(
         out, inter, item, user, types={**INTER_TYPES, **ITEM_TYPES, **USER_TYPES}, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core,
+        min_rating=min_rating, max_history=max_history, k_core=k_core, source=source,
     )
 
 
@@ -203,7 +201,7 @@ def convert_ml100k(
             user_id, *features = (c.strip() for c in _split(line, "|", 5, path, number))
             records.append((_int(user_id, path, number, "user id"), *features))
         user = pd.DataFrame(records, columns=[USER, "age", "gender", "occupation", "zip_code"])
-    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw)
+    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, raw / "u.data")
 
 
 def convert_ml1m(
@@ -250,7 +248,7 @@ def convert_ml1m(
             user_id, gender, age, occupation, zip_code = (c.strip() for c in _split(line, "::", 5, path, number))
             records.append((_int(user_id, path, number, "UserID"), age, gender, occupation, zip_code))
         user = pd.DataFrame(records, columns=[USER, "age", "gender", "occupation", "zip_code"])
-    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw)
+    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, raw / "ratings.dat")
 
 
 def convert_ml_latest(
@@ -280,10 +278,12 @@ def convert_ml_latest(
     path = _require_file(raw / "movies.csv")
     try:
         movies = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(f"{path}: empty file") from None
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from None
     require_columns(movies, ["movieId", "title", "genres"], path)
     ids = to_int_id(movies["movieId"], path, "movieId")
     rows = [(i, t, genre_tokens(g.split("|")), "") for i, t, g in zip(ids, movies["title"], movies["genres"])]
     item = _items(rows, inter, path)
-    return _finish(out, inter, item, None, overwrite, min_rating, max_history, k_core, raw)
+    return _finish(out, inter, item, None, overwrite, min_rating, max_history, k_core, raw, raw / "ratings.csv")
