@@ -1,0 +1,437 @@
+"""Generators over semantic IDs: a causal LM that writes the next item's code tuple.
+
+:class:`SemanticIDGenerator` (LC-Rec): an LLM (pretrained with LoRA, or a random decoder
+with the backbone's tokenizer) whose vocabulary gains one token per (level, code), trained
+on instruction prompts (sequential prediction plus switchable alignment tasks).
+:class:`TIGER`: a small decoder from scratch whose vocabulary is the code tokens only,
+trained on code sequences.
+
+Ranking (``ranking``): ``beam`` = beam search constrained by a prefix trie of the real
+items (every beam is an item; the user's history is excluded; beams de-duplicated);
+``exact`` = every item scored by the teacher-forced log-probability of its code tuple,
+renormalised over the trie's allowed tokens at each level (the same score a constrained
+beam carries), so the full ranking has no beam-search noise.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import recsys
+from recsys_semantic_ids.codes import CodeTable, random_codes
+from recsys_semantic_ids.prompts import TASKS, PromptBuilder
+from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
+
+IGNORE = -100
+#: transformers' beam search scores slots that never held a live beam -1e9 (or -inf once masked)
+UNFILLED = -1e8
+
+
+def code_token_names(levels: Sequence[int]) -> list[list[str]]:
+    """``<a_0> ... <a_{K-1}>``, ``<b_0> ...``: one name per (level, code)."""
+    return [[f"<{chr(ord('a') + level)}_{code}>" for code in range(size)] for level, size in enumerate(levels)]
+
+
+def collate(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
+    """(prompt, response) id lists -> one batch laid out as [pad.. prompt | response ..pad].
+
+    Returns input_ids and attention_mask (B, P + R), position_ids counting real tokens from 0,
+    labels (B, R) (IGNORE at response padding) and ``response_length`` R. The logits that
+    predict the response are those at positions P - 1 .. P + R - 2, i.e. the last R + 1
+    positions without the final one.
+    """
+    p = max(len(prompt) for prompt, _ in samples)
+    r = max(len(response) for _, response in samples)
+    ids = torch.full((len(samples), p + r), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(samples), r), IGNORE, dtype=torch.long)
+    for row, (prompt, response) in enumerate(samples):
+        ids[row, p - len(prompt):p] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, p - len(prompt):p] = 1
+        if response:
+            ids[row, p:p + len(response)] = torch.tensor(response, dtype=torch.long)
+            mask[row, p:p + len(response)] = 1
+            labels[row, :len(response)] = torch.tensor(response, dtype=torch.long)
+    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
+            "response_length": r}
+
+
+class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
+    """LC-Rec: an LLM that generates the next item's semantic ID.
+
+    Args:
+        num_items: catalog size (linked from the data).
+        codes_path: the codes file written by ``recsys predict`` on a trained RQVAE.
+        backbone: causal LM (``smollm2-135m-instruct``, ``tiny-llama``, a hub id or directory).
+        pretrained: False = the backbone's architecture with random weights.
+        decoder_layers, decoder_hidden, decoder_heads, decoder_intermediate: when
+            decoder_layers is set, a randomly initialised decoder of this size replaces the
+            backbone's weights (its tokenizer and architecture family are kept).
+        lora_r: > 0 wraps the LM with LoRA (peft) of this rank on ``lora_targets``; the new
+            code-token embedding rows still train (peft ``trainable_token_indices``).
+        tasks: any of ``seqrec``, ``item2index``, ``index2item``, ``fusion``.
+        align_samples: samples per alignment task added to each training batch.
+        random_ids: replace the semantic codes by random distinct tuples of the same shape.
+        history_len: most recent items in a prompt (LC-Rec: 20).
+        num_beams: beams of the constrained beam search (LC-Rec: 20).
+        ranking: ``beam`` or ``exact`` (see the module docstring); changeable at test time.
+        score_chunk: prefixes per forward pass in exact ranking.
+    """
+
+    train_windows = "every"
+
+    def __init__(
+        self,
+        num_items: int,
+        codes_path: str,
+        backbone: str = "smollm2-135m-instruct",
+        pretrained: bool = True,
+        decoder_layers: int | None = None,
+        decoder_hidden: int = 128,
+        decoder_heads: int = 4,
+        decoder_intermediate: int = 512,
+        lora_r: int = 0,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+        tasks: Sequence[str] = ("seqrec",),
+        align_samples: int = 8,
+        random_ids: bool = False,
+        random_ids_seed: int = 0,
+        history_len: int = 20,
+        num_beams: int = 20,
+        ranking: Literal["beam", "exact"] = "beam",
+        score_chunk: int = 512,
+        **kwargs,
+    ):
+        super().__init__(num_items, **kwargs)
+        # ranking is not saved: `recsys test --ckpt_path ... --model.ranking exact` must win over the checkpoint.
+        self.save_hyperparameters(ignore=["ranking"])
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or "seqrec" not in tasks:
+            raise ValueError(f"model.tasks must include 'seqrec' and only name {list(TASKS)}, got {list(tasks)}")
+        if ranking not in ("beam", "exact"):
+            raise ValueError(f"model.ranking must be 'beam' or 'exact', got {ranking!r}")
+        self.tasks, self.align_samples, self.history_len = list(tasks), align_samples, history_len
+        self.num_beams, self.ranking, self.score_chunk = num_beams, ranking, score_chunk
+        table = CodeTable.read(codes_path)
+        if len(table.item_ids) != num_items:
+            raise ValueError(f"{codes_path} has codes for {len(table.item_ids)} items, the data {num_items}")
+        self.item_ids, self.levels = table.item_ids, list(table.levels)
+        codes = table.padded()
+        if random_ids:
+            codes[1:] = random_codes(num_items, self.levels, random_ids_seed)
+        self.register_buffer("codes", codes)  # (N + 1, L)
+        code_tokens = self._build_lm()  # (L, max K) token ids
+        self.register_buffer("item_tokens", code_tokens.gather(1, codes.T.clamp_min(0)).T.contiguous(),
+                             persistent=False)  # (N + 1, L): each item's code-token ids
+        self._trie: CodeTrie | None = None
+        self._titles: list[str] | None = None
+        self._beam_stats = [0, 0]  # valid, returned
+
+    # ---- the language model ------------------------------------------------------------------
+
+    def _build_lm(self) -> Tensor:
+        """Load or build the LM and its vocabulary; return (L, max K) code-token ids."""
+        from transformers import AutoModelForCausalLM
+
+        h = self.hparams
+        random_size = h.decoder_layers is not None
+        backbone = recsys.load_backbone(h.backbone, head="causal-lm", pretrained=h.pretrained and not random_size)
+        tokenizer = copy.deepcopy(backbone.tokenizer)  # tokenizers may be shared (cached): never mutate them
+        model, source = backbone.model, dict(backbone.source)
+        if random_size:
+            config = copy.deepcopy(model.config)
+            config.update({"hidden_size": h.decoder_hidden, "num_hidden_layers": h.decoder_layers,
+                           "num_attention_heads": h.decoder_heads, "num_key_value_heads": h.decoder_heads,
+                           "intermediate_size": h.decoder_intermediate, "head_dim": h.decoder_hidden // h.decoder_heads})
+            model = AutoModelForCausalLM.from_config(config)
+            source = {**source, "pretrained": False, "decoder": f"random {h.decoder_layers}x{h.decoder_hidden}"}
+        names = code_token_names(self.levels)
+        tokenizer.add_tokens([n for level in names for n in level])
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        table = torch.full((len(names), max(self.levels)), 0, dtype=torch.long)
+        for level, level_names in enumerate(names):
+            table[level, :len(level_names)] = torch.tensor(tokenizer.convert_tokens_to_ids(level_names))
+        code_ids = table[table > 0].unique().tolist()
+        if h.lora_r > 0:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(r=h.lora_r, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
+                                target_modules=list(h.lora_targets), trainable_token_indices=code_ids)
+            model = get_peft_model(model, config)
+        self.lm = model.train()
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.prompts = PromptBuilder(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+                                     bos=None, eos=tokenizer.eos_token_id)
+        if source.get("pretrained"):
+            self.track_backbone(source, "lm.")
+        return table
+
+    def _causal(self):
+        """The transformers CausalLM (inside peft's wrapper, if any)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        catalog = datamodule.catalog
+        if list(catalog.vocab.tokens[1:]) != list(self.item_ids):
+            raise ValueError(f"the codes file ({self.hparams.codes_path}) was written for another catalog "
+                             "(its item ids differ from the data's): re-run `recsys predict` on this dataset")
+        self._titles = catalog.titles
+
+    @property
+    def trie(self) -> CodeTrie:
+        if self._trie is None:
+            self._trie = CodeTrie(self.item_tokens.cpu())
+        return self._trie
+
+    def _history(self, row: Tensor) -> list[list[int]]:
+        items = row[row != 0][-self.history_len:].tolist()
+        tokens = self.item_tokens.cpu()
+        return [tokens[i].tolist() for i in items]
+
+    def _template(self) -> int:
+        return int(torch.randint(0, 1 << 16, ()).item()) if self.training else 0
+
+    def _samples(self, batch: recsys.Batch) -> list[tuple[list[int], list[int]]]:
+        """Training samples of one batch: seqrec for every window, plus alignment samples."""
+        tokens = self.item_tokens.cpu()
+        samples = [self.prompts.seqrec(self._history(h), tokens[int(t)].tolist(), self._template())
+                   for h, t in zip(batch.history.cpu(), batch.target.cpu())]
+        if len(self.tasks) == 1:
+            return samples
+        if self._titles is None:
+            raise RuntimeError("alignment tasks read item titles from the catalog: fit with a recsys data module")
+        n = self.align_samples
+        items = torch.randint(1, self.num_items + 1, (n,)).tolist()
+        if "item2index" in self.tasks:
+            samples += [self.prompts.item2index(self._titles[i], tokens[i].tolist(), self._template()) for i in items]
+        if "index2item" in self.tasks:
+            samples += [self.prompts.index2item(tokens[i].tolist(), self._titles[i], self._template()) for i in items]
+        if "fusion" in self.tasks:
+            rows = torch.randint(0, len(batch.target), (n,)).tolist()
+            for row in rows:
+                history = batch.history[row].cpu()
+                target = int(batch.target[row])
+                titles = [self._titles[i] for i in history[history != 0][-self.history_len:].tolist()]
+                samples.append(self.prompts.fusion_titles(titles, tokens[target].tolist(), self._template()))
+                samples.append(self.prompts.fusion_codes(self._history(history), self._titles[target],
+                                                         self._template()))
+        return samples
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def response_loss(self, samples: Sequence[tuple[list[int], list[int]]]) -> Tensor:
+        """Mean next-token cross-entropy over response tokens only."""
+        batch = collate(samples, self.pad_id)
+        r = batch["response_length"]
+        device = self.codes.device
+        logits = self.lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                         position_ids=batch["position_ids"].to(device), logits_to_keep=r + 1).logits[:, :r]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch["labels"].to(device).reshape(-1),
+                               ignore_index=IGNORE)
+
+    def loss(self, batch: recsys.Batch) -> Tensor:
+        return self.response_loss(self._samples(batch))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    # ---- ranking -----------------------------------------------------------------------------
+
+    def _is_dense(self) -> bool:
+        return self.ranking == "exact"
+
+    def _prompts(self, batch: recsys.Batch) -> list[list[int]]:
+        return [self.prompts.seqrec(self._history(h), [], 0)[0] for h in batch.history.cpu()]
+
+    @torch.no_grad()
+    def recommend(self, batch: recsys.Batch, k: int) -> tuple[Tensor, Tensor]:
+        if self.ranking == "exact":
+            return super().recommend(batch, k)
+        return self.beam_search(batch, k)
+
+    @torch.no_grad()
+    def beam_search(self, batch: recsys.Batch, k: int) -> tuple[Tensor, Tensor]:
+        """(B, k) items from trie-constrained beams (history excluded, de-duplicated), best first;
+        rows with fewer than k items are filled with unlisted items scored -inf."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        prompts = self._prompts(batch)
+        encoded = collate([(p, []) for p in prompts], self.pad_id)
+        device = self.codes.device
+        length = self.item_tokens.shape[1]
+        beams = max(self.num_beams, k)
+        seen = batch.seen if batch.seen is not None else None
+        exclusions = [self.trie.exclusion(row.tolist()) for row in seen.cpu()] if seen is not None else None
+        constraint = TrieConstraint(self.trie, encoded["input_ids"].shape[1], beams, exclusions)
+        config = GenerationConfig(num_beams=beams, num_return_sequences=beams, max_new_tokens=length,
+                                  min_new_tokens=length, do_sample=False, early_stopping=True, length_penalty=0.0,
+                                  pad_token_id=self.pad_id, eos_token_id=None, bos_token_id=None,
+                                  return_dict_in_generate=True, output_scores=True)
+        out = self.lm.generate(input_ids=encoded["input_ids"].to(device),
+                               attention_mask=encoded["attention_mask"].to(device), generation_config=config,
+                               logits_processor=LogitsProcessorList([constraint]))
+        generated = out.sequences[:, -length:].reshape(len(prompts), beams, length).tolist()
+        scores = out.sequences_scores.float().reshape(len(prompts), beams).tolist()
+        k = min(k, self.num_items)
+        ids = torch.zeros(len(prompts), k, dtype=torch.long)
+        top = torch.full((len(prompts), k), float("-inf"))
+        for row in range(len(prompts)):
+            excluded = set(seen[row].tolist()) if seen is not None else set()
+            listed: list[int] = []
+            for sequence, score in zip(generated[row], scores[row]):
+                if not score > UNFILLED:
+                    continue  # an empty beam slot: fewer continuations than beams existed
+                item = self.trie.item_of.get(tuple(sequence))
+                self._beam_stats[1] += 1
+                if item is not None and item not in excluded:
+                    self._beam_stats[0] += 1
+                    if item not in listed and len(listed) < k:  # beams de-duplicated
+                        top[row, len(listed)] = score
+                        listed.append(item)
+            if len(listed) < k:  # fill (score -inf) with unlisted items, unseen ones first
+                rest = [i for i in range(1, self.num_items + 1) if i not in listed]
+                rest.sort(key=lambda i: i in excluded)
+                listed += rest[:k - len(listed)]
+            ids[row] = torch.tensor(listed)
+        return ids.to(device), top.to(device)
+
+    @torch.no_grad()
+    def score(self, batch: recsys.Batch) -> Tensor:
+        """(B, N + 1) log-probability of every item's code tuple under the trie-constrained
+        model (teacher forcing); seen items are excluded from the renormalisation, as in
+        beam search (and masked by the caller)."""
+        out = torch.full((len(batch.target), self.num_items + 1), float("-inf"), device=self.codes.device)
+        seen = batch.seen.cpu() if batch.seen is not None else None
+        for row, prompt in enumerate(self._prompts(batch)):
+            alive = torch.ones(self.num_items + 1, dtype=torch.bool)
+            alive[0] = False
+            if seen is not None:
+                alive[seen[row][seen[row] != 0]] = False
+            out[row] = self._item_log_probs(prompt, alive.to(self.codes.device))
+        return out
+
+    def _level_structure(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per level l: (group (N,) id of each item's l-prefix, pair (N,) id of its (l+1)-prefix,
+        pair_group (U,) the group of each pair). Computed once from the codes."""
+        if getattr(self, "_levels_cache", None) is None:
+            codes = self.codes[1:].cpu()
+            out = []
+            for level in range(codes.shape[1]):
+                group = (torch.unique(codes[:, :level], dim=0, return_inverse=True)[1] if level
+                         else torch.zeros(len(codes), dtype=torch.long))
+                pair = torch.unique(codes[:, :level + 1], dim=0, return_inverse=True)[1]
+                pair_group = torch.zeros(int(pair.max()) + 1, dtype=torch.long).scatter_(0, pair, group)
+                out.append((group, pair, pair_group))
+            prefixes, row_of = torch.unique(self.item_tokens[1:, :-1].cpu(), dim=0, return_inverse=True)
+            self._levels_cache = (out, prefixes, row_of)
+        return self._levels_cache
+
+    def _head(self, hidden: Tensor, tokens: Tensor) -> Tensor:
+        """hidden (M, d), tokens (M,) -> (M,) logits of one token per row, without computing
+        the whole vocabulary when the output layer is a plain linear map."""
+        head = self._causal().get_output_embeddings()
+        if type(head) is nn.Linear:
+            logits = (hidden * head.weight[tokens]).sum(-1)
+            return logits + head.bias[tokens] if head.bias is not None else logits
+        return head(hidden).gather(1, tokens[:, None])[:, 0]
+
+    def _item_log_probs(self, prompt: list[int], alive: Tensor) -> Tensor:
+        """(N + 1,) constrained log-probability of every item after one prompt."""
+        device = self.codes.device
+        trunk = self._causal().base_model
+        structure, prefixes, row_of = self._level_structure()
+        ids = torch.tensor([prompt], device=device)
+        first = trunk(input_ids=ids, use_cache=True)
+        cache, t = first.past_key_values, len(prompt)
+        n, length = self.num_items, self.item_tokens.shape[1]
+        states = []  # hidden states after each prefix: (P, L - 1, d)
+        if length > 1:
+            prefixes = prefixes.to(device)
+            for start in range(0, len(prefixes), self.score_chunk):
+                chunk = prefixes[start:start + self.score_chunk]
+                chunk_cache = copy.deepcopy(cache)
+                chunk_cache.batch_repeat_interleave(len(chunk))
+                positions = torch.arange(t, t + length - 1, device=device).expand(len(chunk), -1)
+                mask = torch.ones(len(chunk), t + length - 1, dtype=torch.long, device=device)
+                states.append(trunk(input_ids=chunk, past_key_values=chunk_cache, position_ids=positions,
+                                    attention_mask=mask, use_cache=True).last_hidden_state)
+            states = torch.cat(states)
+        tokens = self.item_tokens[1:]  # (N, L)
+        live = alive[1:]
+        total = torch.zeros(n, device=device)
+        for level, (group, pair, pair_group) in enumerate(structure):
+            hidden = (first.last_hidden_state[0, -1].expand(n, -1) if level == 0
+                      else states[row_of.to(device), level - 1])
+            logits = self._head(hidden, tokens[:, level]).float()  # (N,)
+            group, pair, pair_group = group.to(device), pair.to(device), pair_group.to(device)
+            pairs = len(pair_group)
+            pair_logit = torch.zeros(pairs, device=device).scatter_(0, pair, logits)
+            pair_alive = torch.zeros(pairs, dtype=torch.bool, device=device).scatter_(0, pair[live], True)
+            masked = pair_logit.masked_fill(~pair_alive, float("-inf"))
+            groups = int(pair_group.max()) + 1
+            top = torch.full((groups,), float("-inf"), device=device).scatter_reduce(0, pair_group, masked, "amax")
+            safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+            sums = torch.zeros(groups, device=device).scatter_add_(0, pair_group, (masked - safe_top[pair_group]).exp())
+            lse = safe_top + sums.log()
+            total = total + logits - lse[group]
+        total = total.masked_fill(~live, float("-inf"))
+        return torch.cat([torch.tensor([float("-inf")], device=device), total])
+
+    # ---- evaluation logging ------------------------------------------------------------------
+
+    def _evaluate(self, batch: recsys.Batch, stage: str) -> None:
+        self._beam_stats = [0, 0]
+        super()._evaluate(batch, stage)
+        if self.ranking == "beam" and self._beam_stats[1]:
+            valid, returned = self._beam_stats
+            self.log(f"{stage}/valid_rate", valid / returned, batch_size=returned, on_step=False, on_epoch=True)
+
+
+class TIGER(SemanticIDGenerator):
+    """TIGER-style: a decoder trained from scratch on code sequences only. Its vocabulary is
+    PAD, BOS and the code tokens; a prompt is BOS followed by the history's codes.
+
+    Args: as :class:`SemanticIDGenerator`, with ``decoder_*`` sizing the decoder (a Llama
+    block stack); ``backbone``, ``pretrained``, ``lora_*`` and alignment tasks do not apply.
+    """
+
+    PAD, BOS = 0, 1
+
+    def __init__(self, num_items: int, codes_path: str, decoder_layers: int | None = 4, **kwargs):
+        if kwargs.get("tasks", ["seqrec"]) not in (["seqrec"], ("seqrec",)):
+            raise ValueError("TIGER trains on code sequences only: model.tasks must be ['seqrec']")
+        super().__init__(num_items, codes_path, decoder_layers=decoder_layers, **kwargs)
+
+    def _build_lm(self) -> Tensor:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        h = self.hparams
+        layers = h.decoder_layers or 4
+        offsets = torch.tensor([0, *self.levels]).cumsum(0)[:-1] + 2
+        config = LlamaConfig(vocab_size=2 + sum(self.levels), hidden_size=h.decoder_hidden, num_hidden_layers=layers,
+                             num_attention_heads=h.decoder_heads, num_key_value_heads=h.decoder_heads,
+                             intermediate_size=h.decoder_intermediate, max_position_embeddings=1024,
+                             pad_token_id=self.PAD, bos_token_id=self.BOS, eos_token_id=self.BOS,
+                             tie_word_embeddings=True, architectures=["LlamaForCausalLM"])
+        self.lm = LlamaForCausalLM(config).train()
+        self.tokenizer, self.pad_id = None, self.PAD
+        self.prompts = PromptBuilder(None, bos=self.BOS, eos=None)
+        table = torch.zeros(len(self.levels), max(self.levels), dtype=torch.long)
+        for level, size in enumerate(self.levels):
+            table[level, :size] = offsets[level] + torch.arange(size)
+        return table

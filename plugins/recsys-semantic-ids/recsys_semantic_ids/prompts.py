@@ -1,0 +1,103 @@
+"""LC-Rec's tasks as token-id samples: (prompt ids, response ids), never re-tokenised together.
+
+A prompt is written as segments: text (tokenised alone) and code-token ids (used as they
+are). The response is tokenised separately and appended, so the labels are exactly the
+response's tokens: no assumption that a prompt tokenises as a prefix of prompt + response.
+
+Tasks (each switchable): ``seqrec`` (history codes -> next codes), ``item2index`` (title ->
+codes), ``index2item`` (codes -> title), ``fusion`` (history titles -> next codes, and
+history codes -> next title). The wording is ours (LC-Rec draws among 12-19 templates per
+task; we keep a few, drawn at random per training sample; evaluation uses the first).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+Segment = Union[str, list[int]]
+
+#: The Alpaca wrapper LC-Rec uses around every instruction.
+ALPACA_HEAD = ("Below is an instruction that describes a task. Write a response that appropriately "
+               "completes the request.\n\n### Instruction:\n")
+ALPACA_TAIL = "\n\n### Response:"
+
+TASKS = ("seqrec", "item2index", "index2item", "fusion")
+
+SEQREC = [
+    ("The user has interacted with these items, in order: ", ". Which item will the user choose next?"),
+    ("Here is a user's history of items: ", ". Predict the next item the user will interact with."),
+    ("Given the items a user picked so far, ", ", recommend the item they will pick next."),
+]
+ITEM2INDEX = [
+    ("Which item is titled \"", "\"?"),
+    ("Give the index of the item called ", "."),
+]
+INDEX2ITEM = [
+    ("What is the title of item ", "?"),
+    ("Tell me the title of the item with index ", "."),
+]
+FUSION_TITLES = [
+    ("A user has interacted with items titled: ", ". Which item will they choose next?"),
+]
+FUSION_CODES = [
+    ("A user has interacted with these items: ", ". What is the title of the item they will choose next?"),
+]
+
+
+class PromptBuilder:
+    """Turns task inputs into (prompt ids, response ids).
+
+    text_ids: str -> token ids (None: a code-only vocabulary, TIGER-style; only ``seqrec``
+        then exists and the prompt is the history codes after ``bos``).
+    eos: appended to text responses (code responses have a fixed length and need none).
+    """
+
+    def __init__(self, text_ids: Callable[[str], list[int]] | None, bos: int | None, eos: int | None):
+        self.text_ids, self.bos, self.eos = text_ids, bos, eos
+        self._text_cache: dict[str, list[int]] = {}
+
+    def _text(self, text: str) -> list[int]:
+        ids = self._text_cache.get(text)
+        if ids is None:
+            ids = self._text_cache[text] = list(self.text_ids(text))
+        return ids
+
+    def render(self, segments: Sequence[Segment]) -> list[int]:
+        """Segments -> ids; instruction prompts are wrapped in the Alpaca template."""
+        if self.text_ids is None:
+            return ([self.bos] if self.bos is not None else []) + [t for s in segments for t in s]
+        ids = self._text(ALPACA_HEAD)
+        for segment in segments:
+            ids = ids + (self._text(segment) if isinstance(segment, str) else list(segment))
+        return ids + self._text(ALPACA_TAIL)
+
+    def response_text(self, text: str) -> list[int]:
+        # A leading space: the response starts a new word after "Response:" in BPE vocabularies.
+        return self._text(" " + text) + ([self.eos] if self.eos is not None else [])
+
+    @staticmethod
+    def _join(codes: Sequence[list[int]]) -> list[int]:
+        return [t for item in codes for t in item]
+
+    def seqrec(self, history: Sequence[list[int]], target: list[int], template: int = 0) -> tuple[list[int], list[int]]:
+        """history: code-token ids of each earlier item (oldest first); target: the next item's."""
+        if self.text_ids is None:
+            return self.render([self._join(history)]), list(target)
+        head, tail = SEQREC[template % len(SEQREC)]
+        return self.render([head, self._join(history), tail]), list(target)
+
+    def item2index(self, title: str, codes: list[int], template: int = 0) -> tuple[list[int], list[int]]:
+        head, tail = ITEM2INDEX[template % len(ITEM2INDEX)]
+        return self.render([head + title + tail]), list(codes)
+
+    def index2item(self, codes: list[int], title: str, template: int = 0) -> tuple[list[int], list[int]]:
+        head, tail = INDEX2ITEM[template % len(INDEX2ITEM)]
+        return self.render([head, codes, tail]), self.response_text(title)
+
+    def fusion_titles(self, titles: Sequence[str], target: list[int], template: int = 0) -> tuple[list[int], list[int]]:
+        head, tail = FUSION_TITLES[template % len(FUSION_TITLES)]
+        return self.render([head + "; ".join(titles) + tail]), list(target)
+
+    def fusion_codes(self, history: Sequence[list[int]], title: str, template: int = 0) -> tuple[list[int], list[int]]:
+        head, tail = FUSION_CODES[template % len(FUSION_CODES)]
+        return self.render([head, self._join(history), tail]), self.response_text(title)
