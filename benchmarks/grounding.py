@@ -93,8 +93,19 @@ def load_results() -> dict:
 
 
 def save_results(results: dict) -> None:
+    """Merge into the file under a lock (the pretrained and random groups may run as two processes)."""
+    import fcntl
+
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = load_results()
+        mine = {r["model"] for r in results["rows"]}
+        merged = dict(stored, **{k: v for k, v in results.items() if k not in ("rows", "runs")})
+        merged["rows"] = [r for r in stored["rows"] if r["model"] not in mine] + results["rows"]
+        merged["runs"] = dict(stored.get("runs", {}), **results.get("runs", {}))
+        RESULTS.write_text(json.dumps(merged, indent=2))
+        results.update(merged)
 
 
 def put_row(results: dict, row: dict) -> None:
@@ -183,13 +194,16 @@ def rank_with(grounder, distances, windows, weights, gamma) -> torch.Tensor:
 
 def grounded_rows(name, grounder, texts, windows, run, cf_scores, popularity, results, extra_note=""):
     """Rows for one (generator, grounder): plain, + popularity, + SASRec, with γ chosen on validation."""
-    dist = {s: grounder.distances(texts[s]) for s in ("val", "test")}
+    stages = [s for s in ("val", "test") if s in texts]
+    dist = {s: grounder.distances(texts[s]) for s in stages}
     base = {"rows_of": name, "train_s": run["train_s"], "generation_s": run["generation_s"],
-            "generation_s_per_user": run["generation_s"] / max(1, len(texts["val"]) + len(texts["test"])),
+            "generated_users": sum(len(texts[s]) for s in stages),
             "exact_match": float(grounder.exact_match(texts["test"]).float().mean()),
             "grounding_rate": float(grounder.grounded(dist["test"]).float().mean()), "note": extra_note}
-    plain = {s: metrics(rank_with(grounder, dist[s], windows[s], None, 0.0)) for s in ("val", "test")}
+    plain = {s: metrics(rank_with(grounder, dist[s], windows[s], None, 0.0)) for s in stages}
     put_row(results, {"model": name, **base, **plain, "gamma": 0.0})
+    if "val" not in texts:
+        return  # no validation generations: γ cannot be chosen
     for kind, weights, grid in (("popularity", {s: popularity for s in ("val", "test")}, POP_GAMMAS),
                                 ("SASRec scores", cf_scores, CF_GAMMAS)):
         per_gamma = {s: [metrics(rank_with(grounder, dist[s], windows[s], weights[s], g)) for g in grid]
@@ -198,7 +212,7 @@ def grounded_rows(name, grounder, texts, windows, run, cf_scores, popularity, re
         best = int(np.argmax([m["ndcg@10"] for m in per_gamma["val"]]))
         put_row(results, {"model": f"{name} + {kind}", **base, "gamma": grid[best],
                           "val": per_gamma["val"][best], "test": per_gamma["test"][best],
-                          "train_s": run["train_s"] + (run.get("cf_train_s") or 0.0 if kind != "popularity" else 0.0)})
+                          "train_s": run["train_s"] + ((run.get("cf_train_s") or 0.0) if kind != "popularity" else 0.0)})
         # BIGRec's per-metric, per-K γ (optimistic: each cell picks its own γ on validation)
         cells, gammas = {}, {}
         for key in per_gamma["val"][0]:
@@ -221,6 +235,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-val", action="store_true",
+                        help="also generate validation windows with the random-init LM (for its reweighted rows)")
     parser.add_argument("--rows", nargs="*", default=["baselines", "pretrained", "random"],
                         help="which groups to run: baselines, pretrained, random")
     parser.add_argument("--speed-test", type=int, default=0,
@@ -243,7 +259,7 @@ def main() -> None:
                                                         replace=False).tolist())
     windows = {s: eval_windows(data, s, users) for s in ("val", "test")}
     results = load_results()
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = {k: v for k, v in vars(args).items() if k not in ("rows", "skip_done", "speed_test", "out")}
     if results.get("settings") and results["settings"] != settings and args.skip_done:
         print("note: settings differ from the stored run; stored generations are reused only where settings match")
     results["protocol"] = ("loo, history masked; %d users drawn with seed %d (same users for every row); "
@@ -279,7 +295,8 @@ def main() -> None:
         if run is None:
             model, train_s = train_bigrec(args, pretrained, results)
             run = {"train_s": train_s, "texts": {}, "generation_s": 0.0, "settings": settings}
-            for stage in ("val", "test"):
+            stages = ("val", "test") if pretrained or args.random_val else ("test",)
+            for stage in stages:
                 texts, seconds = generate(model, windows[stage], args.gen_batch_size, f"{group} {stage}")
                 run["texts"][stage] = texts
                 run["generation_s"] += seconds

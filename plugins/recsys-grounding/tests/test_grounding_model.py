@@ -13,8 +13,8 @@ from recsys_grounding import BIGRec, FewShotSeqDataModule
 from recsys_grounding.generation import generate_titles
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = {"backbone": "tiny-llama", "max_new_tokens": 6, "num_beams": 3, "num_return_sequences": 3, "lr": 0.003,
-        "warmup_steps": 0}
+TINY = {"backbone": "tiny-llama", "max_new_tokens": 4, "num_beams": 3, "num_return_sequences": 3, "lr": 0.003,
+        "warmup_steps": 0, "history_items": 3}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def model(tiny_data):
 def test_left_padded_generation_equals_unpadded(model):
     short = model.prompts(torch.tensor([[0, 0, 0, 1, 2]]))[0]
     long = model.prompts(torch.tensor([[3, 4, 5, 6, 7]]))[0]
-    together = generate_titles(model.lm, model.tokenizer, [short, long], 3, 3, 6)
-    alone = [generate_titles(model.lm, model.tokenizer, [p], 3, 3, 6)[0] for p in (short, long)]
+    together = generate_titles(model.lm, model.tokenizer, [short, long], 3, 3, 4)
+    alone = [generate_titles(model.lm, model.tokenizer, [p], 3, 3, 4)[0] for p in (short, long)]
     assert together == alone
 
 
@@ -68,14 +68,14 @@ def test_recommend_grounds_the_top_beam_and_excludes_history(model, tiny_data):
     assert grounded.shape == exact.shape == (len(ids),)
 
 
-def test_popularity_reweighting_keeps_rank_one(tiny_data):
-    torch.manual_seed(0)
-    base = BIGRec(tiny_data.num_items, **TINY)
-    base.set_catalog(tiny_data.catalog)
+def test_popularity_reweighting_keeps_rank_one(model, tiny_data):
     batch = next(iter(tiny_data.test_dataloader()))
-    a, _ = base.eval().recommend(batch, 5)
-    base.reweight, base.gamma = "popularity", 30.0
-    b, _ = base.recommend(batch, 5)
+    a, _ = model.recommend(batch, 5)
+    try:
+        model.reweight, model.gamma = "popularity", 30.0
+        b, _ = model.recommend(batch, 5)
+    finally:
+        model.reweight, model.gamma = "none", 0.0
     assert torch.equal(a[:, 0], b[:, 0])
 
 
@@ -100,14 +100,19 @@ def test_few_shot_data_module_trains_on_n_seeded_windows():
     assert again.train_indices.tolist() == data.train_indices.tolist()
 
 
-def test_gpu_config_parses(grounding_plugin, capsys):
+@pytest.mark.parametrize("config", ["gpu/bigrec-7b.yaml", "ml-100k/bigrec.yaml", "ml-100k/bigrec-pop.yaml",
+                                    "ml-100k/bigrec-cf.yaml", "ml-100k/bigrec-random.yaml"])
+def test_configs_parse(grounding_plugin, capsys, config):
     from recsys.lightning_cli import run_cli
 
     with pytest.raises(SystemExit) as exit_:
-        run_cli(["fit", "--config", str(ROOT / "configs" / "gpu" / "bigrec-7b.yaml"), "--print_config"])
+        run_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
-    assert "class_path: recsys_grounding.model.BIGRec" in printed and "bf16" in printed
+    assert "class_path: recsys_grounding.model.BIGRec" in printed
+    assert "class_path: recsys_grounding.data.FewShotSeqDataModule" in printed
+    if config.startswith("gpu/"):
+        assert "bf16-mixed" in printed and "lora_r: 8" in printed
 
 
 class TestBIGRec(recsys.testing.ModelContract):
