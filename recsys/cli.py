@@ -204,7 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
         return 0
     except Exception as exc:
-        if not isinstance(exc, _user_errors()) or os.environ.get("RECSYS_DEBUG"):
+        import pickle
+
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        if isinstance(exc, pickle.UnpicklingError):  # torch.load(weights_only=True) refused a file
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            reason = next((line for line in lines if "global" in line.lower()), lines[0])  # what it refused
+            print(f"recsys: error: refused to load a checkpoint holding more than tensors and plain values "
+                  f"(weights_only=True; only load checkpoints you trust with weights_only=False): {reason}", file=sys.stderr)
+            return 2
+        if not isinstance(exc, _user_errors()):
             raise
         print(f"recsys: error: {exc}", file=sys.stderr)
         return 2

@@ -123,6 +123,14 @@ class RecsysCLI(LightningCLI):
             }
         )
 
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # --ckpt_path reads tensors and plain values only. torch >= 2.6 already defaults to that for
+        # local files, but Lightning 2.6 passes weights_only=False for http(s) URLs unless told.
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, {}):
+            parser.set_defaults(weights_only=True)
+        return parser
+
     def before_fit(self) -> None:
         metric_set = getattr(self.model, "metric_set", None)
         if metric_set is None:
