@@ -37,7 +37,7 @@ from recsys_plora.prompts import Retrieval, rella_prompt, select_history
 PROTOCOL_FIELDS = ("path", "threshold", "min_history", "split", "tie_break", "user_fields")
 
 #: Per-sample prompt token ids and frozen-layer states, shared by every RecLoRA in the process
-#: with the same backbone, prompt and data settings (the benchmark trains many in a row).
+#: with the same pretrained backbone, prompt and data settings (the benchmark trains many in a row).
 _STATE_CACHES: dict[str, dict[int, tuple[Tensor, Tensor | None]]] = {}
 #: Wall seconds spent filling those caches (the benchmark reports it apart from training).
 CACHE_SECONDS = [0.0]
@@ -247,7 +247,11 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
     # ---- data ------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
+        self.attach(getattr(self.trainer, "datamodule", None))
+
+    def attach(self, dm) -> None:
+        """Read what prompts need from a ``CTRDataModule`` (titles, user fields, retrieval
+        vectors); ``setup`` calls it with the trainer's data module."""
         data = getattr(dm, "data", None)
         if data is None or not hasattr(data, "samples") or not hasattr(data, "label"):
             raise ValueError("RecLoRA trains under the CTR protocol: use `data: CTRDataModule`")
@@ -268,7 +272,12 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
                             "chat": self.use_chat, "data": protocol,
                             **{k: self.hparams[k] for k in ("prompt_items", "retrieval", "retrieval_backbone",
                                                             "item_template")}})
-        self._cache = _STATE_CACHES.setdefault(key, {}) if self.hparams.cache_states else None
+        if not self.hparams.cache_states:
+            self._cache = None
+        elif self.encoder.source.get("pretrained"):
+            self._cache = _STATE_CACHES.setdefault(key, {})
+        else:  # random weights differ per instance: their states are this model's alone
+            self._cache = {}
 
     def _check_crm(self, dm) -> None:
         path = self.hparams.crm_checkpoint

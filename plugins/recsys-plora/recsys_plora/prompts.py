@@ -52,15 +52,16 @@ def rella_prompt(user: Mapping[str, str], history: Sequence[tuple[str, float]], 
     """
     gender = str(user.get("gender", "")).strip().lower()
     he, his, he_lower = _PRONOUNS.get(gender, ("The user", "Their", "the user"))
-    lines = []
+    profile = []
     if gender in _PRONOUNS:
-        lines.append(f"The user is a {'male' if he == 'He' else 'female'}.")
+        profile.append(f"The user is a {'male' if he == 'He' else 'female'}.")
     job = str(user.get("occupation", user.get("job", ""))).strip()
     if job:
-        lines.append(f"{his} job is {job}.")
+        profile.append(f"{his} job is {job}.")
     age = str(user.get("age", "")).strip()
     if age:
-        lines.append(f"{his} age is {age}.")
+        profile.append(f"{his} age is {age}.")
+    lines = [" ".join(profile)] if profile else []
     watched = "watched" if noun == "movie" else "interacted with"
     listed = ", ".join(f"'{i}. {title} ({_stars(rating)})'" for i, (title, rating) in enumerate(history))
     lines.append(f"{he} {watched} the following {noun}s in order in the past, and rated them:")

@@ -10,6 +10,20 @@ def pytest_configure(config):
     sys._called_from_test = True  # installed plugins never load implicitly during tests
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine, more threads make each
+    small op wait on the others (20x slower here)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
