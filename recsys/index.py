@@ -59,18 +59,24 @@ class ItemIndex:
         ef_search: int = 128,
         seed: int = 0,
     ):
+        x = _as_float32(vectors, "vectors")
+        self._create(len(x), x.shape[1], ids, metric, kind, exact_below, nlist, nprobe, hnsw_m, ef_search)
+        if self.metric == "cosine":
+            x = _normalized(x)
+        if self.kind == "ivf":
+            self._train(x, seed)
+        self.index.add(x)
+
+    def _create(self, n, dim, ids, metric, kind, exact_below, nlist, nprobe, hnsw_m, ef_search) -> None:
+        """The empty faiss index for ``n`` vectors of ``dim`` (IVF still needs :meth:`_train`)."""
         if metric not in ("ip", "l2", "cosine"):
             raise ValueError(f"metric must be 'ip', 'l2' or 'cosine', got {metric!r}")
         faiss = _faiss()
-        x = _as_float32(vectors, "vectors")
-        n, dim = x.shape
         self.ids = np.arange(1, n + 1, dtype=np.int64) if ids is None else np.asarray(
             ids.cpu() if isinstance(ids, Tensor) else ids, dtype=np.int64)
         if self.ids.shape != (n,):
             raise ValueError(f"ids must have one entry per vector ({n}), got shape {self.ids.shape}")
         self.metric, self.dim = metric, dim
-        if metric == "cosine":
-            faiss.normalize_L2(x)
         faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         self.kind = ("flat" if n < exact_below else "hnsw") if kind == "auto" else kind
         if self.kind == "flat":
@@ -79,15 +85,53 @@ class ItemIndex:
             nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 points per list
             quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
             self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
-            self.index.cp.seed = seed
-            self.index.train(x)
             self.index.nprobe = min(nprobe, nlist)
         elif self.kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
             self.index.hnsw.efSearch = ef_search
         else:
             raise ValueError(f"kind must be 'auto', 'flat', 'ivf' or 'hnsw', got {kind!r}")
-        self.index.add(x)
+
+    def _train(self, sample: np.ndarray, seed: int) -> None:
+        self.index.cp.seed = seed
+        self.index.train(sample)
+
+    @classmethod
+    def from_shards(cls, directory, verify: bool = True, metric: Metric = "ip", kind: Kind = "auto",
+                    exact_below: int = 100_000, nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32,
+                    ef_search: int = 128, seed: int = 0) -> "ItemIndex":
+        """An index over the item vectors a ``predict`` run wrote as shards (:mod:`recsys.shards`).
+
+        Shards are memory-mapped and added one at a time, so the catalog is never held twice in
+        memory; ids are 1..N. An incomplete, resized or corrupt shard is a ``DataFormatError``
+        naming it (``verify`` also checks each shard's checksum).
+        """
+        from recsys.shards import iter_shards, read_manifest
+
+        manifest = read_manifest(directory)
+        if manifest is None:
+            from recsys.data.atomic import DataFormatError
+
+            raise DataFormatError(f"{directory}: no manifest.json: not a shard directory, or no shard was finished")
+        n, dim = manifest["num_items"], manifest["dim"]
+        self = cls.__new__(cls)
+        self._create(n, dim, None, metric, kind, exact_below, nlist, nprobe, hnsw_m, ef_search)
+        if self.kind == "ivf":  # train on a uniform sample of rows (what faiss itself would subsample)
+            size = min(n, 256 * self.index.nlist)
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+            parts = [shard[rows[(rows >= first - 1) & (rows < first - 1 + len(shard))] - (first - 1)]
+                     for first, shard in iter_shards(directory, verify=False)]
+            sample = _as_float32(np.concatenate(parts), "vectors")
+            if metric == "cosine":
+                sample = _normalized(sample)
+            self._train(sample, seed)
+            del sample
+        for _, shard in iter_shards(directory, verify=verify):
+            x = _as_float32(shard, "vectors")  # one shard in memory at a time (a read-only map)
+            if metric == "cosine":
+                x = _normalized(x)
+            self.index.add(x)
+        return self
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -105,7 +149,7 @@ class ItemIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {q.shape[1]}, the index has {self.dim}")
         if self.metric == "cosine":
-            _faiss().normalize_L2(q)
+            q = _normalized(q)
         excluded = _exclusion_sets(exclude, len(q))
         extra = max((len(s) for s in excluded), default=0)
         fetch = min(k + extra, len(self))
@@ -123,6 +167,13 @@ class ItemIndex:
             out_ids[row, : min(k, len(ids))] = ids[:k]
             out_scores[row, : min(k, len(ids))] = sc[:k]
         return torch.from_numpy(out_scores), torch.from_numpy(out_ids)
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, in a copy: the caller's array (or a read-only map) is left alone."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    _faiss().normalize_L2(x)
+    return x
 
 
 def _exclusion_sets(exclude, rows: int) -> list[set[int]]:
