@@ -23,3 +23,6 @@ class Batch(NamedTuple):
     #: (B,) bool: the target is a cold item (held out of training by ``SeqDataModule(cold_items=...)``);
     #: evaluation batches only, None when no items are held out
     cold: Optional[Tensor] = None
+    #: (B,) int64: each window's position in its dataset, unique within an evaluation stage; lets the
+    #: evaluation loop count every window once when a distributed sampler pads ranks with repeats
+    index: Optional[Tensor] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Literal
 
@@ -11,9 +12,9 @@ from torch.utils.data import DataLoader
 
 from recsys.data.atomic import DataFormatError
 from recsys.data.catalog import Catalog
-from recsys.data.dataset import SequenceData, load_sequences
+from recsys.data.dataset import PROTOCOLS, SequenceData, load_sequences
 from recsys.data.embedded import resolve_dataset
-from recsys.data.sequences import Windows, identity_collate
+from recsys.data.sequences import EpochShuffle, SampledWindows, Windows, identity_collate
 
 
 class RecDataModule(pl.LightningDataModule):
@@ -33,7 +34,7 @@ class RecDataModule(pl.LightningDataModule):
 
 
 class SeqDataModule(RecDataModule):
-    """Sequential recommendation data under the ``loo`` protocol.
+    """Sequential recommendation data under the ``loo`` protocol (or BIGRec's ``global_time``).
 
     Args:
         path: a directory of RecBole atomic files (``NAME/NAME.inter`` ...), or an embedded
@@ -41,9 +42,18 @@ class SeqDataModule(RecDataModule):
         max_len: history length L given to the model (the most recent L items).
         batch_size: training windows per batch.
         eval_batch_size: users per validation/test/predict batch.
+        protocol: ``loo`` (the default): per user, the last item is the test target and the one
+            before it the validation target. ``global_time`` (BIGRec's): all interactions cut
+            8:1:1 by time; every interaction of the validation (test) period with at least one
+            earlier item of its user is a validation (test) target, with all earlier items as
+            history. Results always name the protocol they used.
         mask_history: at evaluation, rank only items the user has not interacted with before
-            the target (the target itself is never masked). RecBole does not mask for
+            the target (the target itself is never masked). Default: the protocol's own, on for
+            ``loo`` (as HLLM) and off for ``global_time`` (as BIGRec). RecBole does not mask for
             sequential models; switch off to compare with it.
+        eval_sample: evaluate on this many windows per stage, drawn once with ``eval_sample_seed``
+            (BIGRec samples its test windows); None = all of them.
+        eval_sample_seed: seed of that draw.
         train_windows: ``every`` = one window per target (for models that predict only at the
             last position); ``tiled`` = windows ``max_len`` apart (for models that predict at
             every position; each target is seen once per epoch); ``auto`` = ask the model
@@ -76,8 +86,10 @@ class SeqDataModule(RecDataModule):
         max_len: int = 50,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
-        protocol: Literal["loo"] = "loo",
-        mask_history: bool = True,
+        protocol: Literal["loo", "global_time"] = "loo",
+        mask_history: bool | None = None,
+        eval_sample: int | None = None,
+        eval_sample_seed: int = 0,
         train_windows: Literal["auto", "every", "tiled"] = "auto",
         train_stride: int | None = None,
         min_rating: float | None = None,
@@ -91,8 +103,10 @@ class SeqDataModule(RecDataModule):
         super().__init__()
         if max_len < 1:
             raise ValueError(f"data.max_len must be >= 1, got {max_len}")
-        if protocol != "loo":
-            raise ValueError(f"data.protocol {protocol!r} is not supported; available: ['loo']")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"data.protocol {protocol!r} is not supported; available: {list(PROTOCOLS)}")
+        if eval_sample is not None and eval_sample < 1:
+            raise ValueError(f"data.eval_sample must be >= 1 (or null for every window), got {eval_sample}")
         if not 0 <= cold_items < 1:
             raise ValueError(f"data.cold_items must be a fraction in [0, 1), got {cold_items}")
         self.save_hyperparameters()
@@ -101,12 +115,14 @@ class SeqDataModule(RecDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.protocol = protocol
-        self.mask_history = mask_history
+        self.mask_history = (protocol == "loo") if mask_history is None else mask_history
+        self.eval_sample = eval_sample
+        self.eval_sample_seed = eval_sample_seed
         self.train_windows = train_windows
         self.train_stride = train_stride
         self.cold_items = cold_items
         self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
-                                 cold_items=cold_items, cold_seed=cold_seed)
+                                 cold_items=cold_items, cold_seed=cold_seed, protocol=protocol)
         self.num_workers = num_workers
 
     @cached_property
@@ -133,11 +149,14 @@ class SeqDataModule(RecDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         data = self.data  # load now, not inside the first dataloader call
-        if stage in ("fit", "validate", "test") and len(data.split.evaluated) == 0:
-            raise DataFormatError(
-                f"{self.path}: no user has 3 or more interactions ({data.sequences.num_users} users); "
-                "the loo protocol needs a training item, a validation target and a test target per user"
-            )
+        if stage in ("fit", "validate", "test") and min(data.split.num_windows(s) for s in ("val", "test")) == 0:
+            if self.protocol == "loo":
+                problem = (f"no user has 3 or more interactions ({data.sequences.num_users} users); the loo protocol "
+                           "needs a training item, a validation target and a test target per user")
+            else:
+                problem = (f"no interaction of the validation or of the test period has an earlier item of its user "
+                           f"({data.sequences.num_users} users); the {self.protocol} protocol needs both")
+            raise DataFormatError(f"{self.path}: {problem}")
 
     def _resolved_train_windows(self) -> str:
         if self.train_windows != "auto":
@@ -146,8 +165,10 @@ class SeqDataModule(RecDataModule):
         return getattr(model, "train_windows", "every")
 
     def _loader(self, windows: Windows, batch_size: int, shuffle: bool) -> DataLoader:
+        # The run's seed (seed_everything sets PL_GLOBAL_SEED) fixes every epoch's order.
+        sampler = EpochShuffle(len(windows), int(os.environ.get("PL_GLOBAL_SEED", 0))) if shuffle else None
         return DataLoader(
-            windows, batch_size=batch_size, shuffle=shuffle, collate_fn=identity_collate,
+            windows, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
@@ -160,6 +181,8 @@ class SeqDataModule(RecDataModule):
     def _evaluation_loader(self, stage: Literal["val", "test"]) -> DataLoader:
         cold = self.cold_item_ids if self.cold_items > 0 else None  # no flags unless asked for
         windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold)
+        if self.eval_sample is not None:
+            windows = SampledWindows(windows, self.eval_sample, self.eval_sample_seed)
         return self._loader(windows, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:

@@ -1,4 +1,4 @@
-"""Per-user item sequences, the leave-one-out split, and lazy windows over them.
+"""Per-user item sequences, the evaluation splits (``loo``, ``global_time``), and lazy windows over them.
 
 Nothing here materialises one row per training prefix (RecBole's "augmentation"): a window
 is the pair (user, end) and is computed from a few per-user arrays when a batch is fetched,
@@ -48,29 +48,29 @@ class Sequences:
         return self.items[self.offsets[user] : self.offsets[user + 1]]
 
 
-@dataclass(frozen=True)
-class LeaveOneOut:
-    """The ``loo`` protocol: per user, the last item is the test target, the one before it the
-    validation target, and everything earlier is training. Users with fewer than 3 items are
-    training-only (they have no held-out targets).
+class Split:
+    """Which interactions of each user's sequence train, and which are evaluation targets.
 
-    ``train_length[u]`` is the number of leading items of user u used for training.
+    Training is always a prefix of each user's sequence (``train_length[u]`` leading items), so
+    training windows are cut the same way under every protocol; protocols differ in where the
+    prefix ends and in which later positions are evaluated (:meth:`evaluation`).
     """
 
     sequences: Sequences
-
-    @property
-    def evaluated(self) -> np.ndarray:
-        """Users (1..U) that have a validation and a test target."""
-        lengths = self.sequences.lengths
-        users = np.arange(len(lengths))
-        return users[(users > 0) & (lengths >= 3)]
+    name: str = ""
 
     @property
     def train_length(self) -> np.ndarray:
-        """(U + 1,) number of training items per user."""
-        lengths = self.sequences.lengths
-        return np.where(lengths >= 3, lengths - 2, lengths)
+        """(U + 1,) number of leading training items per user."""
+        raise NotImplementedError
+
+    def evaluation(self, stage: Literal["val", "test"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Evaluation windows of ``stage`` as (users, last_end, count): user ``users[i]`` has
+        targets at positions ``last_end[i] - count[i] + 1 .. last_end[i]`` of their sequence."""
+        raise NotImplementedError
+
+    def num_windows(self, stage: Literal["val", "test"]) -> int:
+        return int(self.evaluation(stage)[2].sum())
 
     def _is_training(self) -> np.ndarray:
         """(n,) bool: which entries of ``sequences.items`` are training interactions."""
@@ -94,10 +94,83 @@ class LeaveOneOut:
 
 
 @dataclass(frozen=True)
+class LeaveOneOut(Split):
+    """The ``loo`` protocol: per user, the last item is the test target, the one before it the
+    validation target, and everything earlier is training. Users with fewer than 3 items are
+    training-only (they have no held-out targets).
+    """
+
+    sequences: Sequences
+    name: str = "loo"
+
+    @property
+    def evaluated(self) -> np.ndarray:
+        """Users (1..U) that have a validation and a test target."""
+        lengths = self.sequences.lengths
+        users = np.arange(len(lengths))
+        return users[(users > 0) & (lengths >= 3)]
+
+    @property
+    def train_length(self) -> np.ndarray:
+        lengths = self.sequences.lengths
+        return np.where(lengths >= 3, lengths - 2, lengths)
+
+    def evaluation(self, stage):
+        users = self.evaluated
+        lengths = self.sequences.lengths[users]
+        return users, lengths - (2 if stage == "val" else 1), np.ones_like(users)
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalTime(Split):
+    """The ``global_time`` protocol (BIGRec's): all interactions are ordered by time and cut
+    8:1:1 (``fractions``) into training, validation and test periods. Every interaction of a
+    period that has at least one earlier item of its user is a target of that period, with
+    everything before it as history (also items of earlier evaluation periods: the model sees
+    what happened until then, as a deployed recommender would).
+
+    ``period`` (n,) int8 aligned with ``sequences.items``: 0 train, 1 validation, 2 test;
+    non-decreasing along each user's sequence.
+    """
+
+    sequences: Sequences
+    period: np.ndarray
+    name: str = "global_time"
+
+    @classmethod
+    def from_order(cls, sequences: Sequences, global_rank: np.ndarray,
+                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> "GlobalTime":
+        """``global_rank`` (n,): each entry's position 0..n-1 in the global time order."""
+        if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+            raise ValueError(f"the global_time split needs three fractions summing to 1, got {fractions}")
+        n = len(sequences.items)
+        cuts = np.round(np.cumsum(fractions[:2]) * n).astype(np.int64)
+        period = np.searchsorted(cuts, global_rank, side="right").astype(np.int8)
+        return cls(sequences, period)
+
+    @property
+    def train_length(self) -> np.ndarray:
+        seq = self.sequences
+        users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
+        return np.bincount(users[self.period == 0], minlength=len(seq.lengths)).astype(np.int64)
+
+    def evaluation(self, stage):
+        seq = self.sequences
+        wanted = 1 if stage == "val" else 2
+        users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
+        before = np.bincount(users[self.period < wanted], minlength=len(seq.lengths))
+        upto = np.bincount(users[self.period <= wanted], minlength=len(seq.lengths))
+        first = np.maximum(before, 1)  # a target needs at least one item of history
+        count = np.maximum(upto - first, 0)
+        chosen = np.flatnonzero(count > 0)
+        return chosen, upto[chosen] - 1, count[chosen]
+
+
+@dataclass(frozen=True)
 class TrainingPrefixes:
     """Training sequences on their own: every item is a training interaction.
 
-    What :meth:`LeaveOneOut.without_items` returns; it has what training windows and popularity
+    What :meth:`Split.without_items` returns; it has what training windows and popularity
     counts read from a split (``sequences``, ``train_length``, ``train_items``).
     """
 
@@ -175,7 +248,7 @@ class Windows(Dataset):
 
     @classmethod
     def for_training(
-        cls, split: LeaveOneOut | TrainingPrefixes, max_len: int, mode: TrainWindows = "every", stride: int | None = None
+        cls, split: Split | TrainingPrefixes, max_len: int, mode: TrainWindows = "every", stride: int | None = None
     ) -> "Windows":
         train_length = split.train_length
         users = np.flatnonzero(train_length >= 2)
@@ -192,13 +265,11 @@ class Windows(Dataset):
 
     @classmethod
     def for_evaluation(
-        cls, split: LeaveOneOut, stage: Literal["val", "test"], max_len: int, mask_history: bool,
+        cls, split: Split, stage: Literal["val", "test"], max_len: int, mask_history: bool,
         cold_item_ids: np.ndarray | None = None,
     ) -> "Windows":
-        users = split.evaluated
-        lengths = split.sequences.lengths[users]
-        end = lengths - 2 if stage == "val" else lengths - 1
-        return cls(split.sequences, users, end, np.ones_like(users), 1, max_len, with_seen=mask_history,
+        users, last_end, count = split.evaluation(stage)
+        return cls(split.sequences, users, last_end, count, 1, max_len, with_seen=mask_history,
                    cold_item_ids=cold_item_ids)
 
     @classmethod
@@ -240,7 +311,8 @@ class Windows(Dataset):
             labels = np.where((index > ends[:, None] - self.stride) & (index >= 1), following, 0)
             labels = torch.from_numpy(labels)
         cold = None if self.cold_item_ids is None else torch.from_numpy(np.isin(target, self.cold_item_ids))
-        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold)
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold, index)
 
 
 def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
@@ -254,3 +326,49 @@ def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width:
 def identity_collate(batch: Batch) -> Batch:
     """``Windows.__getitems__`` already returns a collated batch."""
     return batch
+
+
+class SampledWindows(Dataset):
+    """A fixed random sample of ``size`` windows of ``windows`` (drawn once with ``seed``, kept in
+    window order), for protocols that evaluate on a sample (BIGRec's test windows)."""
+
+    def __init__(self, windows: Windows, size: int, seed: int = 0):
+        if size < 1:
+            raise ValueError(f"the evaluation sample size must be >= 1, got {size}")
+        chosen = np.random.default_rng(seed).choice(len(windows), size=min(size, len(windows)), replace=False)
+        self.windows = windows
+        self.chosen = np.sort(chosen).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> Batch:
+        return self.windows.__getitems__(self.chosen[np.asarray(indices, dtype=np.int64)])
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A random order of ``size`` indices drawn from ``(seed, epoch)`` alone.
+
+    Lightning calls ``set_epoch`` before every training epoch, so a run resumed from a checkpoint
+    sees exactly the batches an uninterrupted run would have seen (``shuffle=True`` draws from
+    the global RNG, whose state a restart loses). Under DDP Lightning wraps it in a distributed
+    sampler, which keeps the order and splits it between processes.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())

@@ -57,6 +57,13 @@ class RecModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets RecModule.load_from_checkpoint restore the right subclass, CLI or not.
         checkpoint["recsys_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["recsys_rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A resumed fit (--ckpt_path) continues with the random state the checkpoint was saved
+        # with (dropout masks, negative samples), so it repeats an uninterrupted run exactly.
+        if self._trainer is not None and self.trainer.state.fn == "fit" and "recsys_rng_states" in checkpoint:
+            set_rng_states(checkpoint["recsys_rng_states"])
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, weights_only: bool | None = True, **kwargs):
@@ -75,6 +82,38 @@ class RecModule(pl.LightningModule):
         if not params:
             return None
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def rng_states() -> dict:
+    """The random states of torch (CPU and every CUDA device), numpy and ``random``, as plain
+    values and tensors (loadable with ``torch.load(weights_only=True)``)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+        "python": [version, list(state), gauss],
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` returned."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
 
 
 def _saved_class(checkpoint_path, weights_only: bool | None) -> type | None:
@@ -162,26 +201,79 @@ class SeqRecModule(RecModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.target))
         return loss
 
+    # Evaluation: each step ranks its batch's targets; the metrics are computed once per epoch
+    # from every window's rank, gathered from all ranks and de-duplicated by window index, so a
+    # distributed sampler's padding (repeated windows) never counts twice and every process logs
+    # the same numbers.
+
     def _evaluate(self, batch: Batch, stage: str) -> None:
         ranks = self.rank(batch)
+        index = batch.index if batch.index is not None else torch.full_like(ranks, -1)
+        cold = batch.cold if batch.cold is not None else torch.zeros_like(ranks, dtype=torch.bool)
+        self._eval_ranks.setdefault(stage, []).append(torch.stack([index, ranks.long(), cold.long()], dim=1))
+
+    @property
+    def _eval_ranks(self) -> dict[str, list[Tensor]]:
+        if not hasattr(self, "_eval_buffer"):
+            self._eval_buffer: dict[str, list[Tensor]] = {}
+        return self._eval_buffer
+
+    def _gathered(self, stage: str) -> Tensor:
+        """(n, 3) int64 rows (window index, rank, cold) of this epoch's ``stage`` windows, from
+        every process, each window once (rows without an index are all kept)."""
+        rows = self._eval_ranks.pop(stage, [])
+        local = torch.cat(rows) if rows else torch.empty(0, 3, dtype=torch.long, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # all_gather needs equal shapes: pad every process's rows to the longest.
+            sizes = self.all_gather(torch.tensor(len(local), device=local.device)).reshape(-1)
+            padded = torch.full((int(sizes.max()), 3), -2, dtype=torch.long, device=local.device)
+            padded[: len(local)] = local
+            gathered = self.all_gather(padded).reshape(-1, 3)
+            local = gathered[gathered[:, 0] != -2]
+        indexed = local[:, 0] >= 0
+        if indexed.any():
+            unique = torch.unique(local[indexed, 0], return_inverse=True)[1]
+            first = torch.full((int(unique.max()) + 1,), len(local), dtype=torch.long, device=local.device)
+            first.scatter_reduce_(0, unique, torch.arange(int(indexed.sum()), device=local.device), "amin")
+            local = torch.cat([local[indexed][first], local[~indexed]])
+        return local
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        rows = self._gathered(stage)
+        if len(rows) == 0:
+            return
+        ranks, cold = rows[:, 1], rows[:, 2].bool()
         self._log_metrics(ranks, stage)
-        if batch.cold is not None and batch.cold.any():
+        if cold.any():
             # Targets held out of training (data.cold_items): the same metrics over them alone.
-            self._log_metrics(ranks[batch.cold], f"{stage}/cold", prog_bar=False)
+            self._log_metrics(ranks[cold], f"{stage}/cold", prog_bar=False)
+        self.log(f"{stage}/windows", float(len(rows)), sync_dist=True)
 
     def _log_metrics(self, ranks: Tensor, prefix: str, prog_bar: bool = True) -> None:
-        """Log every metric's mean over ``ranks`` (B,) as ``{prefix}/{name}``, weighted by B."""
+        """Log every metric's mean over ``ranks`` (n,) as ``{prefix}/{name}``."""
         for name, values in self.metric_set(ranks).items():
-            self.log(
-                f"{prefix}/{name}", values.mean(), batch_size=len(ranks), on_step=False, on_epoch=True,
-                sync_dist=True, prog_bar=prog_bar and name == "ndcg@10",
-            )
+            # Every process holds the same gathered values; sync_dist only keeps Lightning's
+            # epoch-level bookkeeping consistent across processes.
+            self.log(f"{prefix}/{name}", values.float().mean(), sync_dist=True,
+                     prog_bar=prog_bar and name == "ndcg@10")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_ranks.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_ranks.pop("test", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         ids, scores = self.recommend(batch, self.predict_k or self.metric_set.max_k)
