@@ -8,6 +8,7 @@ import inspect
 import os
 import re
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -132,6 +133,7 @@ class RecsysCLI(LightningCLI):
         return parser
 
     def before_fit(self) -> None:
+        self._resolve_last_checkpoint()
         metric_set = getattr(self.model, "metric_set", None)
         if metric_set is None:
             return
@@ -143,6 +145,24 @@ class RecsysCLI(LightningCLI):
                     f"{type(callback).__name__} monitors {monitor!r}, which the model does not log; "
                     f"it logs {sorted(logged)} (set model.init_args.metrics, or the callback's monitor)"
                 )
+
+    def _resolve_last_checkpoint(self) -> None:
+        """``--ckpt_path last`` resumes from the newest ``last*.ckpt`` of any earlier run under
+        this run's root directory. (Lightning looks only in the new run's own checkpoint folder,
+        which a fresh logger version leaves empty, and would silently start from scratch.)"""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        roots = {Path(self.trainer.default_root_dir)}
+        roots |= {Path(logger.save_dir) for logger in self.trainer.loggers if getattr(logger, "save_dir", None)}
+        found = [path for root in roots if root.is_dir() for path in root.rglob("last*.ckpt")]
+        if found:
+            config["ckpt_path"] = str(max(found, key=lambda path: path.stat().st_mtime))
+            print(f"recsys: resuming from {config['ckpt_path']}", file=sys.stderr)
+        else:
+            print(f"recsys: --ckpt_path last: no last*.ckpt under {', '.join(map(str, sorted(roots)))}; "
+                  "starting from scratch", file=sys.stderr)
+            config["ckpt_path"] = None
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:
