@@ -15,13 +15,17 @@ checkpoint of the best epoch); the test metrics are of that checkpoint. Validati
 use the same seeded samples for every row (``--val-samples``, ``--test-samples``; the CRM is
 also tested on the full test split). Nothing is tuned on test.
 
-CPU budget decisions (made before any result was seen; SmolLM2-135M runs ~0.7 s per 64-token
-prompt forward on one thread here, so 4k training prompts alone would take ~1 h): the LLM is
-the "cheap" option of the reference, pretrained all-MiniLM-L6-v2 (6 blocks, d = 384) with mean
-pooling and a linear head; LoRA (r = 8, alpha = 16, q/v) only in the top 2 blocks, so the 4
-frozen blocks below are computed once per sample; 5 retrieved history items in the prompt (the
-CRM sees 50); 3 epochs, batch 32, lr 1e-3; gate temperature 1. The SmolLM2 configuration
-(``configs/ml-100k/plora.yaml``) is the same model with the Yes/No head.
+CPU budget decisions (made before any LLM result was seen). SmolLM2-135M ran ~0.7 s per 64-token
+prompt forward on one thread here, and the machine (2 cores shared by five sessions) gave about
+4 GFLOP/s per thread, so the LLM is the "cheap" option of the reference: pretrained
+all-MiniLM-L6-v2 (6 blocks, d = 384), mean pooling, linear head, a compact prompt (~70 tokens:
+profile, 5 retrieved history titles with stars, target; the CRM sees 50 items); LoRA (r = 8,
+alpha = 16, q/v) only in the top block, so the 5 frozen blocks below are computed once per sample;
+2 epochs, batch 16, lr 1e-3; gate temperature 1. N is scaled down from the issue's {1k, 4k} to
+{250, 1000} and evaluation to 300 validation / 1,000 test samples to fit the time budget (4k
+samples would take ~25 min per row per epoch here). ``--n`` runs any N; runs with different N
+may go in parallel processes (rows are merged into the JSON under a file lock). The SmolLM2
+configuration (``configs/ml-100k/plora.yaml``) is the same model with the Yes/No head.
 
 Usage::
 
@@ -78,10 +82,10 @@ def run(name: str, args: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1000, 4000], help="LLM training samples")
-    parser.add_argument("--val-samples", type=int, default=1000)
-    parser.add_argument("--test-samples", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--n", type=int, nargs="+", default=[250, 1000], help="LLM training samples")
+    parser.add_argument("--val-samples", type=int, default=300)
+    parser.add_argument("--test-samples", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only these rows")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-plora")
     parser.add_argument("--skip-done", action="store_true")
@@ -90,8 +94,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() and args.skip_done else []
-    done = {(r["model"], r.get("n")): r for r in previous if "test/auc" in r}
+    previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+    # The CRM's training is always reused when its checkpoint exists; LLM rows with --skip-done.
+    done = {(r["model"], r.get("n")): r for r in previous if "test/auc" in r
+            and (args.skip_done or r.get("n") is None) and r.get("test_samples", args.test_samples) == args.test_samples}
     rows: list[dict] = list(done.values())
     evaluation = [f"--data.val_samples={args.val_samples}", f"--data.test_samples={args.test_samples}",
                   "--data.sample_seed=0"]
@@ -103,21 +109,15 @@ def main() -> None:
               f"LogLoss {row.get('test/logloss', float('nan')):.4f} train {row.get('train_s') or 0:.0f} s", flush=True)
 
     crm = done.get(("CRM alone (DIN)", None))
-    if crm is None and (not args.only or "CRM alone (DIN)" in args.only):
+    if crm is None or not Path(crm.get("best_checkpoint", "")).exists():
         crm = run("CRM alone (DIN)", cli_args("ctr-din.yaml", args.out / "crm", evaluation, [], 20))
         crm["n"] = None
-        # The same checkpoint on the full test split, for reference.
-        from lightning.pytorch import Trainer
-
-        import recsys
-
-        model = recsys.RecModule.load_from_checkpoint(crm["best_checkpoint"])
-        full = recsys.CTRDataModule(path="ml-100k", max_len=50, val_samples=args.val_samples, eval_batch_size=2048)
-        out = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(model, datamodule=full,
-                                                                                       verbose=False)[0]
-        crm["full_test/auc"], crm["full_test/logloss"] = out["test/auc"], out["test/logloss"]
+    if crm.get("val_samples") != args.val_samples or crm.get("test_samples") != args.test_samples:
+        crm.update(evaluate_crm(crm["best_checkpoint"], args))
         record(crm)
     ckpt = crm["best_checkpoint"]
+    from recsys_plora.model import CACHE_SECONDS
+
     for n in args.n:
         for name, extra in VARIANTS.items():
             if args.only and name not in args.only:
@@ -126,14 +126,33 @@ def main() -> None:
                 continue
             root = args.out / f"n{n}" / name.lower().replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
             data = [*evaluation, f"--data.train_samples={n}"]
-            start_cache = _cache_size()
+            start_cache, start_s = _cache_size(), CACHE_SECONDS[0]
             row = run(name, cli_args("plora-minilm.yaml", root, data, [*extra, f"--model.crm_checkpoint={ckpt}"],
                                      args.epochs))
-            row["n"] = n
-            row["new_cached_prompts"] = _cache_size() - start_cache
+            row.update(n=n, new_cached_prompts=_cache_size() - start_cache, cache_s=CACHE_SECONDS[0] - start_s,
+                       val_samples=args.val_samples, test_samples=args.test_samples)
             record(row)
     print_table(rows, args)
     print(f"\nwrote {RESULTS}")
+
+
+def evaluate_crm(checkpoint: str, args) -> dict:
+    """The CRM's best checkpoint on the current validation/test samples, and on the full test split."""
+    from lightning.pytorch import Trainer
+
+    import recsys
+
+    model = recsys.RecModule.load_from_checkpoint(checkpoint)
+    out = {"val_samples": args.val_samples, "test_samples": args.test_samples}
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    for limit, prefix in ((args.test_samples, "test"), (None, "full_test")):
+        dm = recsys.CTRDataModule(path="ml-100k", max_len=50, val_samples=args.val_samples, test_samples=limit,
+                                  eval_batch_size=2048)
+        if prefix == "test":
+            out.update({k: float(v) for k, v in trainer.validate(model, datamodule=dm, verbose=False)[0].items()})
+        result = trainer.test(model, datamodule=dm, verbose=False)[0]
+        out[f"{prefix}/auc"], out[f"{prefix}/logloss"] = float(result["test/auc"]), float(result["test/logloss"])
+    return out
 
 
 def _cache_size() -> int:
@@ -143,10 +162,18 @@ def _cache_size() -> int:
 
 
 def write(rows: list[dict], args) -> None:
+    """Merge ``rows`` into the JSON (by model and N) under a lock: parallel runs keep each other's rows."""
+    from filelock import FileLock
+
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "threads": int(os.environ.get("OMP_NUM_THREADS", "1")),
-                                   "val_samples": args.val_samples, "test_samples": args.test_samples,
-                                   "epochs": args.epochs}, indent=2))
+    with FileLock(str(RESULTS) + ".lock"):
+        previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+        ours = {(r["model"], r.get("n")) for r in rows}
+        merged = [r for r in previous if (r["model"], r.get("n")) not in ours] + rows
+        RESULTS.write_text(json.dumps({"rows": merged, "threads_per_run": int(os.environ.get("OMP_NUM_THREADS", "1")),
+                                       "val_samples": args.val_samples, "test_samples": args.test_samples,
+                                       "epochs": args.epochs}, indent=2))
+    rows[:] = [r for r in merged]
 
 
 def print_table(rows: list[dict], args) -> None:

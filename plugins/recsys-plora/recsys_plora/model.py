@@ -30,7 +30,7 @@ from torch import Tensor, nn
 import recsys
 from recsys import CTRBatch
 from recsys_plora.lora import GateInput, Mixing, add_personalized_lora
-from recsys_plora.prompts import Retrieval, rella_prompt, select_history
+from recsys_plora.prompts import PROMPTS, Retrieval, select_history
 
 #: Data settings a CRM checkpoint must share with the data RecLoRA trains on (pitfall 6:
 #: the CRM must have seen the same split, or it has seen the test period).
@@ -75,6 +75,8 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         crm_checkpoint: a trained CRM (``DIN``) checkpoint, loaded frozen; required by
             ``personalized``, unused otherwise.
         prompt_items: K history items shown in the prompt.
+        prompt: ``rella`` (ReLLa's sequential template, as RecLoRA) or ``compact`` (the same facts
+            in about half the tokens, no instruction: for encoders with a trained head).
         retrieval: ``similar`` (top-K by cosine of the items' text embeddings to the target,
             then in time order) or ``recent`` (the last K).
         retrieval_backbone: text encoder of the retrieval embeddings (cached on disk; item text
@@ -107,6 +109,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         adapted_layers: int | None = 2,
         crm_checkpoint: str | None = None,
         prompt_items: int = 5,
+        prompt: Literal["rella", "compact"] = "rella",
         retrieval: Retrieval = "similar",
         retrieval_backbone: str = "all-minilm-l6-v2",
         item_template: str = "title",
@@ -120,7 +123,8 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         choices = {"head": (head, ("auto", "yes-no", "linear")), "pooling": (pooling, ("auto", "last", "mean", "cls")),
                    "adapter": (adapter, ("personalized", "shared", "none")),
                    "gate_input": (gate_input, ("target-aware", "target-agnostic")),
-                   "retrieval": (retrieval, ("similar", "recent")), "mixing": (mixing, ("products", "code"))}
+                   "retrieval": (retrieval, ("similar", "recent")), "prompt": (prompt, tuple(PROMPTS)),
+                   "mixing": (mixing, ("products", "code"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"model.{name} must be one of {list(allowed)}, got {value!r}")
@@ -270,7 +274,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         key = _fingerprint({"backbone": self.encoder.source, "frozen": self.encoder.num_frozen_layers,
                             "pooling": self.encoder.pooling, "max_length": self.encoder.max_length,
                             "chat": self.use_chat, "data": protocol,
-                            **{k: self.hparams[k] for k in ("prompt_items", "retrieval", "retrieval_backbone",
+                            **{k: self.hparams[k] for k in ("prompt_items", "prompt", "retrieval", "retrieval_backbone",
                                                             "item_template")}})
         if not self.hparams.cache_states:
             self._cache = None
@@ -303,7 +307,8 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         texts = []
         for row, (user, target) in enumerate(zip(batch.user.tolist(), batch.item.tolist())):
             shown = [(self._titles[i], r) for i, r, v in zip(items[row], ratings[row], valid[row].tolist()) if v]
-            texts.append(self._wrap(rella_prompt(self._users[user], shown, self._titles[target], self._noun)))
+            texts.append(self._wrap(PROMPTS[self.hparams.prompt](self._users[user], shown, self._titles[target],
+                                                                 self._noun)))
         return texts
 
     def _inputs(self, batch: CTRBatch) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -71,3 +71,18 @@ def rella_prompt(user: Mapping[str, str], history: Sequence[tuple[str, float]], 
     lines.append(f"Note that more stars the user rated the {noun}, the more the user liked the {noun}.")
     lines.append("You should ONLY tell me yes or no.")
     return "\n".join(lines)
+
+
+def compact_prompt(user: Mapping[str, str], history: Sequence[tuple[str, float]], target: str,
+                   noun: str = "movie") -> str:
+    """The same facts in about half the tokens, for encoders with a trained head (which read no
+    instruction): ``"female, writer, 29. rated: Heat (1995) 4; Clue (1985) 1. target: Fargo (1996)"``."""
+    gender = {"m": "male", "f": "female"}.get(str(user.get("gender", "")).strip().lower(),
+                                              str(user.get("gender", "")).strip())
+    profile = ", ".join(v for v in (gender, str(user.get("occupation", user.get("job", ""))).strip(),
+                                    str(user.get("age", "")).strip()) if v)
+    rated = "; ".join(f"{title} {int(r) if float(r).is_integer() else r}" for title, r in history)
+    return (f"{profile}. " if profile else "") + f"rated: {rated}. target {noun}: {target}"
+
+
+PROMPTS = {"rella": rella_prompt, "compact": compact_prompt}

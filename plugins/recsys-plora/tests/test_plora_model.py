@@ -184,3 +184,10 @@ def test_smollm2_yes_no_head_and_chat_template(plora_plugin):
     prefix = model._wrap("Do you like it?")
     for answer, token in zip(("Yes", "No"), model.answer_ids):
         assert tok(prefix + answer, add_special_tokens=False)["input_ids"][-1] == token
+
+
+def test_compact_prompt_keeps_the_facts():
+    from recsys_plora.prompts import compact_prompt
+
+    text = compact_prompt({"gender": "M", "occupation": "artist", "age": "31"}, [("Heat (1995)", 4.0)], "Fargo (1996)")
+    assert text == "male, artist, 31. rated: Heat (1995) 4. target movie: Fargo (1996)"
