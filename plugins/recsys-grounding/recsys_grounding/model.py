@@ -16,12 +16,13 @@ import copy
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 import recsys
 from recsys_grounding.generation import generate_titles
 from recsys_grounding.grounders import EmbeddingGrounder
-from recsys_grounding.prompts import DOMAINS, collate_examples, encode_example, render_prompt
+from recsys_grounding.prompts import DOMAINS, IGNORE, collate_examples, encode_example, render_prompt
 
 
 class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
@@ -171,9 +172,22 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         prompts = self.prompts(batch.history)
         examples = [encode_example(self.tokenizer, p, self.item_texts[int(t)], self.train_on_inputs, self.max_length)
                     for p, t in zip(prompts, batch.target.tolist())]
-        inputs = collate_examples(examples, self.tokenizer.pad_token_id)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return self.lm(**inputs).loss
+        inputs = {k: v.to(self.device) for k, v in collate_examples(examples, self.tokenizer.pad_token_id).items()}
+        return self.response_loss(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+
+    def response_loss(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+        """Causal-LM cross-entropy, mean over labelled tokens: what ``lm(..., labels=).loss`` computes,
+        but the vocabulary projection runs only at labelled positions (the response: a tenth of the
+        tokens, and the projection to ~50k words is the largest matrix of a small LM).
+
+        input_ids, attention_mask, labels: (B, T); labels are ``IGNORE`` where nothing is learned.
+        """
+        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # LoRA layers stay in
+        hidden = causal.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        target = labels[:, 1:]
+        keep = target != IGNORE  # position t predicts token t + 1
+        logits = causal.get_output_embeddings()(hidden[:, :-1][keep])  # (M, V)
+        return F.cross_entropy(logits.float(), target[keep])
 
     # ---- recommendation -----------------------------------------------------------------
 

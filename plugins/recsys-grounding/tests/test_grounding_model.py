@@ -11,6 +11,7 @@ import recsys.testing
 import recsys_grounding.plugin
 from recsys_grounding import BIGRec, FewShotSeqDataModule
 from recsys_grounding.generation import generate_titles
+from recsys_grounding.prompts import collate_examples, encode_example
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = {"backbone": "tiny-llama", "max_new_tokens": 4, "num_beams": 3, "num_return_sequences": 3, "lr": 0.003,
@@ -77,6 +78,17 @@ def test_popularity_reweighting_keeps_rank_one(model, tiny_data):
     finally:
         model.reweight, model.gamma = "none", 0.0
     assert torch.equal(a[:, 0], b[:, 0])
+
+
+def test_loss_is_the_causal_lm_loss_on_the_response(model, tiny_data):
+    batch = next(iter(tiny_data.train_dataloader()))
+    with torch.no_grad():
+        ours = model.loss(batch)
+        prompts = model.prompts(batch.history)
+        examples = [encode_example(model.tokenizer, p, model.item_texts[int(t)]) for p, t in
+                    zip(prompts, batch.target.tolist())]
+        reference = model.lm(**collate_examples(examples, model.tokenizer.pad_token_id)).loss  # transformers' own
+    assert torch.allclose(ours, reference, atol=1e-5)
 
 
 def test_bad_config_is_named():
