@@ -357,7 +357,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         structure, prefixes, row_of = self._level_structure()
         ids = torch.tensor([prompt], device=device)
         first = trunk(input_ids=ids, use_cache=True)
-        cache, t = first.past_key_values, len(prompt)
+        cache, t = first.cache, len(prompt)
         n, length = self.num_items, self.item_tokens.shape[1]
         states = []  # hidden states after each prefix: (P, L - 1, d)
         if length > 1:
@@ -368,7 +368,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 chunk_cache.batch_repeat_interleave(len(chunk))
                 positions = torch.arange(t, t + length - 1, device=device).expand(len(chunk), -1)
                 mask = torch.ones(len(chunk), t + length - 1, dtype=torch.long, device=device)
-                states.append(trunk(input_ids=chunk, past_key_values=chunk_cache, position_ids=positions,
+                states.append(trunk(input_ids=chunk, cache=chunk_cache, position_ids=positions,
                                     attention_mask=mask, use_cache=True).last_hidden_state)
             states = torch.cat(states)
         tokens = self.item_tokens[1:]  # (N, L)

@@ -1,0 +1,126 @@
+"""The item tokenizer: Sinkhorn balance, collision resolution, determinism, the codes file."""
+
+import json
+
+import pytest
+import torch
+
+from recsys_semantic_ids.codes import (CodeTable, add_disambiguation_level, collision_rate, colliding_groups,
+                                       random_codes, resolve_collisions)
+from recsys_semantic_ids.quantize import ResidualQuantizer, sinkhorn
+
+
+def test_sinkhorn_spreads_a_skewed_batch_evenly_over_the_codes():
+    torch.manual_seed(0)
+    b, k = 64, 8
+    # Every point is nearest to code 0: argmin puts all 64 there.
+    distances = torch.rand(b, k) + 1.0
+    distances[:, 0] = 0.1 + 0.01 * torch.rand(b)
+    assert torch.bincount(distances.argmin(1), minlength=k).max() == b
+    q = sinkhorn(distances.float(), epsilon=0.003, iters=50)
+    assert q.dtype == torch.float64 and torch.isfinite(q).all()
+    counts = torch.bincount(q.argmax(1), minlength=k)
+    assert counts.max() <= 2 * b // k and (counts > 0).all(), counts
+    assert torch.allclose(q.sum(1), torch.full((b,), 1 / b, dtype=torch.float64), rtol=1e-6)
+
+
+def test_sinkhorn_does_not_overflow_where_float32_would():
+    # exp(1 / 0.003) = e^333 overflows float32 (max ~e^88): the result must stay finite.
+    q = sinkhorn(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]), epsilon=0.003)
+    assert torch.isfinite(q).all()
+
+
+def test_resolution_spreads_groups_and_a_disambiguation_level_makes_every_tuple_unique():
+    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [2, 2], [1, 0]])
+    assert collision_rate(codes) == pytest.approx(1 - 3 / 5)
+    assert [g.tolist() for g in colliding_groups(codes)] == [[0, 1, 2]]
+
+    def requantise(rows):  # a quantiser that can split the group into two of its three rows
+        return torch.tensor([[0, 1], [0, 0], [0, 1]])[: len(rows)]
+
+    resolved = resolve_collisions(codes, requantise, rounds=5)
+    assert collision_rate(resolved) > 0  # this quantiser can never give three rows distinct tuples
+    unique, extra = add_disambiguation_level(resolved)
+    assert collision_rate(unique) == 0 and extra == 2
+    assert torch.equal(unique[:, :2], resolved)  # the first levels are kept
+    assert sorted(unique[[0, 1, 2], 2].tolist()) == [0, 0, 1] and unique[[3, 4], 2].tolist() == [0, 0]
+
+
+def test_rq_quantizer_with_sinkhorn_resolves_identical_free_collisions():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(levels=2, codebook_size=4, dim=3)
+    z = torch.randn(12, 3)
+    rq.init_kmeans(z, seed=0, iters=20)
+    codes = rq(z)[1]
+
+    def requantise(rows):
+        return rq(z[rows], sinkhorn_epsilon=0.003)[1]
+
+    resolved = resolve_collisions(codes, requantise, rounds=20)
+    assert collision_rate(resolved) <= collision_rate(codes)
+
+
+def test_random_codes_are_distinct_and_in_range():
+    codes = random_codes(100, [5, 5, 5], seed=1)
+    assert codes.shape == (100, 3) and collision_rate(codes) == 0
+    assert (codes >= 0).all() and (codes < 5).all()
+    assert torch.equal(codes, random_codes(100, [5, 5, 5], seed=1))
+    with pytest.raises(ValueError, match="fewer than"):
+        random_codes(30, [2, 2, 2], seed=0)
+
+
+def test_codes_file_round_trip_and_clear_errors(tmp_path):
+    table = CodeTable(["a", "b"], torch.tensor([[0, 1], [1, 0]]), [2, 2], {"collision_rate_after": 0.0})
+    path = table.write(tmp_path / "codes.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.json"]  # no temporary file left behind
+    again = CodeTable.read(path)
+    assert again.item_ids == ["a", "b"] and torch.equal(again.codes, table.codes) and again.levels == [2, 2]
+    with pytest.raises(FileNotFoundError, match="recsys predict"):
+        CodeTable.read(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ValueError, match="not a codes file"):
+        CodeTable.read(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="outside"):
+        CodeTable(["a"], torch.tensor([[0, 2]]), [2, 2])
+
+
+def _fit_and_predict(tiny_data, root, method="rqvae", epochs=5):
+    from recsys.lightning_cli import run_cli
+
+    model = ["--model=RQVAE", "--model.encoder=tiny-bert", "--model.templates=[title, default]", f"--model.method={method}",
+             "--model.levels=2", "--model.codebook_size=4", "--model.hidden=[32]", "--model.e_dim=8",
+             "--model.kmeans_iters=10", "--model.max_length=16"]
+    data = ["--data=recsys_semantic_ids.ItemDataModule", f"--data.path={tiny_data}", "--data.item_batch_size=8"]
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
+    callbacks = ('--trainer.callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
+                 f'"init_args": {{"monitor": "val/loss", "mode": "min", "save_last": true, "dirpath": "{root}/ckpt"}}}}]')
+    run_cli(["fit", *model, *data, *quiet, callbacks, "--seed_everything=3", f"--trainer.max_epochs={epochs}",
+             f"--trainer.default_root_dir={root}", "--test_after_fit=false"])
+    codes = root / "codes.json"
+    run_cli(["predict", *model, f"--model.codes_path={codes}", *data, *quiet, f"--ckpt_path={root}/ckpt/last.ckpt",
+             f"--trainer.default_root_dir={root}/predict"])
+    return CodeTable.read(codes)
+
+
+def test_rqvae_fit_then_predict_is_deterministic_and_collision_free(semantic_ids_plugin, tiny_data, tmp_path):
+    first = _fit_and_predict(tiny_data, tmp_path / "a")
+    second = _fit_and_predict(tiny_data, tmp_path / "b")
+    assert torch.equal(first.codes, second.codes), "same seed, different codes"
+    assert first.stats["collision_rate_after"] == 0 and collision_rate(first.codes) == 0
+    assert len(first.item_ids) == 15 and first.levels[:2] == [4, 4]
+    assert 0 <= first.stats["collision_rate_before"] <= 1
+
+
+def test_rqkmeans_needs_no_training(semantic_ids_plugin, tiny_data, tmp_path):
+    table = _fit_and_predict(tiny_data, tmp_path, method="rqkmeans", epochs=1)
+    assert collision_rate(table.codes) == 0 and table.stats["method"] == "rqkmeans"
+
+
+def test_rqvae_refuses_a_ranking_monitor(semantic_ids_plugin, tiny_data, tmp_path):
+    from recsys.lightning_cli import run_cli
+
+    with pytest.raises(ValueError, match="val/ndcg@10.*which RQVAE does not log"):
+        run_cli(["fit", "--model=RQVAE", "--model.encoder=tiny-bert", "--model.hidden=[16]", "--model.e_dim=4",
+                 "--model.levels=1", "--model.codebook_size=2", "--data=recsys_semantic_ids.ItemDataModule",
+                 f"--data.path={tiny_data}", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
+                 "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
