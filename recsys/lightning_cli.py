@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from recsys.callbacks import TopKWriter
@@ -157,8 +158,14 @@ class RecsysCLI(LightningCLI):
         roots |= {Path(logger.save_dir) for logger in self.trainer.loggers if getattr(logger, "save_dir", None)}
         found = [path for root in roots if root.is_dir() for path in root.rglob("last*.ckpt")]
         if found:
-            config["ckpt_path"] = str(max(found, key=lambda path: path.stat().st_mtime))
-            print(f"recsys: resuming from {config['ckpt_path']}", file=sys.stderr)
+            last = max(found, key=lambda path: path.stat().st_mtime)
+            config["ckpt_path"] = str(last)
+            # Keep checkpointing into the same folder: ModelCheckpoint then restores its best score
+            # too (it drops it when the folder changes, and would crown the next epoch "best").
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = str(last.parent)
+            print(f"recsys: resuming from {last}", file=sys.stderr)
         else:
             print(f"recsys: --ckpt_path last: no last*.ckpt under {', '.join(map(str, sorted(roots)))}; "
                   "starting from scratch", file=sys.stderr)
