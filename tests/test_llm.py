@@ -360,3 +360,39 @@ def test_cached_frozen_layers_give_the_same_vectors_and_gradients(name, pooling)
     for g, p in zip(grads, top.parameters()):
         torch.testing.assert_close(p.grad, g)
     assert len(transformer_layers(encoder.transformer)) == 2 and type(transformer_layers(encoder.transformer)[0]).__name__ != "_Replay"
+
+
+def _fill_cache_forever(path: str) -> None:
+    """Child process: writes batches of vectors whose values are a function of their text."""
+    cache, batch = EmbeddingCache(path), 0
+    while True:
+        texts = [f"item {batch}-{i}" for i in range(64)]
+        cache.put("crash", texts, np.stack([np.full(32, hash_value(t), dtype=np.float32) for t in texts]))
+        batch += 1
+
+
+def hash_value(text: str) -> float:
+    return float(sum(map(ord, text)) % 997)
+
+
+def test_a_cache_writer_killed_mid_write_leaves_only_whole_entries(tmp_path):
+    import signal
+
+    path = str(tmp_path / "embeddings.sqlite")
+    child = mp.get_context("spawn").Process(target=_fill_cache_forever, args=(path,))
+    child.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (os.path.exists(path) and os.path.getsize(path) > 200_000):
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)  # mid-transaction, most likely: it writes without pause
+    child.join()
+    texts = [f"item {b}-{i}" for b in range(2000) for i in range(64)]
+    found = EmbeddingCache(path).get("crash", texts)
+    assert found, "the writer wrote nothing before it was killed"
+    batches = {index // 64 for index in found}
+    assert all(index // 64 in batches for index in found)
+    for index, vector in found.items():
+        assert vector.shape == (32,) and np.all(vector == hash_value(texts[index]))
+    # Whole batches only (each put is one transaction), and a contiguous run of them.
+    assert sorted(batches) == list(range(len(batches)))
+    assert len(found) == 64 * len(batches)
