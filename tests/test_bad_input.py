@@ -314,7 +314,7 @@ add("atomic/header-only", atomic(HEADER), "bad.inter", "no interactions")
 add("atomic/empty-file", atomic(b""), "bad.inter:1", "empty")
 add("atomic/item-listed-twice", atomic(HEADER + GOOD, b"item_id:token\ttitle:token\n1\ta\n1\tb\n"), "bad.item:3", "'1'")
 add("atomic/every-history-too-short", atomic(HEADER + b"1\t1\t1\n1\t2\t2\n2\t1\t1\n", check="setup"),
-    "bad", "nothing to evaluate")
+    "bad", "3 or more interactions")
 add("atomic/duplicate-user-item-time", atomic(HEADER + GOOD + b"1\t1\t11\n"),
     "bad.inter", "dropped 1 duplicate (user, item, time) rows", skip=True)
 add("atomic/interactions-with-unknown-items", atomic(HEADER + GOOD, b"item_id:token\ttitle:token\n1\ta\n2\tb\n3\tc\n"),
