@@ -114,7 +114,7 @@ def main() -> None:
 
     for kind in args.kinds:
         if kind in rows:
-            print(f"{kind}: done earlier, skipped", flush=True)
+            print(f"{kind}: done earlier (--skip-done), kept", flush=True)
             continue
         before = rss()
         started = time.perf_counter()

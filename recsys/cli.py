@@ -150,6 +150,32 @@ def cmd_plugin(argv: list[str]) -> int:
     return 0
 
 
+def cmd_embed_items(argv: list[str]) -> int:
+    """``recsys embed-items``: a ``predict`` run writing item text embeddings as resumable shards."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from recsys.lightning_cli import RecsysArgumentParser
+    from recsys.plugins import load_plugins
+    from recsys.shards import ItemShardDataModule, ShardWriter, TextItemEmbedder
+
+    class EmbedItemsCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(ShardWriter, "writer")
+            parser.link_arguments("data.shard_dir", "writer.shard_dir")
+
+    load_plugins()
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: recsys embed-items --data.shard_dir DIR --data.path DATASET [--model.backbone NAME] ...\n"
+              "Embeds every item's text (a predict run) into DIR as fixed-size .npy shards + manifest.json;\n"
+              "run it again to resume after a crash. ItemIndex.from_shards(DIR) serves them.\n")
+    cli = EmbedItemsCLI(TextItemEmbedder, ItemShardDataModule, args=["predict", *argv], run=True,
+                        parser_class=RecsysArgumentParser, save_config_callback=None,
+                        trainer_defaults={"logger": False})
+    if not any(a in ("-h", "--help", "--print_config") for a in argv):
+        print(f"recsys: wrote {cli.datamodule.shard_dir}")
+    return 0
+
+
 TOOLS: dict[str, Callable[[list[str]], int]] = {
     "plugin": cmd_plugin,
     "plugins": cmd_plugins,
@@ -157,6 +183,7 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
     "datasets": cmd_datasets,
     "backbones": cmd_backbones,
     "convert": cmd_convert,
+    "embed-items": cmd_embed_items,
 }
 
 USAGE = """usage: recsys COMMAND [options]
@@ -173,6 +200,7 @@ Plugins and data:
   datasets   registered raw-data converters
   backbones  named LLM backbones
   convert    raw files -> RecBole atomic files (recsys convert NAME RAW OUT)
+  embed-items  item text embeddings as resumable .npy shards (--data.shard_dir DIR --data.path DATA)
   plugin     for plugin authors: `recsys plugin new NAME` writes a package that passes its tests
 
 Example: recsys fit --config configs/ml-100k/sasrec.yaml

@@ -1,9 +1,12 @@
 """A faiss item index: top-k items for query vectors, with per-query exclusions.
 
 Exact search (``IndexFlatIP`` / ``IndexFlatL2``) for catalogs up to ``exact_below`` items;
-above that an approximate index (IVF or HNSW), whose accuracy is the caller's trade-off
-(``nprobe`` / ``ef_search``). Used by dense models to serve top-K and by grounders.
-faiss is imported on first use, so ID-only models never load it.
+above that ``auto`` picks IVF (``nlist`` = 4 sqrt(N) lists, ``nprobe`` = 16, k-means trained on
+at most 64 points per list). On a 1M-item, 64-d clustered catalog (benchmarks/reliability_index.py)
+that IVF reached recall@10 0.99 against exact search, where HNSW (M=32, efSearch=128) reached
+0.93 at a third of the query throughput and twice the memory; HNSW stays available as
+``kind="hnsw"``. Used by dense models to serve top-K and by grounders. faiss is imported on
+first use, so ID-only models never load it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import torch
 from torch import Tensor
 
 Metric = Literal["ip", "l2", "cosine"]
+#: IVF k-means trains on at most this many points per list. faiss' default, 256, built the 1M-item
+#: benchmark index in 1150 s instead of 388 s for the same recall@10 (0.993).
+TRAIN_POINTS_PER_LIST = 64
 Kind = Literal["auto", "flat", "ivf", "hnsw"]
 
 
@@ -78,13 +84,14 @@ class ItemIndex:
             raise ValueError(f"ids must have one entry per vector ({n}), got shape {self.ids.shape}")
         self.metric, self.dim = metric, dim
         faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        self.kind = ("flat" if n < exact_below else "hnsw") if kind == "auto" else kind
+        self.kind = ("flat" if n < exact_below else "ivf") if kind == "auto" else kind
         if self.kind == "flat":
             self.index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         elif self.kind == "ivf":
             nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 points per list
             quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
             self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
+            self.index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST  # faiss subsamples the rest
             self.index.nprobe = min(nprobe, nlist)
         elif self.kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
@@ -117,7 +124,7 @@ class ItemIndex:
         self = cls.__new__(cls)
         self._create(n, dim, None, metric, kind, exact_below, nlist, nprobe, hnsw_m, ef_search)
         if self.kind == "ivf":  # train on a uniform sample of rows (what faiss itself would subsample)
-            size = min(n, 256 * self.index.nlist)
+            size = min(n, TRAIN_POINTS_PER_LIST * self.index.nlist)
             rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
             parts = [shard[rows[(rows >= first - 1) & (rows < first - 1 + len(shard))] - (first - 1)]
                      for first, shard in iter_shards(directory, verify=False)]

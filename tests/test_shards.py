@@ -178,3 +178,20 @@ def test_a_sigkilled_run_leaves_no_acceptable_half_shard(tmp_path):
     predict(out, num_items=50, shard_size=16)
     np.testing.assert_array_equal(load_shards(out), expected_vectors(50))
     assert json.loads((out / "manifest.json").read_text())["shards"].keys() == {"0", "1", "2", "3"}
+
+
+def test_recsys_embed_items_writes_and_resumes_shards(tmp_path, caplog):
+    from recsys.cli import main
+
+    args = ["embed-items", f"--data.shard_dir={tmp_path}", f"--data.path={ROOT / 'data' / 'tiny'}", "--data.shard_size=4",
+            "--model.backbone=tiny-bert", "--model.max_length=16", "--trainer.enable_progress_bar=false"]
+    assert main(args) == 0
+    first = load_shards(tmp_path)
+    manifest = read_manifest(tmp_path)
+    assert first.shape[0] == manifest["num_items"] and len(manifest["shards"]) == -(-first.shape[0] // 4)
+    del manifest["shards"]["1"]  # as if the run had died before finishing shard 1
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("INFO", logger="recsys.shards"):
+        assert main(args) == 0
+    assert f"{first.shape[0] - 4} items already in complete shards" in caplog.text
+    np.testing.assert_allclose(load_shards(tmp_path), first, atol=1e-6)
