@@ -26,8 +26,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import lightning.pytorch as pl
 import numpy as np

@@ -23,9 +23,9 @@ import shutil
 import sys
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -369,7 +369,7 @@ def ambiguous(tmp: Path) -> list[str]:
     for module in ("twin_plugin_a", "twin_plugin_b"):
         sys.modules[module] = types.ModuleType(module)
         twin = type("Twin", (Pop,), {"__module__": module})
-        setattr(sys.modules[module], "Twin", twin)
+        sys.modules[module].Twin = twin
     return ["fit", "--model=Twin", "--data=SeqDataModule", "--print_config"]
 
 

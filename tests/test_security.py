@@ -167,14 +167,14 @@ def test_the_plugin_allow_list_is_names_not_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_LOAD_PLUGINS", f"{path},{tmp_path}")
     monkeypatch.setattr(sys, "_called_from_test", False, raising=False)
     monkeypatch.setattr(plugins, "_loaded", False)
-    before = set(name for name, _ in plugins.pm.list_name_plugin())
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
     try:
         plugins.load_plugins()  # the real installed distributions, filtered by the allow-list
-        after = set(name for name, _ in plugins.pm.list_name_plugin())
+        after = {name for name, _ in plugins.pm.list_name_plugin()}
         assert after - before <= set(plugins.DEFAULT_PLUGINS)
         assert not marker.exists() and "evil_plugin" not in sys.modules
     finally:
-        for name in set(name for name, _ in plugins.pm.list_name_plugin()) - before:
+        for name in {name for name, _ in plugins.pm.list_name_plugin()} - before:
             plugins.pm.unregister(name=name)
         monkeypatch.setattr(plugins, "_loaded", True)
 
