@@ -411,6 +411,8 @@ class TIGER(SemanticIDGenerator):
     """
 
     PAD, BOS = 0, 1
+    #: one training sequence per window: every item after the first is a target (as SASRec trains)
+    train_windows = "tiled"
 
     def __init__(self, num_items: int, codes_path: str, decoder_layers: int | None = 4, **kwargs):
         if kwargs.get("tasks", ["seqrec"]) not in (["seqrec"], ("seqrec",)):
@@ -435,3 +437,39 @@ class TIGER(SemanticIDGenerator):
         for level, size in enumerate(self.levels):
             table[level, :size] = offsets[level] + torch.arange(size)
         return table
+
+    def loss(self, batch: recsys.Batch) -> Tensor:
+        """Next-token cross-entropy on the codes of every target item of each window:
+        BOS, codes(item 1), codes(item 2), ...; item j's codes are predicted from everything before."""
+        if batch.labels is None:
+            return super().loss(batch)
+        tokens = self.item_tokens.cpu()
+        rows = []
+        for history, labels in zip(batch.history.cpu(), batch.labels.cpu()):
+            real = (history != 0).nonzero().flatten()
+            if len(real) == 0:
+                continue
+            items = history[real].tolist()
+            if labels[real[-1]] != 0:
+                items.append(int(labels[real[-1]]))
+            ids, targets = [self.BOS], [IGNORE]
+            for j, item in enumerate(items):
+                codes = tokens[item].tolist()
+                is_target = j > 0 and labels[real[j - 1]] != 0
+                ids += codes
+                targets += codes if is_target else [IGNORE] * len(codes)
+            rows.append((ids, targets))
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), self.PAD, dtype=torch.long)
+        target = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, (ids, targets) in enumerate(rows):  # left-padded, as prompts are at evaluation
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            target[row, width - len(ids):] = torch.tensor(targets)
+            mask[row, width - len(ids):] = 1
+        positions = (mask.cumsum(1) - 1).clamp_min(0)
+        device = self.codes.device
+        logits = self.lm(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                         position_ids=positions.to(device)).logits[:, :-1]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1).to(device),
+                               ignore_index=IGNORE)
