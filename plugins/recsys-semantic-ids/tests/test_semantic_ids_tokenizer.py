@@ -124,3 +124,24 @@ def test_rqvae_refuses_a_ranking_monitor(semantic_ids_plugin, tiny_data, tmp_pat
                  "--model.levels=1", "--model.codebook_size=2", "--data=recsys_semantic_ids.ItemDataModule",
                  f"--data.path={tiny_data}", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
                  "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+
+
+CONFIGS = sorted(str(p) for pattern in ("configs/ml-100k/semantic-ids*.yaml", "configs/ml-100k/rqvae*.yaml",
+                                        "configs/ml-100k/tiger*.yaml", "configs/amazon-scientific/semantic-ids*.yaml",
+                                        "configs/amazon-scientific/rqvae*.yaml", "configs/amazon-scientific/tiger*.yaml",
+                                        "configs/gpu/lcrec*.yaml")
+                 for p in __import__("pathlib").Path(__file__).resolve().parents[3].glob(pattern))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "/".join(c.split("/")[-2:]))
+def test_configs_parse(semantic_ids_plugin, config, capsys):
+    from recsys.lightning_cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", f"--config={config}", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
+
+
+def test_config_list_is_not_empty():
+    assert len(CONFIGS) >= 10
