@@ -304,7 +304,7 @@ def main() -> None:
             runs[key] = run
             save_results(results)
         texts = run["texts"]
-        label = "SmolLM2" if pretrained else "random-init SmolLM2-shape LM"
+        label = ("SmolLM2" if pretrained else "random-init SmolLM2-shape LM") + f", N={args.train_samples}"
         print(f"{group}: e.g. {texts['test'][:5]}", flush=True)
         if model is None:
             from recsys_grounding import BIGRec

@@ -91,6 +91,18 @@ def test_loss_is_the_causal_lm_loss_on_the_response(model, tiny_data):
     assert torch.allclose(ours, reference, atol=1e-5)
 
 
+def test_runs_under_bigrecs_global_time_protocol(model):
+    """BIGRec's own protocol (the core's ``global_time``): sampled windows, nothing masked."""
+    data = FewShotSeqDataModule(path=str(recsys.testing.tiny_dataset()), protocol="global_time", max_len=5,
+                                eval_sample=4, train_samples=3)
+    data.setup("fit")
+    batch = next(iter(data.test_dataloader()))
+    assert len(batch.target) <= 4 and batch.seen is None
+    ids, scores = model.recommend(batch, 5)
+    assert ids.shape == (len(batch.target), 5) and ((ids >= 1) & (ids <= model.num_items)).all()
+    assert sum(len(b.target) for b in data.train_dataloader()) == 3
+
+
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="cf_checkpoint"):
         BIGRec(15, backbone="tiny-llama", reweight="cf")
