@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
 API_VERSION = "1.3"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
-# 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr)
+# 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr); item-embedding shards
+# (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -49,6 +50,11 @@ _EXPORTS = {
     "item_to_text": "recsys.registry",
     "get_item_templates": "recsys.registry",
     "ItemIndex": "recsys.index",
+    "ItemShardDataModule": "recsys.shards",
+    "ShardWriter": "recsys.shards",
+    "TextItemEmbedder": "recsys.shards",
+    "iter_shards": "recsys.shards",
+    "load_shards": "recsys.shards",
     "Backbone": "recsys.llm.backbones",
     "BackboneUnavailable": "recsys.llm.backbones",
     "load_backbone": "recsys.llm.backbones",
@@ -74,12 +80,15 @@ __all__ = [
     "Grounder",
     "HOOKSPEC_VERSION",
     "ItemIndex",
+    "ItemShardDataModule",
     "PluginError",
     "RecDataModule",
     "RecModule",
     "SeqDataModule",
     "SeqRecModule",
+    "ShardWriter",
     "TextEncoder",
+    "TextItemEmbedder",
     "TrainableOnlyCheckpoint",
     "add_lora",
     "embed_texts",
@@ -92,9 +101,11 @@ __all__ = [
     "get_plugins",
     "hookimpl",
     "item_to_text",
+    "iter_shards",
     "load_backbone",
     "load_ctr",
     "load_plugins",
+    "load_shards",
     "merge_lora",
     "read_atomic",
     "render_item_text",

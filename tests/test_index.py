@@ -65,7 +65,7 @@ def test_approximate_indexes_have_high_recall(kind):
 def test_auto_switches_to_approximate_above_the_threshold(data):
     items, _ = data
     assert ItemIndex(items).kind == "flat"
-    assert ItemIndex(items, exact_below=100).kind == "hnsw"
+    assert ItemIndex(items, exact_below=100).kind == "ivf"
 
 
 def test_bad_input_is_named():
