@@ -31,6 +31,7 @@ class TestTIGER(recsys.testing.ModelContract):
     init_args: ClassVar[dict] = SMALL
 
 
+@pytest.mark.slow  # exact ranking is also checked against brute force in test_semantic_ids_generator.py
 class TestTIGERExactRanking(recsys.testing.ModelContract):
     model = TIGER
     plugin = recsys_semantic_ids.plugin

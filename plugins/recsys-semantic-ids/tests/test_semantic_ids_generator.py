@@ -135,7 +135,7 @@ def _brute_force(model, prompt, seen):
     return out
 
 
-@pytest.mark.parametrize("cls", [SemanticIDGenerator, TIGER])
+@pytest.mark.parametrize("cls", [pytest.param(SemanticIDGenerator, marks=pytest.mark.slow), TIGER])
 def test_exact_ranking_equals_brute_force_and_agrees_with_the_beams(codes_file, test_batch, cls):
     batch, _ = test_batch
     model = _generator(codes_file, cls, score_chunk=4)  # several chunks of prefixes

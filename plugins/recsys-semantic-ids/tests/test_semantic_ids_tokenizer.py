@@ -84,7 +84,7 @@ def test_codes_file_round_trip_and_clear_errors(tmp_path):
         CodeTable(["a"], torch.tensor([[0, 2]]), [2, 2])
 
 
-def _fit_and_predict(tiny_data, root, method="rqvae", epochs=5):
+def _fit_and_predict(tiny_data, root, method="rqvae", epochs=3):
     from recsys.lightning_cli import run_cli
 
     model = ["--model=RQVAE", "--model.encoder=tiny-bert", "--model.templates=[title, default]", f"--model.method={method}",
