@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from recsys import CTRBatch, CTRDataModule, CTRModule, DataFormatError, load_ctr, write_dataset
+from recsys import (
+    CTRBatch,
+    CTRDataModule,
+    CTRModule,
+    DataFormatError,
+    load_ctr,
+    write_dataset,
+)
 
 
 def _dataset(root, users=12, per_user=15, items=25, seed=0, with_user=True, drop=None):

@@ -16,9 +16,10 @@ interactions, never with ``samples x history length``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,8 @@ def load_ctr(
     """Read an atomic dataset (``.inter`` with ``rating`` and ``timestamp``; ``.item``,
     ``.user`` optional) into the CTR protocol. ``user_fields``: which ``.user`` columns
     become categorical features (None = every column but the id)."""
-    from recsys.data.dataset import load_sequences  # the engine's vocabularies and catalog
+    # The engine's vocabularies, catalog and order come from the sequence loader.
+    from recsys.data.dataset import load_sequences
 
     if len(split) != 3 or any(s < 0 for s in split) or not np.isclose(sum(split), 1.0):
         raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
@@ -260,8 +262,8 @@ class CTRDataModule(RecDataModule):
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
         self.save_hyperparameters()
         self.path, self.max_len = path, max_len
-        self.load_options = dict(threshold=threshold, min_history=min_history, split=tuple(split),
-                                 tie_break=tie_break, user_fields=user_fields)
+        self.load_options = {"threshold": threshold, "min_history": min_history, "split": tuple(split),
+                             "tie_break": tie_break, "user_fields": user_fields}
         self.limits = {"train": train_samples, "val": val_samples, "test": test_samples}
         self.sample_seed = sample_seed
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers

@@ -3,6 +3,8 @@ AUC and LogLoss (the CTR protocol, :mod:`recsys.data.ctr`)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,7 +26,7 @@ class _CTRMetricNames:
     CTR samples do not have, so CTR models log AUC and LogLoss instead.
     """
 
-    entries = [(name, None, None) for name in CTR_METRICS]
+    entries: ClassVar[list] = [(name, None, None) for name in CTR_METRICS]
     has_uncut = False
     max_k = 1
 

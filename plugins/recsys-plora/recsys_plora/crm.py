@@ -7,7 +7,8 @@ and reads :meth:`DIN.user_representation` as the gate input.
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +66,7 @@ class DIN(recsys.CTRModule):
         self.fields = nn.ModuleList([nn.Embedding(size, self.dim) for size in field_sizes])
         widths = [(len(field_sizes) + 3) * self.dim, *self.hparams.hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(self.hparams.dropout)]
         self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(widths[-1], 1)

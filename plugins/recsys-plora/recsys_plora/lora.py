@@ -20,7 +20,8 @@ weight. B starts at zero, so a fresh wrap computes exactly what the base layer d
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -117,7 +118,7 @@ def add_personalized_lora(
     for name in module_names:
         module = modules.get(name)
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"cannot add a personalized LoRA to {name!r}: it is "
+            raise TypeError(f"cannot add a personalized LoRA to {name!r}: it is "
                              f"{'missing' if module is None else type(module).__name__}, not an nn.Linear")
         parent_name, _, child = name.rpartition(".")
         parent = modules[parent_name] if parent_name else model

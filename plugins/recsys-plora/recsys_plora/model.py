@@ -22,7 +22,8 @@ import contextvars
 import hashlib
 import json
 import time
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

@@ -64,9 +64,9 @@ def ctr_tiny(tmp_path_factory):
 
 @pytest.fixture
 def plora_plugin():
-    from recsys.plugins import load_plugins, pm
-
     import recsys_plora.plugin
+
+    from recsys.plugins import load_plugins, pm
 
     load_plugins()
     if pm.is_registered(recsys_plora.plugin):

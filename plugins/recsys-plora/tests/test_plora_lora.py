@@ -98,5 +98,5 @@ def test_gate_mixes_per_sample_and_gradients_reach_a_b_and_gate():
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="mixing"):
         _layer("both")
-    with pytest.raises(ValueError, match="not an nn.Linear"):
+    with pytest.raises(TypeError, match="not an nn.Linear"):
         add_personalized_lora(nn.Sequential(nn.ReLU()), ["0"], GateInput(), 4)

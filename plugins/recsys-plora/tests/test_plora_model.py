@@ -32,9 +32,9 @@ def _fit(model: list[str], data_path, root, epochs=2, data=()):
 @pytest.fixture(scope="module")
 def crm(ctr_tiny, tmp_path_factory):
     """A DIN trained through the CLI (its best checkpoint path and the CLI object)."""
-    from recsys.testing import registered
-
     import recsys_plora.plugin
+
+    from recsys.testing import registered
 
     with registered(recsys_plora.plugin):
         cli = _fit(["--model=DIN", "--model.dim=8", "--model.hidden=[16, 8]"], ctr_tiny,
