@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--skip-done", action="store_true", help="keep rows of the JSON file that have no error")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "semantic_ids.json", help="the JSON file (rows merged by dataset and model)")
     parser.add_argument("--merge", type=Path, nargs="*", help="only merge the rows of these JSON files into --results")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: rebuild the rows from the run directories under --out")
     args = parser.parse_args()
     global RESULTS
     RESULTS = args.results
@@ -224,7 +226,12 @@ def main() -> None:
     previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     done = {(r["dataset"], r["model"]) for r in previous if "error" not in r} if args.skip_done else set()
     results = [r for r in previous if (r["dataset"], r["model"]) in done]
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "only", "skip_done", "datasets")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "only", "skip_done", "datasets", "results", "merge",
+                                                                 "collect")}
+    if args.collect:
+        rows = [row for dataset in args.datasets for row in collect(dataset, args)]
+        print_table(write(rows, settings), settings)
+        return
 
     with ThreadPoolExecutor(max(1, len(args.datasets))) as pool:  # the two indexes in parallel
         codes = dict(zip(args.datasets, pool.map(make_codes, args.datasets)))
@@ -251,6 +258,42 @@ def main() -> None:
             write(results, settings)  # after every run: an interrupted benchmark keeps what finished
     print_table(write(results, settings), settings)
     print(f"\nwrote {RESULTS}")
+
+
+def _duration(run: Path) -> float | None:
+    """Seconds from a run's start (its hparams.yaml) to its last metrics (without process start-up)."""
+    files = sorted(run.glob("lightning_logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not files or not (files[-1] / "metrics.csv").exists():
+        return None
+    return (files[-1] / "metrics.csv").stat().st_mtime - (files[-1] / "hparams.yaml").stat().st_mtime
+
+
+def collect(dataset: str, args) -> list[dict]:
+    """Rows rebuilt from finished run directories; decode seconds are test-run durations."""
+    index = make_codes(dataset)
+    rows = []
+    for name in [*generator_rows(args), "SASRec"]:
+        root = args.out / dataset / name.lower().replace(" ", "-").replace("+", "plus")
+        row = {"dataset": dataset, "model": name, "index": index, "collected": True}
+        if name == "SASRec":
+            values = metrics_of(root)
+            if not values:
+                continue
+            row["exact_s"] = _duration(root)
+            row.update({f"exact/{k}": values.get(f"test/{k}") for k in ("hit@5", "hit@10", "ndcg@5", "ndcg@10")})
+            rows.append(row)
+            continue
+        if not (root / "test-exact").exists() or not metrics_of(root / "test-exact"):
+            continue
+        row.update(train_s=train_seconds(root), **{"val/ndcg@10": metrics_of(root).get("val/ndcg@10")})
+        for ranking in ("beam", "exact"):
+            values = metrics_of(root / f"test-{ranking}")
+            row[f"{ranking}_s"] = _duration(root / f"test-{ranking}")
+            row.update({f"{ranking}/{k}": values.get(f"test/{k}") for k in ("hit@5", "hit@10", "ndcg@5", "ndcg@10")})
+            if ranking == "beam":
+                row["valid_rate"] = values.get("test/valid_rate")
+        rows.append(row)
+    return rows
 
 
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
