@@ -100,15 +100,21 @@ def save_results(results: dict) -> None:
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = load_results()
-        mine = {r["model"] for r in results["rows"]}
+        # Only rows this process computed replace stored ones (another process may have
+        # rewritten the others since this one read the file).
         merged = dict(stored, **{k: v for k, v in results.items() if k not in ("rows", "runs")})
-        merged["rows"] = [r for r in stored["rows"] if r["model"] not in mine] + results["rows"]
+        merged["rows"] = ([r for r in stored["rows"] if r["model"] not in OWN_ROWS]
+                          + [r for r in results["rows"] if r["model"] in OWN_ROWS])
         merged["runs"] = dict(stored.get("runs", {}), **results.get("runs", {}))
         RESULTS.write_text(json.dumps(merged, indent=2))
         results.update(merged)
 
 
+OWN_ROWS: set[str] = set()
+
+
 def put_row(results: dict, row: dict) -> None:
+    OWN_ROWS.add(row["model"])
     results["rows"] = [r for r in results["rows"] if r["model"] != row["model"]] + [row]
     save_results(results)
 
