@@ -97,7 +97,9 @@ def save_results(results: dict) -> None:
     import fcntl
 
     RESULTS.parent.mkdir(exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+    lock_path = ROOT / "runs" / "grounding.lock"  # runs/ is not versioned
+    lock_path.parent.mkdir(exist_ok=True)
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = load_results()
         # Only rows this process computed replace stored ones (another process may have
