@@ -209,10 +209,6 @@ class CTRSamples(Dataset):
             torch.from_numpy(d.label[sample]), torch.from_numpy(d.field_codes[user]), torch.from_numpy(sample))
 
 
-def _identity(batch):
-    return batch
-
-
 class CTRDataModule(RecDataModule):
     """Data under the CTR protocol (see the module docstring), for models derived from
     :class:`recsys.models.ctr.CTRModule`.
@@ -311,20 +307,19 @@ class CTRDataModule(RecDataModule):
                     f"{self.path}: the {name} split has no sample with at least min_history={data.min_history} "
                     "earlier ratings; lower data.min_history or use more data")
 
-    def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
+    def _stage_loader(self, stage: Stage) -> DataLoader:
         dataset = CTRSamples(self.data, self.samples(stage), self.max_len)
-        return DataLoader(dataset, batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=_identity, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        train = stage == "train"
+        return self._loader(dataset, self.batch_size if train else self.eval_batch_size, shuffle=train)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._stage_loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._stage_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._stage_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._stage_loader("test")

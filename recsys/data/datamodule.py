@@ -8,7 +8,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from recsys.data.atomic import DataFormatError
 from recsys.data.catalog import Catalog
@@ -31,6 +31,18 @@ class RecDataModule(pl.LightningDataModule):
     @property
     def catalog(self) -> Catalog:
         raise NotImplementedError
+
+    num_workers: int = 0
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader over a dataset whose ``__getitems__`` returns a whole batch. Training order is
+        drawn from (the run's seed, epoch) alone (seed_everything sets PL_GLOBAL_SEED), so a
+        resumed fit sees the batches an uninterrupted one would."""
+        sampler = EpochShuffle(len(dataset), int(os.environ.get("PL_GLOBAL_SEED", "0"))) if shuffle else None
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )
 
 
 class SeqDataModule(RecDataModule):
@@ -163,14 +175,6 @@ class SeqDataModule(RecDataModule):
             return self.train_windows
         model = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(model, "train_windows", "every")
-
-    def _loader(self, windows: Windows, batch_size: int, shuffle: bool) -> DataLoader:
-        # The run's seed (seed_everything sets PL_GLOBAL_SEED) fixes every epoch's order.
-        sampler = EpochShuffle(len(windows), int(os.environ.get("PL_GLOBAL_SEED", 0))) if shuffle else None
-        return DataLoader(
-            windows, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
 
     def train_dataloader(self) -> DataLoader:
         windows = Windows.for_training(self.data.training, self.max_len, self._resolved_train_windows(), self.train_stride)
