@@ -134,7 +134,7 @@ def make_codes(dataset: str) -> dict:
     payload = json.loads(codes.read_text())
     stats = dict(payload["stats"], levels=payload["levels"], codes=str(codes.relative_to(ROOT)))
     # Training time: from the run's first file (hparams) to its last checkpoint.
-    run_dir = sorted(root.glob("lightning_logs/version_*"), key=lambda p: int(p.name.split("_")[1]))[0]
+    run_dir = min(root.glob("lightning_logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
     stats["rqvae_fit_s"] = (root / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / "hparams.yaml").stat().st_mtime
     return stats
 
@@ -147,7 +147,12 @@ def generator_row(dataset: str, name: str, extra: list[str], codes: Path, out: P
             f"--data.eval_batch_size={EVAL_BATCH}"]
     model = [*extra, f"--model.codes_path={codes}", *COMMON_MODEL]
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    row = {"dataset": dataset, "model": name, "codes": str(codes)}
+    row = {"dataset": dataset, "model": name, "codes": str(codes), "test_users": args.test_users or "all"}
+    best = sorted(root.glob("lightning_logs/version_*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if args.reuse_fit and best:  # re-test a finished fit (e.g. on more users): its training numbers stand
+        row.update(train_s=train_seconds(root), reused_fit=str(best[-1].relative_to(ROOT)),
+                   **{"val/ndcg@10": metrics_of(root).get("val/ndcg@10")})
+        return test_rows(row, root, model, data, quiet, best[-1], log, args)
     proc, fit_s = run(["fit", *model, *data, *quiet, f"--seed_everything={args.seed}",
                        f"--trainer.limit_val_batches={args.val_users // EVAL_BATCH}",
                        "--trainer.callbacks+=recsys.callbacks.EpochTimer", "--trainer.log_every_n_steps=20",
@@ -158,14 +163,30 @@ def generator_row(dataset: str, name: str, extra: list[str], codes: Path, out: P
         return row
     best = sorted(root.glob("lightning_logs/version_*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
     row["val/ndcg@10"] = metrics_of(root).get("val/ndcg@10")
-    for ranking in ("beam", "exact"):
-        proc, seconds = run(["test", *model, *data, *quiet, f"--model.ranking={ranking}", f"--ckpt_path={best[-1]}",
-                             f"--trainer.limit_test_batches={args.test_users // EVAL_BATCH}",
-                             f"--trainer.default_root_dir={root}/test-{ranking}"], log)
+    return test_rows(row, root, model, data, quiet, best[-1], log, args)
+
+
+def test_limit(args) -> list[str]:
+    """The test-user limit as a trainer flag (none: every evaluated user)."""
+    return [f"--trainer.limit_test_batches={args.test_users // EVAL_BATCH}"] if args.test_users else []
+
+
+def test_dir(root: Path, ranking: str, args) -> Path:
+    """Where a test run logs; tests on other user counts than the first 100 keep their own folder."""
+    return root / (f"test-{ranking}" if args.test_users == 100 else f"test-{ranking}-{args.test_users or 'all'}")
+
+
+def test_rows(row: dict, root: Path, model: list[str], data: list[str], quiet: list[str], ckpt: Path, log: Path,
+              args) -> dict:
+    """``recsys test`` of ``ckpt`` once per ranking in ``args.rankings``; metrics added to ``row``."""
+    for ranking in args.rankings:
+        out = test_dir(root, ranking, args)
+        proc, seconds = run(["test", *model, *data, *quiet, f"--model.ranking={ranking}", f"--ckpt_path={ckpt}",
+                             *test_limit(args), f"--trainer.default_root_dir={out}"], log)
         if proc.returncode:
             row["error"] = f"test {ranking}: " + (proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
             return row
-        values = metrics_of(root / f"test-{ranking}")
+        values = metrics_of(out)
         row[f"{ranking}_s"] = seconds
         for key in ("hit@5", "hit@10", "ndcg@5", "ndcg@10"):
             row[f"{ranking}/{key}"] = values.get(f"test/{key}")
@@ -182,9 +203,10 @@ def sasrec_row(dataset: str, out: Path, args) -> dict:
     if not best:
         row["error"] = f"no SASRec checkpoint under {source} (run benchmarks/hllm.py first)"
         return row
-    root = out / dataset / "sasrec"
+    root = test_dir(out / dataset / "sasrec", "exact", args) if args.test_users != 100 else out / dataset / "sasrec"
+    row["test_users"] = args.test_users or "all"
     proc, seconds = run(["test", f"--config={source / 'config.yaml'}", f"--ckpt_path={best[-1]}",
-                         f"--data.eval_batch_size={EVAL_BATCH}", f"--trainer.limit_test_batches={args.test_users // EVAL_BATCH}",
+                         f"--data.eval_batch_size={EVAL_BATCH}", *test_limit(args),
                          f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
                          "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={root}"], root / "log.txt")
     if proc.returncode:
@@ -205,7 +227,10 @@ def main() -> None:
     parser.add_argument("--lcrec-batches", type=int, default=100, help="training batches (32 samples) of LC-Rec rows")
     parser.add_argument("--tiger-epochs", type=int, default=2)
     parser.add_argument("--val-users", type=int, default=100)
-    parser.add_argument("--test-users", type=int, default=100)
+    parser.add_argument("--test-users", type=int, default=100, help="the first N users (a multiple of 100); 0 = all")
+    parser.add_argument("--rankings", nargs="+", default=["beam", "exact"], choices=["beam", "exact"])
+    parser.add_argument("--reuse-fit", action="store_true",
+                        help="re-test rows whose fit already finished under --out instead of training them again")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-semantic-ids")
     parser.add_argument("--skip-done", action="store_true", help="keep rows of the JSON file that have no error")
@@ -227,7 +252,7 @@ def main() -> None:
     done = {(r["dataset"], r["model"]) for r in previous if "error" not in r} if args.skip_done else set()
     results = [r for r in previous if (r["dataset"], r["model"]) in done]
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "only", "skip_done", "datasets", "results", "merge",
-                                                                 "collect")}
+                                                                 "collect", "reuse_fit")}
     if args.collect:
         rows = [row for dataset in args.datasets for row in collect(dataset, args)]
         print_table(write(rows, settings), settings)
@@ -316,9 +341,10 @@ def print_table(rows: list[dict], settings: dict) -> None:
     def fmt(value, spec=".4f"):
         return "-" if value is None else format(value, spec)
 
+    users = f"first {settings['test_users']} users" if settings["test_users"] else "all users"
     for dataset in [d for d in DATA if any(r["dataset"] == d for r in rows)]:
         index = next(r["index"] for r in rows if r["dataset"] == dataset)
-        print(f"\n{dataset}: loo, history masked, first {settings['test_users']} users; index levels "
+        print(f"\n{dataset}: loo, history masked, {users}; index levels "
               f"{index['levels']}, collision rate {index['collision_rate_before']:.4f} before resolution, "
               f"{index['collision_rate_after']:.4f} after\n")
         print(f"{'model':<20} {'beam h@5':>8} {'h@10':>7} {'n@5':>7} {'n@10':>7} | {'exact h@5':>9} {'h@10':>7} "
