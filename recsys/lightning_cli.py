@@ -133,6 +133,28 @@ class RecsysCLI(LightningCLI):
             parser.set_defaults(weights_only=True)
         return parser
 
+    def before_instantiate_classes(self) -> None:
+        self._use_model_monitor()
+
+    def _use_model_monitor(self) -> None:
+        """Callbacks left on the CLI's default monitor follow the model's own ``monitor``
+        (``RecModule.monitor``: ``val/ndcg@10`` for ranking models, ``val/auc`` for CTR ones),
+        so ``recsys fit --model=DIN --data=CTRDataModule`` selects checkpoints on AUC without a
+        callbacks block. A monitor set explicitly to anything else is kept as written."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        model = config.get("model") if config is not None else None
+        class_path = model.get("class_path") if hasattr(model, "get") else None
+        if not class_path:
+            return
+        module, _, name = class_path.rpartition(".")
+        monitor, mode = getattr(getattr(importlib.import_module(module), name, None), "monitor", (MONITOR, "max"))
+        if monitor == MONITOR:
+            return
+        for callback in config.get("trainer", {}).get("callbacks") or []:
+            init_args = callback.get("init_args") if hasattr(callback, "get") else None
+            if init_args is not None and init_args.get("monitor") == MONITOR:
+                init_args["monitor"], init_args["mode"] = monitor, mode
+
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
         metric_set = getattr(self.model, "metric_set", None)

@@ -43,6 +43,18 @@ class EchoLast(OracleRec):
         return ids, torch.linspace(1, 0, k).repeat(len(batch.target), 1)
 
 
+class ItemBiasCTR(recsys.CTRModule):
+    """A CTR model with one logit per item (for CLI round trips)."""
+
+    def __init__(self, num_items: int, **kwargs):
+        super().__init__(num_items, **kwargs)
+        self.save_hyperparameters()
+        self.bias = nn.Embedding(num_items + 1, 1)
+
+    def logits(self, batch):
+        return self.bias(batch.item).squeeze(-1)
+
+
 class FakePlugin:
     __name__ = "fake-plugin"
 
@@ -51,3 +63,4 @@ class FakePlugin:
         register(OracleRec)
         register(ConstantRec)
         register(EchoLast)
+        register(ItemBiasCTR)

@@ -169,3 +169,30 @@ def test_ctr_models_declare_the_metrics_the_cli_monitor_check_reads():
     # config that keeps the default val/ndcg@10 monitor fails before training, naming val/auc.
     names = {f"val/{name}" for name, _, _ in _Fixed().metric_set.entries}
     assert names == {"val/auc", "val/logloss"}
+
+
+def test_cli_defaults_select_ctr_checkpoints_on_the_models_own_monitor(ctr_path, tmp_path, fake_plugin):
+    # No callbacks block: the CLI's default ModelCheckpoint/EarlyStopping follow CTRModule.monitor.
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from recsys.lightning_cli import run_cli
+
+    cli = run_cli(["fit", "--model=ItemBiasCTR", "--data=CTRDataModule", f"--data.path={ctr_path}",
+                   "--data.min_history=2", "--trainer.max_epochs=2", "--trainer.accelerator=cpu",
+                   "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
+                   "--test_after_fit=false"])
+    monitors = {type(c).__name__: (c.monitor, c.mode) for c in cli.trainer.callbacks
+                if isinstance(c, (ModelCheckpoint, EarlyStopping))}
+    assert monitors == {"ModelCheckpoint": ("val/auc", "max"), "EarlyStopping": ("val/auc", "max")}
+    assert cli.trainer.checkpoint_callback.best_model_score is not None  # val/auc was logged and monitored
+
+
+def test_an_explicit_monitor_is_kept_and_checked(ctr_path, tmp_path, fake_plugin):
+    from recsys.lightning_cli import ConfigError, run_cli
+
+    with pytest.raises(ConfigError, match="val/hit@10"):
+        run_cli(["fit", "--model=ItemBiasCTR", "--data=CTRDataModule", f"--data.path={ctr_path}",
+                 "--data.min_history=2", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+                 f"--trainer.default_root_dir={tmp_path / 'run'}",
+                 "--trainer.callbacks=lightning.pytorch.callbacks.EarlyStopping",
+                 "--trainer.callbacks.monitor=val/hit@10"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -29,7 +29,12 @@ class RecModule(pl.LightningModule):
         ties: how a target tied with other items is ranked: ``pessimistic`` (behind all of
             them: a collapsed model scores 0) or ``random`` (a deterministic uniform draw among
             them: the expected value of random tie-breaking; a constant model gets k/N).
+
+    ``monitor`` names the validation metric that selects checkpoints and stops training early
+    when a run does not choose one (the CLI's default callbacks read it), with its ``mode``.
     """
+
+    monitor: ClassVar[tuple[str, str]] = ("val/ndcg@10", "max")
 
     def __init__(
         self,

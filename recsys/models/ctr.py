@@ -41,6 +41,8 @@ class CTRModule(RecModule):
     returns each sample's user, item and probability.
     """
 
+    monitor: ClassVar[tuple[str, str]] = ("val/auc", "max")
+
     def __init__(self, num_items: int, lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__(num_items, lr=lr, weight_decay=weight_decay, metrics=())
         self.metric_set = _CTRMetricNames()
