@@ -16,11 +16,16 @@ from recsys.data.atomic import atomic_path
 
 
 class TopKWriter(BasePredictionWriter):
-    """Writes each user's top-k items (raw id, title, score) after a ``predict`` run.
+    """Writes what a ``predict`` run returns, once, at its end.
+
+    - Ranking models (``{"user", "items", "scores"}`` per batch): each user's top-k items (raw
+      id, title, score).
+    - CTR models (``{"user", "item", "prob"}``): each sample's click probability.
+    - Models whose ``predict_step`` returns nothing (e.g. one that writes its own file): nothing.
 
     Args:
-        path: output file, ``.csv`` (one row per user and rank) or ``.jsonl`` (one line per
-            user); default ``<log dir>/predictions.csv``.
+        path: output file, ``.csv`` (one row per user and rank, or per sample) or ``.jsonl``
+            (one line per user, or per sample); default ``<log dir>/predictions.csv``.
         k: items per user.
     """
 
@@ -37,13 +42,40 @@ class TopKWriter(BasePredictionWriter):
         pl_module.predict_k = self.k
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        predictions = [p for p in predictions if p is not None]
         if not predictions:
             return
-        data = trainer.datamodule.data
+        path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.csv")
+        if all("items" in p for p in predictions):
+            rows = self._top_k(trainer.datamodule.data, predictions)
+            # CSV: one row per user and rank
+            table = pd.DataFrame([{"user_id": r["user_id"], "rank": rank, "item_id": item, "title": title, "score": score}
+                                  for r in rows
+                                  for rank, (item, title, score) in enumerate(zip(r["items"], r["titles"], r["scores"]), 1)],
+                                 columns=["user_id", "rank", "item_id", "title", "score"])
+            what = f"top-{self.k} recommendations for {len(rows)} users"
+        elif all("prob" in p for p in predictions):
+            rows = self._probabilities(trainer.datamodule.data, predictions)
+            table = pd.DataFrame(rows, columns=["user_id", "item_id", "prob"])
+            what = f"click probabilities of {len(rows)} samples"
+        else:
+            print(f"recsys: predictions have keys {sorted(predictions[0])}, neither a top-k list nor click "
+                  f"probabilities; nothing written to {path}")
+            return
+        with atomic_path(path) as tmp:
+            if path.suffix == ".jsonl":
+                with open(tmp, "w", encoding="utf-8") as f:
+                    for row in rows:
+                        f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            else:
+                table.to_csv(tmp, index=False)
+        print(f"recsys: wrote {what} to {path}")
+
+    def _top_k(self, data, predictions) -> list[dict]:
+        """One dict per user: raw item ids, titles and scores, best first."""
         users = torch.cat([p["user"] for p in predictions]).tolist()
         items = torch.cat([p["items"][:, : self.k] for p in predictions]).tolist()
         scores = torch.cat([p["scores"][:, : self.k] for p in predictions]).float().tolist()
-        path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.csv")
         titles = data.catalog.titles
         rows = []
         for user, row, row_scores in zip(users, items, scores):
@@ -51,19 +83,16 @@ class TopKWriter(BasePredictionWriter):
             kept = [(i, s) for i, s in zip(row, row_scores) if i > 0 and math.isfinite(s)]
             rows.append({"user_id": data.users.token(user), "items": [data.items.token(i) for i, _ in kept],
                          "titles": [titles[i] for i, _ in kept], "scores": [s for _, s in kept]})
-        with atomic_path(path) as tmp:
-            if path.suffix == ".jsonl":
-                with open(tmp, "w", encoding="utf-8") as f:
-                    for row in rows:
-                        f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            else:
-                flat = [
-                    {"user_id": r["user_id"], "rank": rank, "item_id": item, "title": title, "score": score}
-                    for r in rows
-                    for rank, (item, title, score) in enumerate(zip(r["items"], r["titles"], r["scores"]), start=1)
-                ]
-                pd.DataFrame(flat, columns=["user_id", "rank", "item_id", "title", "score"]).to_csv(tmp, index=False)
-        print(f"recsys: wrote top-{self.k} recommendations for {len(rows)} users to {path}")
+        return rows
+
+    @staticmethod
+    def _probabilities(data, predictions) -> list[dict]:
+        """One dict per CTR sample: raw user and item ids and the predicted probability."""
+        users = torch.cat([p["user"] for p in predictions]).tolist()
+        items = torch.cat([p["item"] for p in predictions]).tolist()
+        probs = torch.cat([p["prob"] for p in predictions]).float().tolist()
+        return [{"user_id": data.users.token(u), "item_id": data.items.token(i), "prob": p}
+                for u, i, p in zip(users, items, probs)]
 
 
 class EpochTimer(pl.Callback):

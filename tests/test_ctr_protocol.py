@@ -196,3 +196,25 @@ def test_an_explicit_monitor_is_kept_and_checked(ctr_path, tmp_path, fake_plugin
                  f"--trainer.default_root_dir={tmp_path / 'run'}",
                  "--trainer.callbacks=lightning.pytorch.callbacks.EarlyStopping",
                  "--trainer.callbacks.monitor=val/hit@10"])
+
+
+def test_predict_writes_each_samples_click_probability(ctr_path, tmp_path, fake_plugin):
+    from recsys.lightning_cli import run_cli
+
+    common = ["--model=ItemBiasCTR", "--data=CTRDataModule", f"--data.path={ctr_path}", "--data.min_history=2",
+              "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
+    run_cli(["fit", *common, "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'run'}",
+             "--test_after_fit=false"])
+    ckpt = next((tmp_path / "run").rglob("last.ckpt"))
+    out = tmp_path / "probs.csv"
+    cli = run_cli(["predict", *common, f"--ckpt_path={ckpt}", f"--predictions.path={out}",
+                   f"--trainer.default_root_dir={tmp_path / 'predict'}"])
+    table = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+    data = cli.datamodule.data
+    test = data.samples["test"]
+    assert list(table.columns) == ["user_id", "item_id", "prob"]
+    assert len(table) == len(test)
+    assert table["prob"].between(0, 1).all()
+    expected = {(data.users.token(int(np.searchsorted(data.offsets, i, side="right") - 1)), data.items.token(int(data.item[i])))
+                for i in test}
+    assert set(zip(table["user_id"], table["item_id"])) == expected

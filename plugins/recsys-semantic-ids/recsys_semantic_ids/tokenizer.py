@@ -237,12 +237,6 @@ class RQVAE(recsys.RecModule):
     def predict_step(self, items: Tensor, batch_idx: int) -> None:
         return None  # codes need every item at once (collision resolution): written in on_predict_end
 
-    def on_predict_start(self) -> None:
-        # The CLI's top-K writer expects recommendation lists; this model writes a codes file instead.
-        from lightning.pytorch.callbacks import BasePredictionWriter
-
-        self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, BasePredictionWriter)]
-
     def on_predict_end(self) -> None:
         table = self.item_codes()
         path = Path(self.codes_path or Path(self.trainer.log_dir or ".") / "codes.json")
