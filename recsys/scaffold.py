@@ -133,13 +133,9 @@ def precision(ranks: Tensor, k: int | None) -> Tensor:
     return (ranks <= k).float() / k
 ''',
     "tests/conftest.py": '''\
-import sys
-
-
-def pytest_configure(config):
-    # Installed recsys plugins do not load inside the tests (the tests register this one
-    # themselves), so whatever else is installed cannot change the results.
-    sys._called_from_test = True
+# Installed recsys plugins stay out of the tests (they register this one themselves), so
+# whatever else is installed cannot change the results; the recsys cache is a temporary folder.
+from recsys.pytest_plugin import *  # noqa: F403
 ''',
     "tests/test_contract.py": '''\
 """The engine's contract for models: trains, evaluates, no leakage, deterministic, checkpoints."""

@@ -3,32 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from recsys.pytest_plugin import *  # noqa: F403  (installed plugins kept out, isolated cache, tiny_path)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-def pytest_configure(config):
-    # Installed plugins never load during tests (the llm/datasette convention).
-    sys._called_from_test = True
-
-
-@pytest.fixture(autouse=True, scope="session")
-def isolated_cache(tmp_path_factory):
-    """Tests never read or write the user's cache (converted backbones, embeddings)."""
-    import os
-
-    old = os.environ.get("RECSYS_CACHE")
-    os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
-    yield Path(os.environ["RECSYS_CACHE"])
-    if old is None:
-        del os.environ["RECSYS_CACHE"]
-    else:
-        os.environ["RECSYS_CACHE"] = old
-
-
-@pytest.fixture
-def tiny_path() -> Path:
-    return ROOT / "data" / "tiny"
+sys.path.insert(0, str(Path(__file__).parent))  # fake_models, crash_callback
 
 
 @pytest.fixture

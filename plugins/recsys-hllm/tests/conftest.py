@@ -1,35 +1,12 @@
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-TINY = Path(__file__).resolve().parents[3] / "data" / "tiny"  # the engine repository's tiny dataset
-
-
-def pytest_configure(config):
-    sys._called_from_test = True  # installed plugins never load implicitly during tests
-
-
-@pytest.fixture(autouse=True, scope="session")
-def isolated_cache(tmp_path_factory):
-    os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
+from recsys.pytest_plugin import *  # noqa: F403  (installed plugins kept out, isolated cache, tiny_path)
 
 
 @pytest.fixture
 def hllm_plugin():
-    from recsys.plugins import load_plugins, pm
-
     import recsys_hllm.plugin
+    import recsys.testing
 
-    load_plugins()
-    pm.register(recsys_hllm.plugin, name="recsys-hllm")
-    try:
+    with recsys.testing.registered(recsys_hllm.plugin, "recsys-hllm"):
         yield
-    finally:
-        pm.unregister(name="recsys-hllm")
-
-
-@pytest.fixture
-def tiny_path():
-    return TINY

@@ -1,13 +1,8 @@
-import os
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 
-
-def pytest_configure(config):
-    sys._called_from_test = True  # installed plugins never load implicitly during tests
+from recsys.pytest_plugin import *  # noqa: F403  (installed plugins kept out, isolated cache, tiny_path)
 
 
 @pytest.fixture(autouse=True)
@@ -22,11 +17,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def isolated_cache(tmp_path_factory):
-    os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
 
 
 def write_ctr_fixture(root, users: int = 24, per_user: int = 14, items: int = 30, seed: int = 0):
@@ -65,15 +55,7 @@ def ctr_tiny(tmp_path_factory):
 @pytest.fixture
 def plora_plugin():
     import recsys_plora.plugin
+    import recsys.testing
 
-    from recsys.plugins import load_plugins, pm
-
-    load_plugins()
-    if pm.is_registered(recsys_plora.plugin):
+    with recsys.testing.registered(recsys_plora.plugin, "recsys-plora"):
         yield
-        return
-    pm.register(recsys_plora.plugin, name="recsys-plora")
-    try:
-        yield
-    finally:
-        pm.unregister(name="recsys-plora")

@@ -1,17 +1,7 @@
-import os
-import sys
-
 import pytest
 import torch
 
-
-def pytest_configure(config):
-    sys._called_from_test = True  # installed plugins never load implicitly during tests
-
-
-@pytest.fixture(autouse=True, scope="session")
-def isolated_cache(tmp_path_factory):
-    os.environ["RECSYS_CACHE"] = str(tmp_path_factory.mktemp("recsys-cache"))
+from recsys.pytest_plugin import *  # noqa: F403  (installed plugins kept out, isolated cache, tiny_path)
 
 
 @pytest.fixture
