@@ -1,58 +1,26 @@
 """Lightning's DDP strategy on 2 CPU processes (gloo) evaluates every window exactly once and
-logs the same test metrics as one process.
+logs the same test metrics as one process."""
 
-Runs ``recsys test`` in subprocesses: Lightning's DDP launcher re-executes the command line for
-the second rank, which must be the ``recsys`` command, not pytest.
-"""
-
-import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
 import pytest
-
-from recsys.data.atomic import write_dataset
-
-RECSYS = [sys.executable, "-m", "recsys.cli"] if not Path(sys.executable).with_name("recsys").exists() \
-    else [str(Path(sys.executable).with_name("recsys"))]
+from recsys_runs import SMALL_SASREC, logged_test_metrics, random_dataset, run_recsys
 
 
-@pytest.fixture
-def odd_dataset(tmp_path):
-    """41 evaluated users: 2 ranks cannot split them evenly, so the sampler pads one with a repeat."""
-    rng = np.random.default_rng(0)
-    rows = [(str(u), str(i), float(t)) for u in range(1, 42)
-            for t, i in enumerate(rng.choice(np.arange(1, 31), size=rng.integers(4, 9), replace=False))]
-    write_dataset(tmp_path / "odd", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
-    return tmp_path / "odd"
-
-
-def run_test(dataset: Path, out: Path, devices: int) -> dict[str, float]:
-    args = [
-        "test", "--seed_everything", "7",
-        "--model", "SASRec", "--model.d_model", "16", "--model.num_layers", "1", "--model.num_heads", "1",
-        "--model.max_len", "5",
+def run_test(dataset, out, devices: int) -> dict[str, float]:
+    done = run_recsys([
+        "test", "--seed_everything", "7", *SMALL_SASREC, "--model.max_len", "5",
         "--data", "SeqDataModule", "--data.path", str(dataset), "--data.max_len", "5", "--data.eval_batch_size", "4",
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.strategy", "ddp" if devices > 1 else "auto",
-        "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(RECSYS + args, capture_output=True, text=True, env=env, timeout=600)
+    ], out)
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(next(out.rglob("metrics.csv"))) as f:
-        (row,) = list(csv.DictReader(f))
-    return {k: float(v) for k, v in row.items() if k.startswith("test/") and v != ""}
+    return logged_test_metrics(out)
 
 
-def test_ddp_evaluates_every_window_once(odd_dataset, tmp_path):
-    single = run_test(odd_dataset, tmp_path / "single", devices=1)
-    ddp = run_test(odd_dataset, tmp_path / "ddp", devices=2)
+def test_ddp_evaluates_every_window_once(tmp_path):
+    # 41 evaluated users: 2 ranks cannot split them evenly, so the sampler pads one with a repeat.
+    dataset = random_dataset(tmp_path / "odd", users=41, items=30, lengths=(4, 9), seed=0)
+    single = run_test(dataset, tmp_path / "single", devices=1)
+    ddp = run_test(dataset, tmp_path / "ddp", devices=2)
     assert single["test/windows"] == 41
     assert ddp["test/windows"] == 41  # not 42: the sampler's repeat is counted once
     assert ddp.keys() == single.keys()
