@@ -43,6 +43,15 @@ class EchoLast(OracleRec):
         return ids, torch.linspace(1, 0, k).repeat(len(batch.target), 1)
 
 
+class WrapsCheckpoint(OracleRec):
+    """Loads another trained model by its path inside ``__init__`` (as RecLoRA loads its CRM)."""
+
+    def __init__(self, num_items: int, inner_checkpoint: str, **kwargs):
+        super().__init__(num_items, **kwargs)
+        self.save_hyperparameters()
+        self.inner = recsys.RecModule.load_from_checkpoint(inner_checkpoint)
+
+
 class ItemBiasCTR(recsys.CTRModule):
     """A CTR model with one logit per item (for CLI round trips)."""
 
@@ -64,3 +73,4 @@ class FakePlugin:
         register(ConstantRec)
         register(EchoLast)
         register(ItemBiasCTR)
+        register(WrapsCheckpoint)

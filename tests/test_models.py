@@ -137,3 +137,20 @@ def test_pop_needs_no_fit(tiny_path, tmp_path):
     data = SeqDataModule(str(tiny_path), max_len=5)
     result = trainer(tmp_path).test(Pop(data.num_items), datamodule=data, verbose=False)[0]
     assert result["test/hit@50"] == 1.0 and result["test/ndcg@10"] > 0
+
+
+def test_a_model_can_load_another_checkpoint_inside_its_init_under_the_cli(fake_plugin, tiny_path, tmp_path):
+    from recsys.lightning_cli import run_cli
+
+    common = ["--data=SeqDataModule", f"--data.path={tiny_path}", "--data.max_len=5", "--trainer.max_epochs=1",
+              "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--test_after_fit=false"]
+    run_cli(["fit", "--model=SASRec", "--model.d_model=8", "--model.num_heads=1", "--model.max_len=5", *common,
+             f"--trainer.default_root_dir={tmp_path / 'inner'}"])
+    inner = next((tmp_path / "inner").rglob("last.ckpt"))
+    cli = run_cli(["fit", "--model=WrapsCheckpoint", f"--model.inner_checkpoint={inner}", *common,
+                   f"--trainer.default_root_dir={tmp_path / 'outer'}"])
+    # Each model keeps its own hyper-parameters (LightningCLI's record of the outer class must not
+    # leak into the inner model's save_hyperparameters).
+    assert cli.model.hparams["inner_checkpoint"] == str(inner)
+    assert "inner_checkpoint" not in cli.model.inner.hparams and cli.model.inner.hparams["d_model"] == 8
+    assert type(cli.model.inner).__name__ == "SASRec"

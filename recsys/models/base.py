@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import ClassVar, Literal, Sequence
 
 import lightning.pytorch as pl
@@ -76,11 +77,16 @@ class RecModule(pl.LightningModule):
 
         ``RecModule.load_from_checkpoint(path)`` returns e.g. a ``SASRec``; loading reads
         tensors and plain values only (``weights_only=True``) unless told otherwise.
+
+        Safe inside another model's ``__init__`` (e.g. a frozen CRM loaded by its path): the load
+        runs in a fresh ``contextvars`` context, because LightningCLI records the hyper-parameters
+        of the class it is building in a context variable that the nested model's
+        ``save_hyperparameters`` would otherwise read as its own.
         """
         saved = _saved_class(checkpoint_path, weights_only)
         target = saved if saved is not None and issubclass(saved, cls) else cls
         load = super(RecModule, target).load_from_checkpoint.__func__
-        return load(target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
+        return contextvars.Context().run(load, target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -18,7 +18,6 @@ TALLRec/ReLLa baseline) or ``none`` (frozen LLM, only the head trains).
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import time
@@ -166,9 +165,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
 
         self.crm = None
         if crm_checkpoint is not None:
-            # In a fresh context: LightningCLI records the hyper-parameters of the class it is
-            # building in a context variable, which a nested save_hyperparameters would read.
-            crm = contextvars.Context().run(recsys.RecModule.load_from_checkpoint, crm_checkpoint)
+            crm = recsys.RecModule.load_from_checkpoint(crm_checkpoint)
             if not hasattr(crm, "user_representation"):
                 raise TypeError(f"model.crm_checkpoint {crm_checkpoint!r} holds a {type(crm).__name__}, which has no "
                                 "user_representation(batch, target_aware); train a DIN first")
