@@ -179,6 +179,10 @@ def train_bigrec(args, pretrained: bool, results: dict):
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     train_s = time.perf_counter() - start
+    # Keep the trained LoRA (only trainable weights are saved): other decodings of the same model
+    # need no retraining, e.g. `recsys test --model.num_beams 4 --ckpt_path ...`.
+    trainer.save_checkpoint(args.out / f"{'pretrained' if pretrained else 'random'}-N{args.train_samples}"
+                                       f"-e{args.epochs}-seed{args.seed}.ckpt")
     model.set_catalog(data.catalog)
     return model.eval(), train_s
 
