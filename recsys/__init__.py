@@ -17,9 +17,10 @@ __version__ = "0.1.0"
 #: Version of the public API below and of ``recsys.testing``: the minor number grows when names
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
-API_VERSION = "1.3"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
+API_VERSION = "1.4"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
 # 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr); item-embedding shards
-# (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index
+# (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index;
+# 1.4: normalize_title, RecModule.monitor, recsys.pytest_plugin
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "CTRModule": "recsys.models.ctr",
     "Grounder": "recsys.grounding",
     "ExactTitleGrounder": "recsys.grounding",
+    "normalize_title": "recsys.grounding",
     "RecModule": "recsys.models.base",
     "SeqRecModule": "recsys.models.base",
     "PluginError": "recsys.plugins",
@@ -107,6 +109,7 @@ __all__ = [
     "load_plugins",
     "load_shards",
     "merge_lora",
+    "normalize_title",
     "read_atomic",
     "render_item_text",
     "save_converted",

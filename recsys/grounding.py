@@ -29,9 +29,19 @@ class Grounder(abc.ABC):
         """B outputs -> ((B, k) int64 item indices, 0 = ungrounded; (B, k) float scores, higher = better)."""
 
 
+# "Shining, The (1980)" (MovieLens, library catalogues) is "The Shining (1980)" as people and LLMs
+# write it: a trailing article moves to the front, before any parenthesised parts (year, alias).
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<name>.+?),\s*(?P<article>the|a|an|les|la|le|l'|il|el|los|las|das|der|die|den|det)"
+    r"(?P<rest>(?:\s*\([^()]*\))*)\s*$", re.IGNORECASE)
+
+
 def normalize_title(text: str) -> str:
-    """Case-, accent-, punctuation- and whitespace-insensitive form of a title."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    """Case-, accent-, punctuation- and whitespace-insensitive form of a title, with a trailing
+    article moved to the front: ``"Shining, The (1980)"`` and ``"the shining 1980"`` are equal."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().strip()
+    if match := _TRAILING_ARTICLE.match(text):
+        text = f"{match['article']} {match['name']}{match['rest']}"
     text = re.sub(r"[^0-9a-z]+", " ", text.lower())
     return " ".join(text.split())
 

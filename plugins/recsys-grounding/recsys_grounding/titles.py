@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
+import recsys
 
 
 def clean_output(text: str) -> str:
@@ -13,10 +12,10 @@ def clean_output(text: str) -> str:
 
 
 def title_key(text: str) -> str:
-    """Case-, accent-, punctuation- and whitespace-insensitive form, for de-duplicating beams.
+    """Case-, accent-, punctuation- and whitespace-insensitive form, with a trailing article moved
+    to the front ("Shining, The (1980)" = "The Shining (1980)"), for de-duplicating beams.
 
-    The same normalisation as the core's exact-title grounder, so two beams that ground to the
-    same items count once.
+    The core's exact-title grounder uses the same key, so two beams that ground to the same items
+    count once.
     """
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+    return recsys.normalize_title(text)
