@@ -29,6 +29,13 @@ order) of each dataset, SASRec re-tested on the same users.
 Usage::
 
     python benchmarks/semantic_ids.py --datasets ml-100k amazon-scientific --jobs 2
+
+Re-testing the finished fits on more users (beam ranking only), into a second results file::
+
+    python benchmarks/semantic_ids.py --datasets ml-100k --test-users 0 --rankings beam --reuse-fit \
+        --results benchmarks/results/semantic_ids_more_users.json
+    python benchmarks/semantic_ids.py --datasets amazon-scientific --test-users 1000 --rankings beam \
+        --reuse-fit --results benchmarks/results/semantic_ids_more_users.json
 """
 
 from __future__ import annotations
