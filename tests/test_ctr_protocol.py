@@ -1,6 +1,7 @@
 """The CTR protocol: pointwise samples, global-time split, AUC / LogLoss."""
 
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -184,6 +185,10 @@ def test_cli_defaults_select_ctr_checkpoints_on_the_models_own_monitor(ctr_path,
     monitors = {type(c).__name__: (c.monitor, c.mode) for c in cli.trainer.callbacks
                 if isinstance(c, (ModelCheckpoint, EarlyStopping))}
     assert monitors == {"ModelCheckpoint": ("val/auc", "max"), "EarlyStopping": ("val/auc", "max")}
+    import yaml
+
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())  # what the run used
+    assert {c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]} == {"val/auc"}
     assert cli.trainer.checkpoint_callback.best_model_score is not None  # val/auc was logged and monitored
 
 
