@@ -83,6 +83,30 @@ def explain(message: str) -> str:
     return text
 
 
+def follow_model_monitor(config) -> None:
+    """Callbacks left on the CLI's default monitor follow the model's own ``monitor``
+    (``RecModule.monitor``: ``val/ndcg@10`` for ranking models, ``val/auc`` for CTR ones), so
+    ``recsys fit --model=DIN --data=CTRDataModule`` selects checkpoints on AUC without a callbacks
+    block. A monitor set explicitly to anything else is kept as written. Edits ``config`` (one
+    subcommand's parsed configuration) in place."""
+    model = config.get("model") if hasattr(config, "get") else None
+    class_path = model.get("class_path") if hasattr(model, "get") else None
+    if not class_path:
+        return
+    module, _, name = class_path.rpartition(".")
+    try:
+        model_class = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return  # reported by the parser's own check of class_path
+    monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
+    if monitor == MONITOR:
+        return
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        init_args = callback.get("init_args") if hasattr(callback, "get") else None
+        if init_args is not None and init_args.get("monitor") == MONITOR:
+            init_args["monitor"], init_args["mode"] = monitor, mode
+
+
 class RecsysArgumentParser(LightningArgumentParser):
     """Configuration errors as one ``recsys: error: ...`` line naming the key (and the candidates
     for an unknown model or option), not argparse's usage block; ``RECSYS_DEBUG=1`` restores it."""
@@ -90,6 +114,12 @@ class RecsysArgumentParser(LightningArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch must not quietly mean max_epochs
         super().__init__(*args, **kwargs)
+
+    def dump(self, cfg, *args, **kwargs) -> str:
+        # --print_config and the run's saved config.yaml show the monitor the run will use.
+        cfg = cfg.clone() if hasattr(cfg, "clone") else cfg
+        follow_model_monitor(cfg)
+        return super().dump(cfg, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         from jsonargparse._common import debug_mode_active
@@ -134,26 +164,7 @@ class RecsysCLI(LightningCLI):
         return parser
 
     def before_instantiate_classes(self) -> None:
-        self._use_model_monitor()
-
-    def _use_model_monitor(self) -> None:
-        """Callbacks left on the CLI's default monitor follow the model's own ``monitor``
-        (``RecModule.monitor``: ``val/ndcg@10`` for ranking models, ``val/auc`` for CTR ones),
-        so ``recsys fit --model=DIN --data=CTRDataModule`` selects checkpoints on AUC without a
-        callbacks block. A monitor set explicitly to anything else is kept as written."""
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        model = config.get("model") if config is not None else None
-        class_path = model.get("class_path") if hasattr(model, "get") else None
-        if not class_path:
-            return
-        module, _, name = class_path.rpartition(".")
-        monitor, mode = getattr(getattr(importlib.import_module(module), name, None), "monitor", (MONITOR, "max"))
-        if monitor == MONITOR:
-            return
-        for callback in config.get("trainer", {}).get("callbacks") or []:
-            init_args = callback.get("init_args") if hasattr(callback, "get") else None
-            if init_args is not None and init_args.get("monitor") == MONITOR:
-                init_args["monitor"], init_args["mode"] = monitor, mode
+        follow_model_monitor(self.config.get(self.subcommand) if self.subcommand else self.config)
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()

@@ -223,3 +223,15 @@ def test_predict_writes_each_samples_click_probability(ctr_path, tmp_path, fake_
     expected = {(data.users.token(int(np.searchsorted(data.offsets, i, side="right") - 1)), data.items.token(int(data.item[i])))
                 for i in test}
     assert set(zip(table["user_id"], table["item_id"])) == expected
+
+
+def test_print_config_shows_the_monitor_the_run_will_use(ctr_path, capsys, fake_plugin):
+    import yaml
+
+    from recsys.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=ItemBiasCTR", "--data=CTRDataModule", f"--data.path={ctr_path}", "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert [(c["init_args"]["monitor"], c["init_args"]["mode"]) for c in config["trainer"]["callbacks"]] == \
+        [("val/auc", "max"), ("val/auc", "max")]
