@@ -37,26 +37,27 @@ def code_token_names(levels: Sequence[int]) -> list[list[str]]:
     return [[f"<{chr(ord('a') + level)}_{code}>" for code in range(size)] for level, size in enumerate(levels)]
 
 
-def collate(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
-    """(prompt, response) id lists -> one batch laid out as [pad.. prompt | response ..pad].
+def collate(samples: Sequence[tuple[list[int], ...]], pad_id: int) -> dict[str, Tensor]:
+    """(prompt, response[, labels]) id lists -> one batch laid out as [pad.. prompt | response ..pad].
 
-    Returns input_ids and attention_mask (B, P + R), position_ids counting real tokens from 0,
-    labels (B, R) (IGNORE at response padding) and ``response_length`` R. The logits that
-    predict the response are those at positions P - 1 .. P + R - 2, i.e. the last R + 1
-    positions without the final one.
+    ``labels`` (as long as the response, IGNORE where a token is not learned) defaults to the
+    response itself. Returns input_ids and attention_mask (B, P + R), position_ids counting real
+    tokens from 0, labels (B, R) (IGNORE at response padding) and ``response_length`` R. The
+    logits that predict the response are those at positions P - 1 .. P + R - 2, i.e. the last
+    R + 1 positions without the final one.
     """
-    p = max(len(prompt) for prompt, _ in samples)
-    r = max(len(response) for _, response in samples)
+    p = max(len(sample[0]) for sample in samples)
+    r = max(len(sample[1]) for sample in samples)
     ids = torch.full((len(samples), p + r), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     labels = torch.full((len(samples), r), IGNORE, dtype=torch.long)
-    for row, (prompt, response) in enumerate(samples):
+    for row, (prompt, response, *targets) in enumerate(samples):
         ids[row, p - len(prompt):p] = torch.tensor(prompt, dtype=torch.long)
         mask[row, p - len(prompt):p] = 1
         if response:
             ids[row, p:p + len(response)] = torch.tensor(response, dtype=torch.long)
             mask[row, p:p + len(response)] = 1
-            labels[row, :len(response)] = torch.tensor(response, dtype=torch.long)
+            labels[row, :len(response)] = torch.tensor(targets[0] if targets else response, dtype=torch.long)
     positions = (mask.cumsum(1) - 1).clamp_min(0)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
             "response_length": r}
@@ -444,7 +445,7 @@ class TIGER(SemanticIDGenerator):
         if batch.labels is None:
             return super().loss(batch)
         tokens = self.item_tokens.cpu()
-        rows = []
+        samples = []
         for history, labels in zip(batch.history.cpu(), batch.labels.cpu()):
             real = (history != 0).nonzero().flatten()
             if len(real) == 0:
@@ -452,24 +453,10 @@ class TIGER(SemanticIDGenerator):
             items = history[real].tolist()
             if labels[real[-1]] != 0:
                 items.append(int(labels[real[-1]]))
-            ids, targets = [self.BOS], [IGNORE]
+            codes, targets = [], []
             for j, item in enumerate(items):
-                codes = tokens[item].tolist()
-                is_target = j > 0 and labels[real[j - 1]] != 0
-                ids += codes
-                targets += codes if is_target else [IGNORE] * len(codes)
-            rows.append((ids, targets))
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), self.PAD, dtype=torch.long)
-        target = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, (ids, targets) in enumerate(rows):  # left-padded, as prompts are at evaluation
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            target[row, width - len(ids):] = torch.tensor(targets)
-            mask[row, width - len(ids):] = 1
-        positions = (mask.cumsum(1) - 1).clamp_min(0)
-        device = self.codes.device
-        logits = self.lm(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                         position_ids=positions.to(device)).logits[:, :-1]
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1).to(device),
-                               ignore_index=IGNORE)
+                item_codes = tokens[item].tolist()
+                codes += item_codes
+                targets += item_codes if j > 0 and labels[real[j - 1]] != 0 else [IGNORE] * len(item_codes)
+            samples.append(([self.BOS], codes, targets))
+        return self.response_loss(samples)
