@@ -48,15 +48,11 @@ class TopKWriter(BasePredictionWriter):
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.csv")
         if all("items" in p for p in predictions):
             rows = self._top_k(trainer.datamodule.data, predictions)
-            # CSV: one row per user and rank
-            table = pd.DataFrame([{"user_id": r["user_id"], "rank": rank, "item_id": item, "title": title, "score": score}
-                                  for r in rows
-                                  for rank, (item, title, score) in enumerate(zip(r["items"], r["titles"], r["scores"]), 1)],
-                                 columns=["user_id", "rank", "item_id", "title", "score"])
+            columns, flatten = ["user_id", "rank", "item_id", "title", "score"], self._per_rank
             what = f"top-{self.k} recommendations for {len(rows)} users"
         elif all("prob" in p for p in predictions):
             rows = self._probabilities(trainer.datamodule.data, predictions)
-            table = pd.DataFrame(rows, columns=["user_id", "item_id", "prob"])
+            columns, flatten = ["user_id", "item_id", "prob"], list
             what = f"click probabilities of {len(rows)} samples"
         else:
             print(f"recsys: predictions have keys {sorted(predictions[0])}, neither a top-k list nor click "
@@ -68,7 +64,7 @@ class TopKWriter(BasePredictionWriter):
                     for row in rows:
                         f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             else:
-                table.to_csv(tmp, index=False)
+                pd.DataFrame(flatten(rows), columns=columns).to_csv(tmp, index=False)
         print(f"recsys: wrote {what} to {path}")
 
     def _top_k(self, data, predictions) -> list[dict]:
@@ -84,6 +80,13 @@ class TopKWriter(BasePredictionWriter):
             rows.append({"user_id": data.users.token(user), "items": [data.items.token(i) for i, _ in kept],
                          "titles": [titles[i] for i, _ in kept], "scores": [s for _, s in kept]})
         return rows
+
+    @staticmethod
+    def _per_rank(rows: list[dict]) -> list[dict]:
+        """CSV layout of top-k lists: one row per user and rank."""
+        return [{"user_id": r["user_id"], "rank": rank, "item_id": item, "title": title, "score": score}
+                for r in rows
+                for rank, (item, title, score) in enumerate(zip(r["items"], r["titles"], r["scores"]), start=1)]
 
     @staticmethod
     def _probabilities(data, predictions) -> list[dict]:
