@@ -50,10 +50,15 @@ def _registered_names(key: str) -> list[str]:
     return []
 
 
-def _accepted_options(class_path: str) -> list[str]:
+def _class_at(class_path: str) -> type | None:
+    """The class a ``class_path`` names (None when its module has no such name)."""
     module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _accepted_options(class_path: str) -> list[str]:
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = _class_at(class_path)
         return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
     except Exception:  # only a hint: never let it hide the real error
         return []
@@ -93,9 +98,8 @@ def follow_model_monitor(config) -> None:
     class_path = model.get("class_path") if hasattr(model, "get") else None
     if not class_path:
         return
-    module, _, name = class_path.rpartition(".")
     try:
-        model_class = getattr(importlib.import_module(module), name, None)
+        model_class = _class_at(class_path)
     except ImportError:
         return  # reported by the parser's own check of class_path
     monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
