@@ -1,7 +1,6 @@
-"""BIGRec: generation, grounding inside the model, the model contract, configs."""
+"""BIGRec: generation, grounding inside the model, configs (the model contract: test_grounding_contract.py)."""
 
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
@@ -138,9 +137,3 @@ def test_configs_parse(grounding_plugin, capsys, config):
     if config.startswith("gpu/"):
         assert "bf16-mixed" in printed and "lora_r: 8" in printed
 
-
-class TestBIGRec(recsys.testing.ModelContract):
-    model = BIGRec
-    plugin = recsys_grounding.plugin
-    init_args: ClassVar[dict] = TINY
-    max_epochs = 1
