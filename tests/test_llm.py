@@ -362,6 +362,36 @@ def test_cached_frozen_layers_give_the_same_vectors_and_gradients(name, pooling)
     assert len(transformer_layers(encoder.transformer)) == 2 and type(transformer_layers(encoder.transformer)[0]).__name__ != "_Replay"
 
 
+@pytest.mark.parametrize("first_mode", ["train", "eval"])
+def test_frozen_states_never_carry_dropout(first_mode):
+    """The frozen-layer cache is built in eval mode whatever mode the encoder is in (a cache
+    first built inside a training step would otherwise keep that step's dropout draw), and
+    the encoder's modes are left as they were."""
+    torch.manual_seed(0)
+    encoder = TextEncoder("tiny-bert", pooling="mean", trainable_layers=1)
+    assert any(getattr(m, "p", 0) > 0 for m in encoder.modules() if isinstance(m, torch.nn.Dropout))
+    tokens = encoder.tokenize(TEXTS)
+    layers = transformer_layers(encoder.transformer)
+    captured = []
+    handle = layers[0].register_forward_hook(
+        lambda mod, args, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        encoder.eval()
+        encoder.transformer(**tokens)  # the reference: a plain eval-mode forward of the whole model
+    handle.remove()
+    expected = captured[0]
+    encoder.train(first_mode == "train")
+    encoder.transformer.embeddings.eval()  # a mixed-mode model stays mixed
+    modes = [m.training for m in encoder.modules()]
+    first = encoder.frozen_states(**tokens)
+    assert [m.training for m in encoder.modules()] == modes
+    encoder.train(first_mode != "train")  # the other order: the next build runs in the other mode
+    second = encoder.frozen_states(**tokens)
+    real = tokens["attention_mask"].bool()
+    torch.testing.assert_close(first[real], expected[real])
+    torch.testing.assert_close(second[real], expected[real])
+
+
 def _fill_cache_forever(path: str) -> None:
     """Child process: writes batches of vectors whose values are a function of their text."""
     cache, batch = EmbeddingCache(path), 0

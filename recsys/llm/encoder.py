@@ -9,8 +9,8 @@ of taking position -1 of a right-padded batch) and positions need no shifting.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Literal, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,19 @@ def freeze_except_top(model: nn.Module, trainable_layers: int | None) -> None:
                 for later in names[i + 1:]:
                     if parent._modules[later] is not None and later != "rotary_emb":
                         parent._modules[later].requires_grad_(True)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` and every submodule in eval mode inside the block; each one's own mode
+    (train or eval) is restored afterwards, so a mixed-mode model stays mixed."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class _PassThrough(nn.Module):
@@ -125,7 +138,11 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def frozen_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T) -> (B, T, d): the output of the frozen bottom blocks, to be cached and given
-        back to :meth:`forward` as ``frozen_states`` (only the trainable blocks then run)."""
+        back to :meth:`forward` as ``frozen_states`` (only the trainable blocks then run).
+
+        Always computed in eval mode (the module's modes are restored afterwards): a cache
+        built during a training step would otherwise keep that step's dropout draw forever.
+        """
         k = self.num_frozen_layers
         if k == 0:
             raise ValueError("no frozen bottom layers to cache (trainable_layers is None, or item_slot pooling)")
@@ -137,7 +154,8 @@ class TextEncoder(nn.Module):
         try:
             for i in range(k, len(layers)):
                 layers[i] = _PassThrough()  # the blocks above are not needed here
-            self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+            with eval_mode(self):
+                self.transformer(input_ids=input_ids, attention_mask=attention_mask)
         finally:
             handle.remove()
             for i, layer in enumerate(original, start=k):
@@ -222,19 +240,16 @@ class TextEncoder(nn.Module):
         todo = [i for i in range(len(texts)) if i not in hits]
         if todo:
             order = sorted(todo, key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
-            was_training = self.training
-            self.eval()
             device = next(self.parameters()).device
             autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
             show = progress if progress is not None else len(todo) > batch_size * 4
             from tqdm.auto import tqdm
 
-            with autocast:
+            with autocast, eval_mode(self):
                 for start in tqdm(range(0, len(order), batch_size), desc=f"encoding with {self.source.get('name')}",
                                   unit="batch", disable=not show):
                     rows = order[start:start + batch_size]
                     out[rows] = self.encode_texts([texts[i] for i in rows]).cpu().numpy()
-            self.train(was_training)
             if store:
                 store.put(namespace, [texts[i] for i in todo], out[todo])
         return torch.from_numpy(out)
