@@ -59,10 +59,49 @@ def dense_ranks(scores: Tensor, target: Tensor, ties: str = "pessimistic", user:
     return torch.where(diverged, torch.full_like(ranks, scores.shape[1]), ranks)
 
 
+def list_ranks(
+    ids: Tensor,
+    scores: Tensor,
+    target: Tensor,
+    seen: Tensor | None,
+    num_items: int,
+    ties: str = "pessimistic",
+    user: Tensor | None = None,
+) -> Tensor:
+    """Rank of each target in a top-k list, by exactly the rules of :func:`dense_ranks`.
+
+    ids: (B, K) int64 item ids in 1..N (0 = no entry); scores: (B, K) float, higher = better;
+    target, user: (B,) int64; seen: (B, S) int64 left-padded with 0, or None -> (B,) int64.
+
+    The list becomes a (B, N + 1) score matrix: a listed item keeps its score's place in its row
+    (equal scores stay equal, so they are ties), every other item gets one common floor below all
+    listed scores. An entry scored -inf or NaN (a filler) counts as unlisted; an item listed
+    twice keeps its best score. The matrix is then masked like a dense model's scores
+    (:func:`mask_seen`: PAD and ``seen`` at -inf, the target keeps its score) and ranked by
+    :func:`dense_ranks`. So list positions mean nothing, only scores do; items tied with the target
+    are resolved by ``ties``; a target that is not listed ties with every unlisted, unmasked item:
+    a miss under ``pessimistic``, a uniformly drawn place among them under ``random``.
+    """
+    b, k = ids.shape
+    values = scores.float().nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    listed = (ids > 0) & (ids <= num_items) & (values > float("-inf"))
+    # Only the order of the scores matters: replace each by minus the number of listed scores of
+    # its row strictly above it (exact small numbers, ties kept), so the floor, -(K + 1), is below
+    # every listed entry whatever the scale (even +inf or -1e38 scores).
+    above = (values[:, None, :] > values[:, :, None]) & listed[:, None, :]  # (B, K, K): [i, j] = j beats i
+    order = -above.sum(dim=2).float()
+    floor = -float(k + 1)
+    dense = torch.full((b, num_items + 1), floor, dtype=torch.float, device=ids.device)
+    columns = torch.where(listed, ids, torch.zeros_like(ids))  # unlisted entries write the floor into PAD
+    dense.scatter_reduce_(1, columns, torch.where(listed, order, torch.full_like(order, floor)), "amax")
+    return dense_ranks(mask_seen(dense, seen, target), target, ties, user)
+
+
 def topk_ranks(ids: Tensor, target: Tensor) -> Tensor:
     """Rank of each target in a (B, K) list of item ids: position + 1, or K + 1 when absent.
 
-    Repeated ids in a row count once (only the first occurrence matters).
+    Repeated ids in a row count once (only the first occurrence matters). Positions only: ties and
+    fillers are not seen; models are evaluated by :func:`list_ranks`, which reads the scores.
     """
     k = ids.shape[1]
     hits = ids == target[:, None]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from recsys.eval import MetricSet, dense_ranks, hit, mask_seen, mrr, ndcg, parse_metric, topk_ranks
+from recsys.eval import MetricSet, dense_ranks, hit, list_ranks, mask_seen, mrr, ndcg, parse_metric, topk_ranks
 
 
 def test_dense_ranks_count_ties_against_the_model():
@@ -28,6 +28,19 @@ def test_topk_ranks_position_or_k_plus_one():
     ids = torch.tensor([[4, 2, 9], [1, 2, 3], [7, 7, 5]])
     target = torch.tensor([2, 8, 7])
     assert topk_ranks(ids, target).tolist() == [2, 4, 1]
+
+
+def test_list_ranks_are_dense_ranks_of_the_listed_scores():
+    # a list is the dense matrix with its scores for listed items and one floor for the others
+    inf = float("inf")
+    ids = torch.tensor([[3, 1, 4, 2], [3, 1, 4, 2]])
+    scores = torch.tensor([[2.0, 1.0, 1.0, -inf], [2.0, 1.0, 1.0, -inf]])
+    dense = torch.tensor([[-inf, 1.0, -5.0, 2.0, 1.0, -5.0, -5.0]]).repeat(2, 1)
+    for target in ([1, 4], [2, 6], [3, 5]):
+        target = torch.tensor(target)
+        for ties in ("pessimistic", "random"):
+            expected = dense_ranks(mask_seen(dense.clone(), None), target, ties, torch.arange(2))
+            assert torch.equal(list_ranks(ids, scores, target, None, 6, ties, torch.arange(2)), expected)
 
 
 def test_mask_seen_masks_pad_and_history_but_not_the_target():

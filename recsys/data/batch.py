@@ -26,3 +26,8 @@ class Batch(NamedTuple):
     #: (B,) int64: each window's position in its dataset, unique within an evaluation stage; lets the
     #: evaluation loop count every window once when a distributed sampler pads ranks with repeats
     index: Optional[Tensor] = None
+
+    def select(self, rows: Tensor) -> "Batch":
+        """The batch of some of its windows: ``rows`` is a (b,) int64 index or a (B,) bool mask;
+        every per-window field is indexed alike, fields that are None stay None."""
+        return type(self)(*(None if field is None else field[rows] for field in self))

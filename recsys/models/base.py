@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from recsys.data.batch import Batch
-from recsys.eval import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, mask_seen, topk_ranks
+from recsys.eval import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, list_ranks, mask_seen
 
 
 class RecModule(pl.LightningModule):
@@ -163,6 +163,13 @@ def _saved_class(checkpoint_path, weights_only: bool | None) -> type | None:
     return found
 
 
+def distinct_items(seen: Tensor) -> Tensor:
+    """(B, S) item ids, 0 = PAD -> (B,) int64 number of distinct items per row."""
+    ordered = seen.sort(dim=1).values
+    starts = torch.cat([ordered[:, :1] != 0, (ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] != 0)], dim=1)
+    return starts.sum(dim=1)
+
+
 class SeqRecModule(RecModule):
     """A next-item recommender. Implement ``loss`` and ``score`` (dense models) or ``loss`` and
     ``recommend`` (generative models that produce a top-k list).
@@ -195,7 +202,15 @@ class SeqRecModule(RecModule):
         return type(self).score is not SeqRecModule.score
 
     def rank(self, batch: Batch) -> Tensor:
-        """(B,) rank of each target under the evaluation protocol (1 = best)."""
+        """(B,) rank of each target under the evaluation protocol (1 = best).
+
+        Dense models: every item's score, ``seen`` masked except the target, ties by ``ties``.
+        Generative models (``recommend`` only): the same rules applied to their list
+        (:func:`recsys.eval.list_ranks`: scores, not positions; unlisted items tie at the bottom),
+        asked one entry longer than the largest cutoff, so that a tie group cut by the list's end
+        reaches past every cutoff. A target in ``seen`` (a repeat) is ranked as a dense model ranks
+        it, among the unseen items plus itself: see :meth:`_rank_repeats`.
+        """
         if self._is_dense():
             scores = mask_seen(self.score(batch).float(), batch.seen, batch.target)
             return dense_ranks(scores, batch.target, self.ties, batch.user)
@@ -204,8 +219,33 @@ class SeqRecModule(RecModule):
                 f"{type(self).__name__} recommends a top-k list, so metrics without a cutoff (e.g. 'mrr@all') "
                 "cannot be computed; give them a cutoff"
             )
-        ids, _ = self.recommend(batch, self.metric_set.max_k)
-        return topk_ranks(ids, batch.target)
+        k = min(self.metric_set.max_k + 1, self.num_items)
+        ids, scores = self.recommend(batch, k)
+        ranks = list_ranks(ids, scores, batch.target, batch.seen, self.num_items, self.ties, batch.user)
+        return self._rank_repeats(batch, ranks, k)
+
+    def _rank_repeats(self, batch: Batch, ranks: Tensor, k: int) -> Tensor:
+        """Re-rank the windows whose target is in ``seen`` (a repeat), which ``recommend`` may not list.
+
+        Those windows are asked again without ``seen`` (nothing excluded: the model learns nothing
+        about targets, it only gets histories), for k + (the window's distinct seen items) entries,
+        so at least k entries remain once the engine masks the seen items other than the target
+        (:func:`recsys.eval.list_ranks` masks them, exactly as it masks dense scores). Windows are
+        grouped by list length, so a window's list does not depend on the other windows of its batch.
+        """
+        if batch.seen is None:
+            return ranks
+        repeat = (batch.seen == batch.target[:, None]).any(dim=1) & (batch.target > 0)
+        if not repeat.any():
+            return ranks
+        ranks = ranks.clone()
+        distinct = distinct_items(batch.seen)
+        for extra in distinct[repeat].unique().tolist():
+            rows = (repeat & (distinct == extra)).nonzero().flatten()
+            sub = batch.select(rows)
+            ids, scores = self.recommend(sub._replace(seen=None), min(k + extra, self.num_items))
+            ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user).to(ranks)
+        return ranks
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.loss(batch)
