@@ -83,17 +83,41 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
             raise ValueError(f"the catalog has {len(catalog)} items, the model {self.num_items}")
         self.items.set_catalog(catalog.render(self.item_template))
 
-    def user_states(self, history: Tensor) -> Tensor:
-        """(B, L) left-padded item ids -> (B, L, d) user vectors; position t sees items <= t."""
-        real = history != 0
-        return self.user(self.items(history), real)
+    # The catalog's item vectors are computed once per evaluation epoch (the first batch builds
+    # them, the others look them up); a new epoch recomputes them, since training or a loaded
+    # checkpoint (e.g. the best one, for test) may have changed the weights in between.
 
-    def _positions(self, batch: recsys.Batch) -> tuple[Tensor, Tensor]:
-        """User vectors at every training target and the targets: (T, d), (T,)."""
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self.items.invalidate()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self.items.invalidate()
+
+    def on_predict_epoch_start(self) -> None:
+        super().on_predict_epoch_start()
+        self.items.invalidate()
+
+    def user_states(self, history: Tensor, item_vectors: Tensor | None = None) -> Tensor:
+        """(B, L) left-padded item ids -> (B, L, d) user vectors; position t sees items <= t.
+        ``item_vectors``: (B, L, d) the history's item vectors, when already encoded."""
+        real = history != 0
+        return self.user(self.items(history) if item_vectors is None else item_vectors, real)
+
+    @staticmethod
+    def _targets(batch: recsys.Batch) -> tuple[Tensor | None, Tensor]:
+        """Where the training targets are and which: (B, L) bool or None (the last position), (T,)."""
         if batch.labels is None:
-            return self.user_states(batch.history)[:, -1], batch.target
+            return None, batch.target
         valid = batch.labels != 0
-        return self.user_states(batch.history)[valid], batch.labels[valid]
+        return valid, batch.labels[valid]
+
+    def _positions(self, batch: recsys.Batch, item_vectors: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """User vectors at every training target and the targets: (T, d), (T,)."""
+        where, targets = self._targets(batch)
+        states = self.user_states(batch.history, item_vectors)
+        return (states[:, -1] if where is None else states[where]), targets
 
 
 class HLLM(HierarchicalRec):
@@ -120,15 +144,24 @@ class HLLM(HierarchicalRec):
     def _scale(self) -> Tensor:
         return self.log_scale.clamp(max=self.max_log_scale).exp()
 
-    def loss(self, batch: recsys.Batch) -> Tensor:
-        user, targets = self._positions(batch)  # (T, d), (T,)
-        user = F.normalize(user.float(), dim=-1)
+    def negatives(self, device: torch.device) -> Tensor:
+        """(n,) this step's shared negative item ids (every item when ``num_negatives`` is 0)."""
         if self.num_negatives == 0:
-            candidates = torch.arange(1, self.num_items + 1, device=targets.device)
-        else:
-            candidates = torch.randint(1, self.num_items + 1, (self.num_negatives,), device=targets.device)
-        # One encoding pass for targets and negatives (de-duplicated inside the item tower).
-        vectors = F.normalize(self.items(torch.cat([targets, candidates])).float(), dim=-1)
+            return torch.arange(1, self.num_items + 1, device=device)
+        return torch.randint(1, self.num_items + 1, (self.num_negatives,), device=device)
+
+    def loss(self, batch: recsys.Batch) -> Tensor:
+        history = batch.history
+        targets = self._targets(batch)[1]
+        candidates = self.negatives(targets.device)
+        # One encoding pass for the history, the targets and the negatives: the item tower
+        # encodes each distinct item once, so an item that is both history and target (with
+        # tiled windows, nearly every target) gets one vector, with one dropout draw.
+        vectors = self.items(torch.cat([history.reshape(-1), targets, candidates]))
+        history_vectors = vectors[: history.numel()].view(*history.shape, -1)
+        user, _ = self._positions(batch, history_vectors)  # (T, d)
+        user = F.normalize(user.float(), dim=-1)
+        vectors = F.normalize(vectors[history.numel():].float(), dim=-1)
         positive, negative = vectors[: len(targets)], vectors[len(targets):]  # (T, d), (n, d)
         scale = self._scale()
         pos_logit = (user * positive).sum(-1, keepdim=True) * scale  # (T, 1)
@@ -164,6 +197,7 @@ class LiteLLM4Rec(HierarchicalRec):
     def __init__(self, num_items: int, **kwargs):
         super().__init__(num_items, **kwargs)
         self.head = nn.Linear(self.items.dim, num_items + 1)
+        self.items.eval_lookup = False  # scoring needs no item vectors: evaluation encodes only histories
 
     def _logits(self, user: Tensor) -> Tensor:
         with torch.autocast(device_type=user.device.type, enabled=False):

@@ -1,11 +1,14 @@
 """HLLM and Lite-LLM4Rec on tiny random backbones."""
 
+import math
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
 from recsys.lightning_cli import run_cli
+from recsys.llm.encoder import transformer_layers
 from recsys.models.base import RecModule
 from recsys_hllm import HLLM, LiteLLM4Rec
 from recsys_hllm.user_llm import UserLLM
@@ -146,3 +149,188 @@ def test_lora_on_the_item_llm_trains_only_adapters_in_it():
     assert model.items._frozen_states() is None  # adapters everywhere: nothing to cache
     model.items(torch.tensor([1, 2])).sum().backward()
     assert all(p.grad is not None for n, p in model.items.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+# ---- item vectors: caches, one encode per item and step, scoring the right items -------
+
+TEXTS5 = ["", "alpha quest", "blue river", "a much longer title of a film", "d", "eerie echo"]
+
+
+def tiny_hllm(**kwargs) -> HLLM:
+    args = {"num_items": 5, "item_llm": "tiny-bert", "item_trainable_layers": 1, "user_heads": 4,
+            "user_intermediate": 64, "max_len": 4, "num_negatives": 4, **kwargs}
+    model = HLLM(**args)
+    model.items.set_catalog(TEXTS5[: args["num_items"] + 1])
+    return model
+
+
+def independent_item_vector(model, item: int) -> torch.Tensor:
+    """Item ``item``'s text alone through the item LLM: a full forward, no frozen-layer cache,
+    no catalog table, no index arithmetic (the expected value of the tests below)."""
+    return model.items.encoder.encode_texts([model.items.texts[item]])[0]
+
+
+def independent_user_vectors(model, history: torch.Tensor) -> torch.Tensor:
+    """(B, L) history -> (B, L, d) user vectors from independently encoded items (padding: zeros,
+    which the user LLM never reads)."""
+    vectors = torch.stack([torch.stack([independent_item_vector(model, int(i)) if i else
+                                        torch.zeros(model.items.dim) for i in row]) for row in history])
+    return model.user(vectors, history != 0)
+
+
+def test_the_frozen_layer_cache_is_the_same_whether_first_built_in_train_or_eval_mode():
+    torch.manual_seed(0)
+    in_train, in_eval = tiny_hllm(), tiny_hllm()
+    in_eval.load_state_dict(in_train.state_dict())
+    in_train.train()
+    in_train.items(torch.tensor([1, 2]))  # a training step builds the cache (num_sanity_val_steps=0)
+    assert in_train.items.encoder.training  # ... and leaves the modes as they were
+    in_eval.eval()
+    in_eval.items.catalog_vectors()  # an evaluation builds it
+    assert in_train.items._states is not None and in_eval.items._states is not None
+    torch.testing.assert_close(in_train.items._states, in_eval.items._states)
+
+
+def test_score_is_the_user_vector_against_each_items_own_vector():
+    """score(batch)[b, i] = cos(user of b, item i), both computed independently: catches a
+    score() that reads a neighbouring item's catalog vector (an off-by-one in the table)."""
+    from recsys import Batch
+
+    torch.manual_seed(0)
+    model = tiny_hllm().eval()
+    history = torch.tensor([[1, 2, 3, 4], [0, 5, 3, 2], [0, 0, 4, 1]])
+    batch = Batch(history=history, target=torch.tensor([5, 1, 2]), user=torch.tensor([1, 2, 3]))
+    with torch.no_grad():
+        scores = model.score(batch)
+        user = torch.nn.functional.normalize(independent_user_vectors(model, history)[:, -1], dim=-1)
+        for i in range(1, 6):
+            item = torch.nn.functional.normalize(independent_item_vector(model, i), dim=-1)
+            torch.testing.assert_close(scores[:, i], user @ item, atol=1e-5, rtol=1e-4)
+    assert torch.isinf(scores[:, 0]).all()
+
+
+def test_the_infonce_value_excludes_negatives_equal_to_the_target():
+    """The loss against a hand computation of InfoNCE over fixed negatives, some equal to a
+    target: those are left out of the denominator (not just counted in a logged metric)."""
+    from recsys import Batch
+
+    torch.manual_seed(0)
+    model = tiny_hllm(num_negatives=5).eval()  # eval: no dropout, so the hand computation can match
+    negatives = torch.tensor([1, 3, 5, 3, 2])
+    model.negatives = lambda device: negatives.to(device)
+    model.log = lambda *args, **kwargs: None
+    history = torch.tensor([[1, 2, 3, 4], [0, 5, 3, 2]])
+    labels = torch.tensor([[2, 3, 4, 5], [0, 3, 2, 1]])  # tiled windows: the next item at each position
+    batch = Batch(history=history, target=torch.tensor([5, 1]), user=torch.tensor([1, 2]), labels=labels)
+    loss = model.loss(batch)
+    with torch.no_grad():
+        users = independent_user_vectors(model, history)
+        scale = math.exp(math.log(1 / 0.07))
+        terms = []
+        for b, t in [(b, t) for b in range(2) for t in range(4) if labels[b, t]]:
+            user = torch.nn.functional.normalize(users[b, t], dim=-1)
+            cos = {i: float(user @ torch.nn.functional.normalize(independent_item_vector(model, i), dim=-1))
+                   for i in range(1, 6)}
+            target = int(labels[b, t])
+            logits = [scale * cos[target]] + [scale * cos[int(n)] for n in negatives if int(n) != target]
+            top = max(logits)
+            terms.append(-(logits[0] - top - math.log(sum(math.exp(x - top) for x in logits))))
+        expected = sum(terms) / len(terms)
+    assert (negatives[None, :] == labels[labels != 0][:, None]).any()  # the case under test occurs
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_an_item_in_both_history_and_targets_is_encoded_once_per_training_step():
+    from recsys import Batch
+
+    model = tiny_hllm(num_negatives=3).train()
+    negatives = torch.tensor([5, 1, 4])
+    model.negatives = lambda device: negatives
+    model.log = lambda *args, **kwargs: None
+    model.items._frozen_states()  # built once per run, before the steps
+    rows = []
+    model.items.encoder.transformer.register_forward_hook(lambda mod, args, kwargs, out: rows.append(
+        (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]).shape[0]),
+        with_kwargs=True)
+    history = torch.tensor([[1, 2, 3, 4], [0, 2, 3, 1]])
+    labels = torch.tensor([[2, 3, 4, 1], [0, 3, 1, 2]])
+    model.loss(Batch(history=history, target=torch.tensor([1, 2]), user=torch.tensor([1, 2]), labels=labels))
+    distinct = torch.cat([history.flatten(), labels[labels != 0], negatives]).unique()
+    assert rows == [len(distinct)]  # one pass; PAD, 1, 2, 3, 4, 5 each once
+
+
+class _CatalogEncodes(pl.Callback):
+    """Records, per evaluation epoch, how many full-catalog encodes happened and how many batches ran."""
+
+    def __init__(self):
+        self.epochs: list[tuple[str, int, int]] = []
+
+    def _start(self, pl_module):
+        self._before, self._batches = pl_module.items.catalog_encodes, 0
+
+    def _end(self, stage, pl_module):
+        items = pl_module.items
+        self.epochs.append((stage, items.catalog_encodes - self._before, self._batches))
+        fresh = torch.stack([independent_item_vector(pl_module, i) for i in range(1, len(items.texts))])
+        torch.testing.assert_close(items.catalog_vectors()[1:], fresh, atol=1e-5, rtol=1e-4)  # today's weights
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._start(pl_module)
+
+    def on_test_epoch_start(self, trainer, pl_module):
+        self._start(pl_module)
+
+    def on_validation_batch_end(self, *args, **kwargs):
+        self._batches += 1
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._end("val", pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._end("test", pl_module)
+
+
+def test_the_catalog_is_encoded_once_per_evaluation_epoch_and_again_after_training(tiny_path):
+    from recsys import SeqDataModule
+
+    torch.manual_seed(0)
+    data = SeqDataModule(str(tiny_path), max_len=5, batch_size=4, eval_batch_size=2)
+    data.setup("fit")
+    model = HLLM(num_items=len(data.catalog), item_llm="tiny-bert", item_trainable_layers=1, user_heads=4,
+                 user_intermediate=64, max_len=5, num_negatives=4, lr=0.01)
+    counter = _CatalogEncodes()
+    trainer = pl.Trainer(max_epochs=2, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[counter])
+    trainer.fit(model, datamodule=data)
+    tables = [model.items.catalog_vectors().clone()]
+    trainer.test(model, datamodule=data)
+    tables.append(model.items.catalog_vectors().clone())
+    assert [stage for stage, _, _ in counter.epochs] == ["val", "val", "test"]
+    assert all(batches >= 3 for _, _, batches in counter.epochs)  # several batches share one encode ...
+    assert all(encodes == 1 for _, encodes, _ in counter.epochs), counter.epochs  # ... of each epoch
+    torch.testing.assert_close(tables[0], tables[1])  # test after fit: same weights, same vectors
+
+
+def test_the_catalog_table_follows_the_weights():
+    torch.manual_seed(0)
+    model = tiny_hllm().eval()
+    first = model.items.catalog_vectors().clone()
+    assert model.items.catalog_vectors() is model.items.catalog_vectors()  # cached
+    top = transformer_layers(model.items.encoder.transformer)[-1]
+    with torch.no_grad():
+        for p in top.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # in-place changes (an optimizer step, a manual edit)
+    second = model.items.catalog_vectors()
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second[1:], torch.stack([independent_item_vector(model, i) for i in range(1, 6)]),
+                               atol=1e-5, rtol=1e-4)
+    other = tiny_hllm().eval()
+    other.load_state_dict(model.state_dict())
+    other.items.catalog_vectors()
+    other.load_state_dict(tiny_hllm().state_dict())  # loading a checkpoint
+    assert other.items._table is None
+    model.train()
+    model.items(torch.tensor([1, 2]))  # a training forward: the weights are about to change
+    assert model.items._table is None
