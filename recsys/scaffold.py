@@ -91,7 +91,10 @@ from torch import Tensor, nn
 
 
 class $model(recsys.SeqRecModule):
-    """Scores items by the similarity of their vector with the mean of the history's vectors.
+    """Scores items by what tends to follow the user's most recent item (a first-order model).
+
+    Each item has two vectors: one for "came before", one for "comes next"; an item's score is
+    the dot product of the last history item's first vector with its second.
 
     Args:
         num_items: catalog size N, items 1..N, 0 = PAD (linked from the data: never set it).
@@ -101,19 +104,16 @@ class $model(recsys.SeqRecModule):
     def __init__(self, num_items: int, dim: int = 64, **kwargs):
         super().__init__(num_items, **kwargs)  # lr, weight_decay, metrics, ks, ties
         self.save_hyperparameters()  # so RecModule.load_from_checkpoint can rebuild the model
-        self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
-
-    def user(self, history: Tensor) -> Tensor:
-        """(B, L) left-padded item ids -> (B, dim): the mean of the real items' vectors."""
-        real = (history != 0).unsqueeze(-1).float()
-        return (self.items(history) * real).sum(1) / real.sum(1).clamp(min=1)
+        self.before = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.after = nn.Embedding(num_items + 1, dim)
 
     def score(self, batch: recsys.Batch) -> Tensor:
         """(B, N + 1) scores of every item (column 0 = PAD); a new tensor, the engine masks it."""
-        return self.user(batch.history) @ self.items.weight.T
+        last = batch.history[:, -1]  # (B,): histories are left-padded, the newest item is last
+        return self.before(last) @ self.after.weight.T
 
     def loss(self, batch: recsys.Batch) -> Tensor:
-        """Cross-entropy of the next item over the whole catalog."""
+        """Cross-entropy of the next item over the whole catalog (PAD excluded)."""
         logits = self.score(batch)
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, batch.target)
@@ -152,6 +152,8 @@ class Test$model(recsys.testing.ModelContract):
     model = $model
     plugin = plugin
     init_args: ClassVar[dict] = {"dim": 16, "metrics": ["hit", "ndcg", "$metric@5"]}
+    # The "learns" contract trains on a synthetic rule (recsys.testing.rule_dataset) with this budget.
+    learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.03}}
 ''',
     "tests/test_metrics.py": '''\
 import pytest

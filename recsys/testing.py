@@ -10,15 +10,19 @@ With pytest, subclass :class:`ModelContract` (each contract is one test)::
         model = MyModel            # selected by its short class name, as users do
         plugin = plugin            # the module your entry point names (None: already registered)
         init_args = {"dim": 16}    # small: the contract trains on CPU, in seconds
+        learn = {"max_epochs": 10, "init_args": {"lr": 0.01}}  # budget of the "learns" check
 
 Without pytest, ``check_model(MyModel, plugin=plugin, init_args=..., tmp_path=...)`` runs the
 same checks and raises ``AssertionError`` at the first broken one.
 
-Everything runs on a tiny dataset packaged with recsys (:func:`tiny_dataset`: 8 users, 15
-items, histories of at most :data:`MAX_LEN` items) through the LightningCLI, on CPU, with two
-fits of ``max_epochs`` epochs: one on the dataset and one on a copy in which only the test
-targets differ (so a model that peeks at held-out targets is caught). pytest is not imported:
-test methods take pytest's built-in ``tmp_path_factory`` fixture by name.
+Everything runs through the LightningCLI, on CPU, with histories of at most :data:`MAX_LEN`
+items. Most checks share two fits of ``max_epochs`` epochs on a tiny dataset packaged with
+recsys (:func:`tiny_dataset`: 8 users, 15 items): one on the dataset and one on a copy in which
+only the test targets differ (so a model that peeks at held-out targets is caught). The
+"learns" check trains once more, with the ``learn`` budget, on :func:`rule_dataset` (a next-item
+rule a sequential model can find) and compares the model with Pop and with itself read against
+wrong targets, so a model that trains but scores the wrong items is caught. pytest is not
+imported: test methods take pytest's built-in ``tmp_path_factory`` fixture by name.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_LEN", "ModelContract", "check_model", "registered", "tiny_dataset"]
+__all__ = ["LEARN_MARGIN", "MAX_LEN", "ModelContract", "check_model", "registered", "rule_dataset", "tiny_dataset"]
 
 #: History length the contract's data module gives models (``data.max_len``).
 MAX_LEN = 5
@@ -47,9 +51,53 @@ TOP_K = 5
 TOLERANCE = 1e-6
 
 
+#: The "learns" contract: a trained model's test hit@10 on :func:`rule_dataset` must beat Pop's and
+#: every control's (the same model, with each test target swapped for a wrong item) by this much.
+LEARN_MARGIN = 0.3
+
+
 def tiny_dataset() -> Path:
     """The packaged tiny dataset (RecBole atomic files ``tiny/tiny.{inter,item,user}``); read-only."""
     return Path(__file__).parent / "testing_data" / "tiny"
+
+
+_ADJECTIVES = ("Amber", "Bright", "Silent", "Golden", "Hidden", "Crimson", "Frozen", "Wild")
+_NOUNS = ("River", "Harbor", "Forest", "Engine", "Garden", "Mirror", "Valley", "Tower")
+
+
+def rule_dataset(out: Path, *, users: int = 96, items: int = 40, min_length: int = 6, max_length: int = 10,
+                 seed: int = 0) -> Path:
+    """Write a synthetic dataset whose next item follows a fixed rule, and return its folder.
+
+    A random cyclic order of the ``items`` items is drawn; each user starts at a random item and
+    steps along the cycle, so every next item is a function of the previous one (and never a
+    repeat: ``max_length <= items``). A model that learns sequences finds the rule; popularity,
+    nearly uniform here, does not. Items have distinct two-word titles (``movie_title``) for
+    text models. Atomic files ``<out>/rule/rule.{inter,item}``; timestamps increase along each
+    sequence.
+    """
+    import pandas as pd
+
+    from recsys.data.atomic import write_atomic
+
+    if not 2 <= min_length <= max_length <= items <= len(_ADJECTIVES) * len(_NOUNS):
+        raise ValueError(f"need 2 <= min_length <= max_length <= items <= {len(_ADJECTIVES) * len(_NOUNS)}")
+    rng = np.random.default_rng(seed)
+    cycle = rng.permutation(items) + 1  # item ids 1..items in the rule's order
+    rows = []
+    for user in range(1, users + 1):
+        start, length = rng.integers(items), rng.integers(min_length, max_length + 1)
+        for step in range(length):
+            rows.append((str(user), str(cycle[(start + step) % items]), 1_000_000 + 1000 * user + step))
+    folder = Path(out) / "rule"
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    write_atomic(inter, folder / "rule.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"})
+    # Neighbouring ids share no word, so a text model's "next id" control is not helped by text.
+    titles = [f"{_ADJECTIVES[i % 8]} {_NOUNS[(i // 8 + i) % 8]}" for i in range(items)]
+    item = pd.DataFrame({"item_id": [str(i + 1) for i in range(items)], "movie_title": titles})
+    write_atomic(item, folder / "rule.item", {"item_id": "token", "movie_title": "token_seq"})
+    return folder
 
 
 @contextmanager
@@ -126,37 +174,62 @@ class _Fit:
 class _Runs:
     """The model under test and its two fits, each made once (and a failure remembered)."""
 
-    def __init__(self, model: type, plugin: object | None, init_args: dict | None, max_epochs: int, root: Path):
+    def __init__(self, model: type, plugin: object | None, init_args: dict | None, max_epochs: int, root: Path,
+                 learn: dict | None = None):
         from recsys.models.base import SeqRecModule
 
         if not (isinstance(model, type) and issubclass(model, SeqRecModule)):
             raise TypeError(f"the model contract checks subclasses of recsys.SeqRecModule, got {model!r}")
         self.model, self.plugin, self.init_args = model, plugin, dict(init_args or {})
         self.max_epochs, self.root = max_epochs, Path(root)
+        unknown = set(learn or {}) - {"max_epochs", "init_args", "data"}
+        if unknown:
+            raise TypeError(f"`learn` takes max_epochs, init_args and data, got {sorted(unknown)}")
+        self.learn = None if learn is None else {"max_epochs": 10, **learn}
         self._fits: dict[str, _Fit] = {}
         self._failed: dict[str, Exception] = {}
 
     def fit(self, which: str = "tiny") -> _Fit:
-        """``tiny``: the packaged dataset; ``rotated``: the same with other test targets."""
+        """``tiny``: the packaged dataset; ``rotated``: the same with other test targets; ``rule``:
+        :func:`rule_dataset` with the ``learn`` budget; ``rule-pop``: Pop on the same data."""
         if which in self._failed:
             failed = self._failed[which]
             raise AssertionError(f"the contract's fit on the {which} data failed earlier: {failed}") from failed
         if which not in self._fits:
             try:
-                data = tiny_dataset() if which == "tiny" else _rotate_test_targets(tiny_dataset(), self.root / which)
-                self._fits[which] = _Fit(self._run_cli(data, self.root / f"run-{which}"))
+                self._fits[which] = _Fit(self._start(which))
             except Exception as exc:
                 self._failed[which] = exc
                 raise
         return self._fits[which]
 
-    def _run_cli(self, data: Path, root: Path):
+    def _start(self, which: str):
+        root = self.root / f"run-{which}"
+        if which == "tiny":
+            return self._run_cli(tiny_dataset(), root)
+        if which == "rotated":
+            return self._run_cli(_rotate_test_targets(tiny_dataset(), self.root / which), root)
+        rule = self.root / "rule" / "rule"
+        if not rule.exists():
+            rule_dataset(self.root / "rule")
+        learn = self.learn or {}
+        data = [f"--data.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in learn.get("data", {}).items()]
+        if which == "rule-pop":
+            return self._run_cli(rule, root, model="Pop", init_args={}, max_epochs=1, extra=data)
+        return self._run_cli(rule, root, init_args={**self.init_args, **learn.get("init_args", {})},
+                             max_epochs=learn["max_epochs"], extra=data)
+
+    def _run_cli(self, data: Path, root: Path, model: str | None = None, init_args: dict | None = None,
+                 max_epochs: int | None = None, extra: tuple[str, ...] | list[str] = ()):
         from recsys.lightning_cli import run_cli
 
-        args = ["fit", f"--model={self.model.__name__}",
-                *(f"--model.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in self.init_args.items()),
-                "--data=SeqDataModule", f"--data.path={data}", f"--data.max_len={MAX_LEN}", "--seed_everything=0",
-                f"--trainer.max_epochs={self.max_epochs}", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        init_args = self.init_args if init_args is None else init_args
+        args = ["fit", f"--model={model or self.model.__name__}",
+                *(f"--model.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in init_args.items()),
+                "--data=SeqDataModule", f"--data.path={data}", f"--data.max_len={MAX_LEN}", *extra,
+                "--seed_everything=0",
+                f"--trainer.max_epochs={max_epochs or self.max_epochs}", "--trainer.accelerator=cpu",
+                "--trainer.devices=1",
                 f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
                 f"--trainer.callbacks+={__name__}.TrainingProbe"]
@@ -350,15 +423,57 @@ def _check_checkpoint_round_trip(runs: _Runs) -> None:
                  "learned value in parameters or buffers (register_buffer), or in on_save_checkpoint")
 
 
+def _check_learns(runs: _Runs) -> None:
+    """On :func:`rule_dataset`, the trained model finds the next item: its test hit@10 beats Pop's
+    and the controls' (the same rankings read against wrong targets) by :data:`LEARN_MARGIN`."""
+    if runs.learn is None:
+        return
+    fit, name = runs.fit("rule"), runs.model.__name__
+    model, batch = fit.model.eval(), fit.test_batch()
+    n = model.num_items
+    permutation = torch.from_numpy(np.random.default_rng(1).permutation(n) + 1)
+    controls = {
+        # A model that scores item i with another item's evidence (an off-by-one column, a
+        # neighbouring catalog row, ids relabelled on one side only) hits these, not the targets.
+        "next id": batch.target % n + 1,
+        "previous id": (batch.target - 2) % n + 1,
+        "permuted ids": permutation[batch.target - 1],
+    }
+    seen = batch.seen if batch.seen is not None else batch.history
+    with torch.no_grad():
+        hit = _hit_at(model, batch, 10)
+        hits = {}
+        for label, target in controls.items():
+            # Only rows where the wrong item is neither the target nor already seen (a seen item
+            # keeps its score when it is the target, as a repeat would, which no control wants).
+            fair = (target != batch.target) & ~(seen == target[:, None]).any(1)
+            hits[label] = _hit_at(model, batch._replace(target=target), 10, fair)
+    pop = float(runs.fit("rule-pop").probe.test["test/hit@10"])
+    best_control = max(hits.values())
+    assert hit >= pop + LEARN_MARGIN and hit >= best_control + LEARN_MARGIN, (
+        f"{name} did not learn the rule of recsys.testing.rule_dataset ({len(batch.target)} test users, {n} items, "
+        f"{runs.learn['max_epochs']} epochs): test hit@10 {hit:.3f}, Pop {pop:.3f}, controls "
+        f"{ {k: round(v, 3) for k, v in hits.items()} }; it must beat each by {LEARN_MARGIN}. If the model does learn, "
+        "give it more budget (ModelContract.learn); if it beats Pop but not a control, it scores the wrong items")
+
+
+def _hit_at(model, batch, k: int, rows: Tensor | None = None) -> float:
+    """Mean hit@k of ``batch``'s targets (over ``rows``, a (B,) mask, if given) under the
+    engine's own ranking (masking, ties)."""
+    hits = (model.rank(batch) <= k).float()
+    return float(hits[rows].mean() if rows is not None else hits.mean())
+
+
 CONTRACTS = (_check_registered, _check_fits_and_evaluates, _check_outputs, _check_no_target_leakage,
-             _check_deterministic, _check_checkpoint_round_trip)
+             _check_deterministic, _check_checkpoint_round_trip, _check_learns)
 
 
 def check_model(model: type, *, tmp_path: Path, plugin: object | None = None, init_args: dict | None = None,
-                max_epochs: int = 2) -> None:
+                max_epochs: int = 2, learn: dict | None = None) -> None:
     """Run every contract on ``model`` (a ``recsys.SeqRecModule`` subclass), in order; raise
-    ``AssertionError`` at the first one it breaks."""
-    runs = _Runs(model, plugin, init_args, max_epochs, tmp_path)
+    ``AssertionError`` at the first one it breaks. ``learn`` as :attr:`ModelContract.learn`
+    (``None``, the default here, skips the "learns" contract)."""
+    runs = _Runs(model, plugin, init_args, max_epochs, tmp_path, learn)
     with registered(plugin):
         for contract in CONTRACTS:
             contract(runs)
@@ -376,12 +491,17 @@ class ModelContract:
     init_args: ClassVar[dict] = {}
     #: epochs per fit
     max_epochs: ClassVar[int] = 2
+    #: the budget of the "learns" contract on :func:`rule_dataset`: ``max_epochs`` (default 10),
+    #: ``init_args`` merged over ``init_args`` (e.g. a higher lr) and ``data`` (SeqDataModule
+    #: options, e.g. batch_size). ``None`` skips it: only for models that do not learn from
+    #: sequences (Pop, the reference it is compared with).
+    learn: ClassVar[dict | None] = {}
 
     def _check(self, contract, tmp_path_factory) -> None:
         cls = type(self)
         if "_contract_runs" not in cls.__dict__:  # one per subclass, shared by its tests
             cls._contract_runs = _Runs(cls.model, cls.plugin, cls.init_args, cls.max_epochs,
-                                       tmp_path_factory.mktemp(f"contract-{cls.__name__}"))
+                                       tmp_path_factory.mktemp(f"contract-{cls.__name__}"), cls.learn)
         with registered(cls.plugin):
             contract(cls._contract_runs)
 
@@ -402,3 +522,10 @@ class ModelContract:
 
     def test_checkpoint_round_trip(self, tmp_path_factory):
         self._check(_check_checkpoint_round_trip, tmp_path_factory)
+
+    def test_learns_a_next_item_rule(self, tmp_path_factory):
+        if type(self).learn is None:
+            import unittest
+
+            raise unittest.SkipTest(f"{type(self).__name__}.learn is None")  # pytest reports a skip
+        self._check(_check_learns, tmp_path_factory)

@@ -20,7 +20,7 @@ def test_generated_plugin_passes_its_own_tests(tmp_path, capsys):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "8 passed" in result.stdout
+    assert "9 passed" in result.stdout
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path, capsys):

@@ -9,16 +9,20 @@ from torch import nn
 
 import recsys
 from recsys.models.pop import Pop
+from recsys.models.sasrec import SASRec
 from recsys.testing import (
+    LEARN_MARGIN,
     _check_checkpoint_round_trip,
     _check_deterministic,
     _check_fits_and_evaluates,
+    _check_learns,
     _check_no_target_leakage,
     _check_outputs,
     _check_registered,
     _Runs,
     check_model,
     registered,
+    rule_dataset,
     tiny_dataset,
 )
 
@@ -87,12 +91,19 @@ class Inert(Forgetful):
         return self.items.weight.sum() * 0
 
 
+class OffByOne(SASRec):
+    """Trains as SASRec does, but scores item i with item i - 1's logit (a shifted column)."""
+
+    def score(self, batch):
+        return super().score(batch).roll(1, dims=1)
+
+
 class Broken:
     __name__ = "broken-models"
 
     @recsys.hookimpl
     def register_models(self, register):
-        for model in (Peeker, Cached, Flipper, Forgetful, Inert):
+        for model in (Peeker, Cached, Flipper, Forgetful, Inert, OffByOne):
             register(model)
 
 
@@ -144,3 +155,44 @@ def test_a_checkpoint_that_cannot_be_restored_is_explained(runs):
 def test_parameters_that_never_train_are_caught(runs):
     with pytest.raises(AssertionError, match="Inert has 1 trainable parameter tensors but training changed none"):
         _check_fits_and_evaluates(runs(Inert))
+
+
+SMALL_SASREC = {"max_len": 5, "d_model": 8, "ffn_dim": 16}
+LEARN = {"max_epochs": 10, "init_args": {"lr": 0.005}}
+
+
+def test_the_rule_dataset_follows_one_cycle(tmp_path):
+    import pandas as pd
+
+    folder = rule_dataset(tmp_path, users=20, items=12, min_length=3, max_length=12, seed=3)
+    inter = pd.read_csv(folder / "rule.inter", sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    follows = {}
+    for _, rows in inter.sort_values(["user_id", "timestamp"]).groupby("user_id"):
+        items = rows["item_id"].tolist()
+        assert len(set(items)) == len(items)  # never a repeat
+        for a, b in zip(items, items[1:]):
+            assert follows.setdefault(a, b) == b, f"item {a} is followed by {follows[a]} and by {b}"
+    titles = pd.read_csv(folder / "rule.item", sep="\t").iloc[:, 1]
+    assert titles.is_unique and len(titles) == 12
+
+
+def test_a_model_that_learns_the_rule_passes(tmp_path):
+    _check_learns(_Runs(SASRec, None, SMALL_SASREC, 1, tmp_path, LEARN))
+
+
+def test_scoring_the_neighbouring_item_is_caught(tmp_path):
+    # Same training as the passing SASRec above; only score() reads the wrong column.
+    with registered(Broken()), pytest.raises(AssertionError, match=r"OffByOne did not learn .* controls"):
+        _check_learns(_Runs(OffByOne, None, SMALL_SASREC, 1, tmp_path, LEARN))
+
+
+def test_a_model_that_does_not_learn_sequences_is_caught(tmp_path):
+    with pytest.raises(AssertionError, match=rf"Pop did not learn .* must beat each by {LEARN_MARGIN}"):
+        _check_learns(_Runs(Pop, None, {}, 1, tmp_path, {"max_epochs": 1}))
+
+
+def test_learn_none_skips_the_check_and_unknown_budget_keys_are_refused(tmp_path):
+    _check_learns(_Runs(Pop, None, {}, 1, tmp_path, None))  # no fit, no failure
+    with pytest.raises(TypeError, match=r"`learn` takes max_epochs, init_args and data, got \['epochs'\]"):
+        _Runs(Pop, None, {}, 1, tmp_path, {"epochs": 3})

@@ -65,4 +65,5 @@ def test_the_guide_plugin_registers_and_its_parts_work(guide, tmp_path):
 
 
 def test_the_guide_model_passes_the_contract(guide, tmp_path):
-    check_model(guide.Knn, plugin=guide, init_args={"dim": 8}, tmp_path=tmp_path, max_epochs=1)
+    check_model(guide.Knn, plugin=guide, init_args={"dim": 8}, tmp_path=tmp_path, max_epochs=1,
+                learn={"max_epochs": 10, "init_args": {"lr": 0.03}})

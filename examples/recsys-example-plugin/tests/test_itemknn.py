@@ -13,6 +13,7 @@ class TestItemKNN(recsys.testing.ModelContract):
     plugin = plugin
     # Also logs this plugin's metric, so the contract checks it as well.
     init_args: ClassVar[dict] = {"window": 2, "metrics": ["hit", "ndcg", "precision@5"]}
+    learn: ClassVar[dict] = {"max_epochs": 1}  # co-occurrence counts need one pass
 
 
 def test_items_seen_together_are_recommended_together():

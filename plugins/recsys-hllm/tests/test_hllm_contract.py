@@ -14,9 +14,11 @@ class TestHLLM(recsys.testing.ModelContract):
     model = HLLM
     plugin = recsys_hllm.plugin
     init_args: ClassVar[dict] = {**TINY, "num_negatives": 4}
+    learn: ClassVar[dict] = {"max_epochs": 40, "init_args": {"lr": 0.005, "num_negatives": 0}}
 
 
 class TestLiteLLM4Rec(recsys.testing.ModelContract):
     model = LiteLLM4Rec
     plugin = recsys_hllm.plugin
     init_args: ClassVar[dict] = TINY
+    learn: ClassVar[dict] = {"max_epochs": 30, "init_args": {"lr": 0.005}}
