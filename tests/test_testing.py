@@ -171,7 +171,7 @@ def test_the_rule_dataset_follows_one_cycle(tmp_path):
     for _, rows in inter.sort_values(["user_id", "timestamp"]).groupby("user_id"):
         items = rows["item_id"].tolist()
         assert len(set(items)) == len(items)  # never a repeat
-        for a, b in zip(items, items[1:]):
+        for a, b in itertools.pairwise(items):
             assert follows.setdefault(a, b) == b, f"item {a} is followed by {follows[a]} and by {b}"
     titles = pd.read_csv(folder / "rule.item", sep="\t").iloc[:, 1]
     assert titles.is_unique and len(titles) == 12
