@@ -10,7 +10,9 @@ Ranking (``ranking``): ``beam`` = beam search constrained by a prefix trie of th
 items (every beam is an item; the user's history is excluded; beams de-duplicated);
 ``exact`` = every item scored by the teacher-forced log-probability of its code tuple,
 renormalised over the trie's allowed tokens at each level (the same score a constrained
-beam carries), so the full ranking has no beam-search noise.
+beam carries), so the full ranking has no beam-search noise. Both are ranked by the engine's
+rules for every model: ties by ``ties``, a short beam list's fillers unlisted, a repeated
+target (one in ``seen``) ranked from an unexcluded list or unexcluded scores.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import recsys
+from recsys.eval import dense_ranks, mask_seen
 from recsys_semantic_ids.codes import CodeTable, random_codes
 from recsys_semantic_ids.prompts import TASKS, PromptBuilder
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -81,7 +84,9 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         random_ids: replace the semantic codes by random distinct tuples of the same shape.
         history_len: most recent items in a prompt (LC-Rec: 20).
         num_beams: beams of the constrained beam search (LC-Rec: 20).
-        ranking: ``beam`` or ``exact`` (see the module docstring); changeable at test time.
+        ranking: ``beam`` or ``exact`` (see the module docstring). None (the default) = the
+            ranking the checkpoint was saved with, ``beam`` for a new model; a value given
+            (``recsys test --ckpt_path ... --model.ranking exact``) wins over the checkpoint's.
         score_chunk: prefixes per forward pass in exact ranking.
     """
 
@@ -107,20 +112,24 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         random_ids_seed: int = 0,
         history_len: int = 20,
         num_beams: int = 20,
-        ranking: Literal["beam", "exact"] = "beam",
+        ranking: Literal["beam", "exact"] | None = None,
         score_chunk: int = 512,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
-        # ranking is not saved: `recsys test --ckpt_path ... --model.ranking exact` must win over the checkpoint.
+        # ranking is saved in the checkpoint apart from the hyper-parameters (on_save_checkpoint):
+        # LightningCLI lets a checkpoint's hyper-parameters override the command line, and a
+        # test-time --model.ranking must win.
         self.save_hyperparameters(ignore=["ranking"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or "seqrec" not in tasks:
             raise ValueError(f"model.tasks must include 'seqrec' and only name {list(TASKS)}, got {list(tasks)}")
-        if ranking not in ("beam", "exact"):
+        if ranking not in ("beam", "exact", None):
             raise ValueError(f"model.ranking must be 'beam' or 'exact', got {ranking!r}")
         self.tasks, self.align_samples, self.history_len = list(tasks), align_samples, history_len
-        self.num_beams, self.ranking, self.score_chunk = num_beams, ranking, score_chunk
+        self.num_beams, self.score_chunk = num_beams, score_chunk
+        self.ranking: str = ranking or "beam"
+        self._ranking_given = ranking is not None
         table = CodeTable.read(codes_path)
         if len(table.item_ids) != num_items:
             raise ValueError(f"{codes_path} has codes for {len(table.item_ids)} items, the data {num_items}")
@@ -134,7 +143,8 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                              persistent=False)  # (N + 1, L): each item's code-token ids
         self._trie: CodeTrie | None = None
         self._titles: list[str] | None = None
-        self._beam_stats = [0, 0]  # valid, returned
+        self._beam_stats = [0, 0]  # valid, returned: of the last beam search
+        self._beam_log: list[list[int]] | None = None  # every beam search's stats, during an evaluation step
 
     # ---- the language model ------------------------------------------------------------------
 
@@ -179,6 +189,19 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
     def _causal(self):
         """The transformers CausalLM (inside peft's wrapper, if any)."""
         return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    RANKING_KEY = "recsys_semantic_ids_ranking"
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[self.RANKING_KEY] = self.ranking
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if not self._ranking_given and checkpoint.get(self.RANKING_KEY) in ("beam", "exact"):
+            self.ranking = checkpoint[self.RANKING_KEY]  # a restored model ranks as it was trained to
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -267,8 +290,10 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     @torch.no_grad()
     def beam_search(self, batch: recsys.Batch, k: int) -> tuple[Tensor, Tensor]:
-        """(B, k) items from trie-constrained beams (history excluded, de-duplicated), best first;
-        rows with fewer than k items are filled with unlisted items scored -inf."""
+        """(B, k) items from trie-constrained beams (history excluded, de-duplicated), best first,
+        with their beam scores. Rows with fewer than k items are filled (the contract asks for k
+        distinct items) with unlisted items scored -inf, which the engine ranks as unlisted: all
+        tied at the bottom, never hits by position."""
         from transformers import GenerationConfig, LogitsProcessorList
 
         prompts = self._prompts(batch)
@@ -289,6 +314,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         generated = out.sequences[:, -length:].reshape(len(prompts), beams, length).tolist()
         scores = out.sequences_scores.float().reshape(len(prompts), beams).tolist()
         k = min(k, self.num_items)
+        stats = [0, 0]  # valid, returned
         ids = torch.zeros(len(prompts), k, dtype=torch.long)
         top = torch.full((len(prompts), k), float("-inf"))
         for row in range(len(prompts)):
@@ -298,9 +324,9 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 if not score > UNFILLED:
                     continue  # an empty beam slot: fewer continuations than beams existed
                 item = self.trie.item_of.get(tuple(sequence))
-                self._beam_stats[1] += 1
+                stats[1] += 1
                 if item is not None and item not in excluded:
-                    self._beam_stats[0] += 1
+                    stats[0] += 1
                     if item not in listed and len(listed) < k:  # beams de-duplicated
                         top[row, len(listed)] = score
                         listed.append(item)
@@ -309,6 +335,9 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 rest.sort(key=lambda i: i in excluded)
                 listed += rest[:k - len(listed)]
             ids[row] = torch.tensor(listed)
+        self._beam_stats = stats
+        if self._beam_log is not None:
+            self._beam_log.append(stats)
         return ids.to(device), top.to(device)
 
     @torch.no_grad()
@@ -395,11 +424,31 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     # ---- evaluation logging ------------------------------------------------------------------
 
+    def rank(self, batch: recsys.Batch) -> Tensor:
+        """The engine's ranks; under exact ranking, a repeated target (one in ``seen``) is ranked
+        from scores computed without excluding ``seen`` (as beam ranking re-queries the list),
+        because :meth:`score` gives the excluded items -inf and the repeat could never be hit."""
+        ranks = super().rank(batch)
+        if self.ranking != "exact" or batch.seen is None:
+            return ranks
+        repeat = (batch.seen == batch.target[:, None]).any(dim=1) & (batch.target > 0)
+        if repeat.any():
+            sub = batch.select(repeat)
+            scores = mask_seen(self.score(sub._replace(seen=None)).float(), sub.seen, sub.target)
+            ranks = ranks.clone()
+            ranks[repeat] = dense_ranks(scores, sub.target, self.ties, sub.user).to(ranks)
+        return ranks
+
     def _evaluate(self, batch: recsys.Batch, stage: str) -> None:
-        self._beam_stats = [0, 0]
-        super()._evaluate(batch, stage)
-        if self.ranking == "beam" and self._beam_stats[1]:
-            valid, returned = self._beam_stats
+        self._beam_log = []
+        try:
+            super()._evaluate(batch, stage)
+            log = self._beam_log
+        finally:
+            self._beam_log = None
+        if self.ranking == "beam" and log and log[0][1]:
+            # the batch's own beam search (the first); a repeat's re-query excludes nothing
+            valid, returned = log[0]
             self.log(f"{stage}/valid_rate", valid / returned, batch_size=returned, on_step=False, on_epoch=True)
 
 

@@ -1,11 +1,13 @@
 """Generators: code tokens, response-only labels, trie-constrained beams, exact ranking."""
 
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import recsys
+import recsys.eval
 from recsys_semantic_ids.codes import CodeTable
 from recsys_semantic_ids.generator import IGNORE, TIGER, SemanticIDGenerator, collate
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -194,3 +196,76 @@ def test_errors_name_the_field(codes_file, tmp_path):
         SemanticIDGenerator(14, codes_file, backbone="tiny-llama")
     with pytest.raises(ValueError, match="TIGER trains on code sequences only"):
         TIGER(15, codes_file, tasks=["seqrec", "index2item"])
+
+
+def _with_repeats(batch):
+    """The same windows, every other target replaced by an item of its own history (a repeat)."""
+    target = batch.target.clone()
+    target[::2] = batch.seen[::2, -1]
+    return batch._replace(target=target)
+
+
+def test_exact_ranking_hits_a_repeat_as_a_dense_model_would(codes_file, test_batch):
+    batch, _ = test_batch
+    batch = _with_repeats(batch)
+    model = _generator(codes_file, TIGER, ranking="exact")
+    ranks = model.rank(batch)
+    # score() gives excluded items -inf; a repeat is ranked from scores that exclude nothing,
+    # masked by the engine (seen items out, the target kept), as beam ranking re-queries
+    free = model.score(batch._replace(seen=None))
+    masked = recsys.eval.mask_seen(free.clone(), batch.seen, batch.target)
+    expected = recsys.eval.dense_ranks(masked, batch.target)
+    assert torch.equal(ranks[::2], expected[::2]) and (ranks[::2] < 15).all()
+    own = recsys.eval.dense_ranks(recsys.eval.mask_seen(model.score(batch), batch.seen, batch.target), batch.target)
+    assert torch.equal(ranks[1::2], own[1::2])  # other windows: the model's own scores
+
+
+def test_beam_ranking_hits_a_repeat_exactly_when_exact_ranking_does(codes_file, test_batch):
+    batch, _ = test_batch
+    batch = _with_repeats(batch)
+    model = _generator(codes_file, TIGER, num_beams=16)  # as many beams as items: exhaustive
+    beam = model.rank(batch)
+    model.ranking = "exact"
+    exact = model.rank(batch)
+    listed = exact <= 6  # hit@5 asks for a list of 6
+    assert listed[::2].any() and torch.equal(beam[listed], exact[listed]) and (beam[~listed] > 6).all()
+
+
+def test_beam_fillers_are_unlisted(codes_file, test_batch, monkeypatch):
+    batch, _ = test_batch
+    model = _generator(codes_file, TIGER)
+    length = model.item_tokens.shape[1]
+    best = [next(i for i in range(1, 16) if i not in set(row.tolist())) for row in batch.seen]
+
+    def generate(input_ids, attention_mask, generation_config, logits_processor):
+        # one finished beam per prompt (its first unseen item), every other slot empty
+        beams = generation_config.num_beams
+        codes = model.item_tokens[torch.tensor(best)].repeat_interleave(beams, 0)
+        scores = torch.full((len(best), beams), -1e9)
+        scores[:, 0] = -0.5
+        return SimpleNamespace(sequences=torch.cat([input_ids.repeat_interleave(beams, 0), codes], 1),
+                               sequences_scores=scores.flatten())
+
+    monkeypatch.setattr(model.lm, "generate", generate)
+    ids, scores = model.recommend(batch, 5)
+    assert ids[:, 0].tolist() == best and (scores[:, 0] == -0.5).all() and (scores[:, 1:] == float("-inf")).all()
+    # a target among the fillers (second place in the list) is a miss: it ties with every unlisted item
+    filler = batch._replace(target=ids[:, 1])
+    unmasked = 15 - (batch.seen != 0).sum(1)
+    assert torch.equal(model.rank(filler), unmasked)
+    assert torch.equal(model.rank(batch._replace(target=ids[:, 0])), torch.ones(len(best), dtype=torch.long))
+
+
+def test_a_checkpoint_ranks_as_trained_unless_told(codes_file, tmp_path):
+    import lightning
+
+    model = _generator(codes_file, TIGER, ranking="exact")
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                  "pytorch-lightning_version": lightning.__version__}
+    model.on_save_checkpoint(checkpoint)
+    path = tmp_path / "exact.ckpt"
+    torch.save(checkpoint, path)
+    assert "ranking" not in checkpoint["hyper_parameters"]  # LightningCLI would let it override --model.ranking
+    assert recsys.RecModule.load_from_checkpoint(path).ranking == "exact"
+    assert recsys.RecModule.load_from_checkpoint(path, ranking="beam").ranking == "beam"
+    assert _generator(codes_file, TIGER).ranking == "beam"  # a new model: beam by default
