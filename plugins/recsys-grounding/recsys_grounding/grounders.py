@@ -4,8 +4,11 @@ BIGRec's step 2: embed the generated title and every catalog title with one text
 (BIGRec: the base LLM's last-layer state of the last token; or a sentence encoder such as
 MiniLM), and rank items by L2 distance (faiss, through :class:`recsys.ItemIndex`). Before
 that, the core's exact-title grounder is a first pass: items whose title equals the output
-(normalised) are placed at distance 0, in catalog order when titles repeat. Distances can be
-reweighted by popularity or a collaborative model's scores (:mod:`recsys_grounding.reweight`).
+(normalised) rank before every other item, tied with each other when titles repeat. Distances
+can be reweighted by popularity or a collaborative model's scores (:mod:`recsys_grounding.reweight`).
+
+Equal distances give equal scores: ties are left to the engine's tie policy (``model.ties``),
+never broken by item id.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class EmbeddingGrounder(recsys.Grounder):
             frozen one from (``pooling``, ``max_length``).
         metric: ``l2`` (BIGRec: Euclidean distance) or ``ip`` (distance = minus inner product).
         exact_first: put items whose title equals the output first (the core's exact-title
-            grounder), at the minimum distance of the row.
+            grounder): at the minimum distance of the row in :meth:`distances`, strictly before
+            every other item in :meth:`rank` (given ``first``).
         template: item template for catalog titles (``title``: "Toy Story (1995)"; quotes are
             stripped from both sides as BIGRec does).
         threshold: an output *grounds* when its nearest item is within ``threshold`` times the
@@ -117,12 +121,21 @@ class EmbeddingGrounder(recsys.Grounder):
         dist = torch.full((len(outputs), n + 1), float("inf"))
         dist.scatter_(1, ids, self._to_distance(scores))
         if self.exact_first:
-            exact, _ = self.exact.ground(outputs, n)
             row_min = dist[:, 1:].amin(dim=1, keepdim=True)
-            hit = torch.zeros_like(dist, dtype=torch.bool).scatter_(1, exact, True)
-            hit[:, 0] = False
-            dist = torch.where(hit, row_min.expand_as(dist), dist)
+            dist = torch.where(self.exact_hits(outputs), row_min.expand_as(dist), dist)
         return dist
+
+    def exact_hits(self, outputs: Sequence[str]) -> Tensor:
+        """(B,) texts -> (B, N + 1) bool: the items whose title equals the output (normalised);
+        all False when ``exact_first`` is off."""
+        self._check_fitted()
+        n = len(self.index)
+        hit = torch.zeros(len(outputs), n + 1, dtype=torch.bool)
+        if self.exact_first:
+            exact, _ = self.exact.ground([clean_output(str(o)) for o in outputs], n)
+            hit.scatter_(1, exact, True)
+            hit[:, 0] = False
+        return hit
 
     def rank(
         self,
@@ -131,29 +144,41 @@ class EmbeddingGrounder(recsys.Grounder):
         weights: Tensor | None = None,
         gamma: float = 0.0,
         exclude: Tensor | None = None,
+        first: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Top-k items from (B, N + 1) distances, optionally reweighted: ((B, k) ids, (B, k) scores).
 
         weights: (B, N + 1) or (N + 1,) raw preferences (higher = preferred), see
         :func:`~recsys_grounding.reweight.reweight`. exclude: (B, S) item ids (0-padded) never
-        returned (the user's history under ``loo``). Scores are -D̃ (higher = better); ties keep
-        catalog order, so duplicate titles come out lowest id first.
+        returned (the user's history under ``loo``). first: (B, N + 1) bool, items ranked before
+        every other one (exact title matches, :meth:`exact_hits`), tied with each other.
+
+        Scores are -D̃ (higher = better; 1 for ``first`` items, D̃ being in [0, 1]), -inf for
+        ineligible items. Equal D̃ give equal scores, which the engine ranks as ties by its tie
+        policy; the list's order among them (item order) means nothing to evaluation.
         """
         eligible = torch.isfinite(distances)
         eligible[:, 0] = False
         if exclude is not None:
             eligible.scatter_(1, exclude, False)  # column 0 (PAD) is already ineligible
         adjusted = reweight(distances, weights, gamma, eligible)
+        if first is not None:
+            adjusted = torch.where(first & eligible, torch.full_like(adjusted, -1.0), adjusted)
         k = min(k, distances.shape[1] - 1)
-        # A stable sort of -D̃: equal distances keep item order (topk does not promise that).
+        # A stable sort of -D̃, so lists are reproducible (topk does not promise an order among ties).
         order = torch.sort(-adjusted, dim=1, descending=True, stable=True)
         return order.indices[:, :k], order.values[:, :k]
 
     def ground(self, outputs: Sequence[str], k: int) -> tuple[Tensor, Tensor]:
-        """B outputs -> ((B, k) nearest items, (B, k) scores = -distance), no reweighting."""
+        """B outputs -> ((B, k) nearest items, (B, k) scores = -distance), no reweighting; exact
+        title matches (``exact_first``) come first, scored just above the nearest distance."""
         dist = self.distances(outputs)
-        ids, _ = self.rank(dist, k)
-        return ids, -dist.gather(1, ids)
+        first = self.exact_hits(outputs)
+        ids, _ = self.rank(dist, k, first=first)
+        scores = -dist
+        best = torch.nextafter(scores[:, 1:].amax(dim=1, keepdim=True), torch.tensor(float("inf")))
+        scores = torch.where(first, best.expand_as(scores), scores)
+        return ids, scores.gather(1, ids)
 
     def grounded(self, distances: Tensor) -> Tensor:
         """(B,) bool: the nearest item is within ``threshold`` x the catalog's median

@@ -7,7 +7,10 @@ by distance in an embedding space (BIGRec: the *base* LM's last-token state, wit
 optionally reweighted by popularity or a collaborative model's scores.
 
 ``recommend`` generates and grounds, so BIGRec is evaluated by the engine's protocols like any
-model: the target's rank is its position in the grounded list (K + 1 when absent).
+model: the target's rank is read from the grounded list's scores by the rules dense models
+follow (equal distances are ties, resolved by ``model.ties``, never by item id; an item not in
+the list ties with every other unlisted item; a repeated target is ranked from a list that
+excludes nothing).
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         self.grounder = EmbeddingGrounder(self.ground_encoder, metric=ground_metric, exact_first=exact_first,
                                           template="title", threshold=grounding_threshold)
         self._fitted_catalog = None
-        self._last_stats: tuple[Tensor, Tensor] | None = None
+        self._last_stats: tuple[Tensor, Tensor] | None = None  # of the last recommend() call
+        self._stats_log: list[tuple[Tensor, Tensor]] | None = None  # every call's, during an evaluation step
 
     # ---- catalog ------------------------------------------------------------------------
 
@@ -214,13 +218,21 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         top = [titles[0] if titles else "" for titles in self.generate(batch.history)]
         distances = self.grounder.distances(top)
         seen = batch.seen.cpu() if batch.seen is not None else None
-        ids, scores = self.grounder.rank(distances, k, self.weights(batch), self.gamma, exclude=seen)
+        ids, scores = self.grounder.rank(distances, k, self.weights(batch), self.gamma, exclude=seen,
+                                         first=self.grounder.exact_hits(top))
         self._last_stats = (self.grounder.grounded(distances), self.grounder.exact_match(top))
+        if self._stats_log is not None:
+            self._stats_log.append(self._last_stats)
         return ids.to(batch.target.device), scores.to(batch.target.device)
 
     def _evaluate(self, batch: recsys.Batch, stage: str) -> None:
-        super()._evaluate(batch, stage)
-        grounded, exact = self._last_stats
+        self._stats_log = []
+        try:
+            super()._evaluate(batch, stage)
+            # the batch's own call (the first); the engine re-asks for windows whose target is a repeat
+            grounded, exact = self._stats_log[0]
+        finally:
+            self._stats_log = None
         # Means over evaluated users (each user's top beam counts once), weighted by batch size.
         for name, values in (("grounding_rate", grounded), ("exact_match", exact)):
             self.log(f"{stage}/{name}", values.float().mean(), batch_size=len(values), on_step=False, on_epoch=True,

@@ -41,10 +41,32 @@ def test_duplicate_titles_ground_to_every_copy(tiny_data):
     dup = recsys.Catalog(catalog.dataset, catalog.vocab, fields, catalog.popularity)
     g = EmbeddingGrounder(recsys.TextEncoder("tiny-llama", pooling="last", trainable_layers=0)).fit(dup)
     title = dup.render("title")[2]
-    ids, _ = g.ground([title], 4)
-    assert ids[0, :2].tolist() == [2, 7]
+    ids, scores = g.ground([title], 4)
+    assert ids[0, :2].tolist() == [2, 7] and scores[0, 0] == scores[0, 1] > scores[0, 2]  # tied, listed by id
     dist = g.distances([title])
     assert dist[0, 2] == dist[0, 7] == dist[0, 1:].min()
+    ids, scores = g.rank(dist, 4, first=g.exact_hits([title]))
+    assert ids[0, :2].tolist() == [2, 7] and scores[0, 0] == scores[0, 1] > scores[0, 2]
+
+
+def test_equal_distances_get_equal_scores_and_exact_matches_come_first():
+    inf = float("inf")
+    dist = torch.tensor([[inf, 0.9, 0.2, 0.6, 0.2, 0.4]])
+    g = EmbeddingGrounder.__new__(EmbeddingGrounder)  # rank() reads only its arguments
+    ids, scores = g.rank(dist, 5)
+    assert ids[0, :2].tolist() == [2, 4] and scores[0, 0] == scores[0, 1]  # a tie, for the engine to resolve
+    # an exact title match (item 3) ranks before items nearer in the embedding space, even with
+    # its distance lifted to the row's minimum (as distances() does) and after reweighting
+    lifted = dist.clone()
+    lifted[0, 3] = 0.2
+    first = torch.zeros(1, 6, dtype=torch.bool)
+    first[0, 3] = True
+    popularity = torch.tensor([float("nan"), 1.0, 5.0, 0.0, 9.0, 2.0])
+    for weights, gamma in ((None, 0.0), (popularity, 30.0)):
+        ids, scores = g.rank(lifted, 5, weights, gamma, first=first)
+        assert ids[0, 0] == 3 and scores[0, 0] > scores[0, 1]
+    ids, scores = g.rank(lifted, 5, exclude=torch.tensor([[3]]), first=first)
+    assert 3 not in ids[0].tolist()
 
 
 def test_unknown_output_grounds_to_nearest_but_not_exactly(grounder):

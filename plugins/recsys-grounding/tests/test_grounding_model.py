@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import recsys
+import recsys.eval
 import recsys.testing
 import recsys_grounding.plugin
 from recsys_grounding import BIGRec, FewShotSeqDataModule
@@ -60,7 +61,8 @@ def test_recommend_grounds_the_top_beam_and_excludes_history(model, tiny_data):
     batch = next(iter(tiny_data.test_dataloader()))
     ids, scores = model.recommend(batch, 5)
     top = [t[0] for t in model.generate(batch.history)]
-    expected, _ = model.grounder.rank(model.grounder.distances(top), 5, exclude=batch.seen)
+    expected, _ = model.grounder.rank(model.grounder.distances(top), 5, exclude=batch.seen,
+                                      first=model.grounder.exact_hits(top))
     assert torch.equal(ids, expected)
     for row in range(len(ids)):
         assert not set(ids[row].tolist()) & (set(batch.seen[row].tolist()) - {0})
@@ -137,3 +139,61 @@ def test_configs_parse(grounding_plugin, capsys, config):
     if config.startswith("gpu/"):
         assert "bf16-mixed" in printed and "lora_r: 8" in printed
 
+
+
+def _tied_distances(model, monkeypatch, tied, rows):
+    """Every row's top beam grounds to the same distances: items ``tied`` at the minimum, the others
+    further, each at its own distance; no exact title match."""
+    n = model.num_items
+    dist = torch.linspace(1.0, 2.0, n + 1)
+    dist[0] = float("inf")
+    dist[tied] = 0.5
+    monkeypatch.setattr(model, "generate", lambda history: [["Some Title (1999)"]] * len(history))
+    monkeypatch.setattr(model.grounder, "distances", lambda outputs: dist.repeat(len(outputs), 1))
+    monkeypatch.setattr(model.grounder, "exact_hits",
+                        lambda outputs: torch.zeros(len(outputs), n + 1, dtype=torch.bool))
+    return dist
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "random"])
+def test_equal_distances_do_not_favour_the_lower_id(model, monkeypatch, ties):
+    tied = [4, 11]
+    _tied_distances(model, monkeypatch, tied, 2)
+    history = torch.tensor([[0, 0, 0, 1, 2]] * 2)
+    monkeypatch.setattr(model, "ties", ties)
+    ranks = {}
+    for item in tied:
+        batch = recsys.Batch(history=history, target=torch.tensor([item, item]), user=torch.tensor([1, 2]),
+                             seen=torch.tensor([[0, 0, 0, 1, 2]] * 2))
+        ids, scores = model.recommend(batch, 5)
+        assert ids[0, :2].tolist() == tied and scores[0, 0] == scores[0, 1]  # one score for one distance
+        ranks[item] = model.rank(batch)
+    if ties == "pessimistic":
+        assert ranks[4].tolist() == ranks[11].tolist() == [2, 2]  # both behind the item tied with them
+    else:
+        draws = torch.cat(list(ranks.values()))
+        assert set(draws.tolist()) <= {1, 2}
+        # the draw of dense_ranks (a hash of user and item), whichever id is lower
+        for item, got in ranks.items():
+            scores = torch.full((2, model.num_items + 1), -3.0)
+            scores[:, 0] = float("-inf")
+            scores[:, tied] = 0.0
+            scores[:, [1, 2]] = float("-inf")
+            assert torch.equal(got, recsys.eval.dense_ranks(scores, torch.tensor([item, item]), "random",
+                                                            torch.tensor([1, 2])))
+
+
+def test_stats_come_from_the_batchs_own_list(model, tiny_data, monkeypatch):
+    # a repeated target makes the engine ask again for that window: the logged grounding rate
+    # still counts each window once
+    batch = next(iter(tiny_data.test_dataloader()))
+    batch = batch._replace(target=torch.where(torch.arange(len(batch.target)) == 0, batch.seen[:, -1], batch.target))
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.__setitem__(name, kwargs["batch_size"]))
+    calls = []
+    recommend = model.recommend
+    monkeypatch.setattr(model, "recommend", lambda b, k: calls.append(len(b.target)) or recommend(b, k))
+    model._evaluate(batch, "test")
+    assert calls == [len(batch.target), 1]
+    assert logged["test/grounding_rate"] == logged["test/exact_match"] == len(batch.target)
+    model._eval_ranks.pop("test", None)
