@@ -148,8 +148,9 @@ def test_a_repeat_is_hit_exactly_when_a_dense_model_hits_it(ties):
     first, *again = listing.calls[-4:]
     assert first[1] == 4 and first[0].seen is not None  # one longer than the largest cutoff
     # the repeats are asked again, without seen, one call per list length (k + distinct seen items)
-    assert [(call.seen, call.target.tolist(), k) for call, k in again] == [
-        (None, [2, 9], 4 + 3), (None, [7], 4 + 4)]
+    # (the target field blanked: the model gets histories only)
+    assert [(call.seen, call.user.tolist(), call.target.tolist(), k) for call, k in again] == [
+        (None, [0, 4], [0, 0], 4 + 3), (None, [1], [0], 4 + 4)]
 
 
 def test_list_ranks_reads_scores_not_positions():

@@ -227,8 +227,8 @@ class SeqRecModule(RecModule):
     def _rank_repeats(self, batch: Batch, ranks: Tensor, k: int) -> Tensor:
         """Re-rank the windows whose target is in ``seen`` (a repeat), which ``recommend`` may not list.
 
-        Those windows are asked again without ``seen`` (nothing excluded: the model learns nothing
-        about targets, it only gets histories), for k + (the window's distinct seen items) entries,
+        Those windows are asked again without ``seen`` (nothing excluded) and with the target field
+        blanked (the model gets histories only), for k + (the window's distinct seen items) entries,
         so at least k entries remain once the engine masks the seen items other than the target
         (:func:`recsys.eval.list_ranks` masks them, exactly as it masks dense scores). Windows are
         grouped by list length, so a window's list does not depend on the other windows of its batch.
@@ -243,7 +243,9 @@ class SeqRecModule(RecModule):
         for extra in distinct[repeat].unique().tolist():
             rows = (repeat & (distinct == extra)).nonzero().flatten()
             sub = batch.select(rows)
-            ids, scores = self.recommend(sub._replace(seen=None), min(k + extra, self.num_items))
+            # the target field blanked too (0, as in predict runs): the model gets histories only
+            asked = sub._replace(seen=None, target=torch.zeros_like(sub.target))
+            ids, scores = self.recommend(asked, min(k + extra, self.num_items))
             ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user).to(ranks)
         return ranks
 
