@@ -38,7 +38,12 @@ class RecDataModule(pl.LightningDataModule):
         """A loader over a dataset whose ``__getitems__`` returns a whole batch. Training order is
         drawn from (the run's seed, epoch) alone (seed_everything sets PL_GLOBAL_SEED), so a
         resumed fit sees the batches an uninterrupted one would."""
-        sampler = EpochShuffle(len(dataset), int(os.environ.get("PL_GLOBAL_SEED", "0"))) if shuffle else None
+        sampler = None
+        if shuffle:
+            # Split between processes here: Lightning would wrap the sampler for DDP and re-shuffle it.
+            trainer = getattr(self, "trainer", None)
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = EpochShuffle(len(dataset), int(os.environ.get("PL_GLOBAL_SEED", "0")), world, rank)
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,

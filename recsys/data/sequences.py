@@ -349,26 +349,25 @@ class SampledWindows(Dataset):
         return self.windows.__getitems__(self.chosen[np.asarray(indices, dtype=np.int64)])
 
 
-class EpochShuffle(torch.utils.data.Sampler):
-    """A random order of ``size`` indices drawn from ``(seed, epoch)`` alone.
+class EpochShuffle(torch.utils.data.DistributedSampler):
+    """A random order of ``size`` indices drawn from ``(seed, epoch)`` alone, split between
+    ``num_replicas`` processes.
 
     Lightning calls ``set_epoch`` before every training epoch, so a run resumed from a checkpoint
     sees exactly the batches an uninterrupted run would have seen (``shuffle=True`` draws from
-    the global RNG, whose state a restart loses). Under DDP Lightning wraps it in a distributed
-    sampler, which keeps the order and splits it between processes.
+    the global RNG, whose state a restart loses). Under DDP, process ``rank`` takes every
+    ``num_replicas``-th index of the same order (the order padded with its first indices to a
+    multiple of ``num_replicas``), so one step's per-process batches together are the batch one
+    process would take. Being a ``DistributedSampler``, Lightning uses it as it is (it would
+    otherwise wrap it and re-shuffle).
     """
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[: self.total_size - self.size]  # every process takes as many indices
+        return iter(order[self.rank : self.total_size : self.num_replicas])
