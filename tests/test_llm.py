@@ -426,3 +426,19 @@ def test_a_cache_writer_killed_mid_write_leaves_only_whole_entries(tmp_path):
     # Whole batches only (each put is one transaction), and a contiguous run of them.
     assert sorted(batches) == list(range(len(batches)))
     assert len(found) == 64 * len(batches)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last", "item_slot"])
+def test_an_empty_text_is_one_pad_token(pooling):
+    # An LM's generation can be empty (grounding then encodes ""); tiny-llama's tokenizer adds no
+    # special tokens, so "" has no token at all and the transformer would get a (B, 0) input.
+    encoder = TextEncoder("tiny-llama", pooling=pooling).eval()
+    tokens = encoder.tokenize(["", "Alpha Quest"])
+    pad = encoder.tokenizer.pad_token_id if encoder.tokenizer.pad_token_id is not None else 0
+    assert tokens["input_ids"][0, 0] == pad and tokens["attention_mask"][0].tolist()[:2] == [1, 0]
+    with torch.no_grad():
+        alone = encoder.encode_texts([""])
+        mixed = encoder.encode_texts(["", "Alpha Quest"])
+        spelled = encoder(torch.tensor([[pad]]), torch.tensor([[1]]))
+    assert alone.shape == (1, encoder.dim) and torch.isfinite(alone).all()
+    assert torch.allclose(alone, mixed[:1], atol=1e-5) and torch.allclose(alone, spelled, atol=1e-6)

@@ -166,7 +166,16 @@ class TextEncoder(nn.Module):
         """Right-padded ids and attention mask, truncated to ``max_length`` tokens."""
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt", padding_side="right")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        empty = mask.sum(1) == 0
+        if empty.any():
+            # A text with no token at all (e.g. an empty generation, with a tokenizer that adds no
+            # special tokens) becomes one pad token, so every row has something to attend to.
+            if ids.shape[1] == 0:
+                ids, mask = ids.new_zeros(len(ids), 1), mask.new_zeros(len(mask), 1)
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids[empty, 0], mask[empty, 0] = pad, 1
+        return {"input_ids": ids, "attention_mask": mask}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, frozen_states: Tensor | None = None) -> Tensor:
         """(B, L) ids and mask -> (B, dim) pooled vectors.
