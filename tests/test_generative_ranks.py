@@ -46,9 +46,8 @@ class Listing(recsys.SeqRecModule):
             items = [i for i in range(1, n + 1) if i not in excluded and table[i] > -INF]
             target = int(batch.target[row])
             # best first; within equal scores, the target first (or last): positions would decide
-            key = {"target_first": lambda i: (-table[i].item(), i != target),
-                   "target_last": lambda i: (-table[i].item(), i == target)}[self.order]
-            items.sort(key=key)
+            last = self.order == "target_last"
+            items.sort(key=lambda i, table=table, target=target: (-table[i].item(), (i == target) == last))
             row_ids = items[:k]
             row_scores = [table[i].item() for i in row_ids]
             if len(row_ids) < k and self.fill:  # fillers: unseen unlisted items first, in id order
@@ -94,7 +93,6 @@ def test_equal_scores_rank_as_a_dense_model_ranks_them(ties, order):
 def test_a_tie_group_cut_by_the_end_of_the_list_counts_beyond_it():
     # items 1 and 2 lead; 3, 4, 5 tie next: under pessimistic ties each of them ranks 5th, so
     # hit@3 is 0 for all three, though the list's third slot holds one of them
-    n = 10
     table = torch.tensor([[-INF, 0.9, 0.8, 0.5, 0.5, 0.5, 0.3, 0.2, 0.2, 0.1, 0.0]]).repeat(3, 1)
     dense, listing = both(table, "pessimistic", order="target_first")
     batch = batch_of([3, 4, 5])

@@ -141,7 +141,7 @@ def test_configs_parse(grounding_plugin, capsys, config):
 
 
 
-def _tied_distances(model, monkeypatch, tied, rows):
+def _tied_distances(model, monkeypatch, tied):
     """Every row's top beam grounds to the same distances: items ``tied`` at the minimum, the others
     further, each at its own distance; no exact title match."""
     n = model.num_items
@@ -158,7 +158,7 @@ def _tied_distances(model, monkeypatch, tied, rows):
 @pytest.mark.parametrize("ties", ["pessimistic", "random"])
 def test_equal_distances_do_not_favour_the_lower_id(model, monkeypatch, ties):
     tied = [4, 11]
-    _tied_distances(model, monkeypatch, tied, 2)
+    _tied_distances(model, monkeypatch, tied)
     history = torch.tensor([[0, 0, 0, 1, 2]] * 2)
     monkeypatch.setattr(model, "ties", ties)
     ranks = {}

@@ -234,7 +234,6 @@ def test_beam_ranking_hits_a_repeat_exactly_when_exact_ranking_does(codes_file, 
 def test_beam_fillers_are_unlisted(codes_file, test_batch, monkeypatch):
     batch, _ = test_batch
     model = _generator(codes_file, TIGER)
-    length = model.item_tokens.shape[1]
     best = [next(i for i in range(1, 16) if i not in set(row.tolist())) for row in batch.seen]
 
     def generate(input_ids, attention_mask, generation_config, logits_processor):
