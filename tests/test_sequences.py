@@ -85,13 +85,31 @@ def test_tiled_windows_cover_each_training_target_once(tiny_data, max_len, strid
     assert sorted(covered) == sorted(expected)
 
 
-def test_overlapping_windows_give_every_target_context(tiny_data):
-    windows = Windows.for_training(tiny_data.split, max_len=4, mode="tiled", stride=2)
+@pytest.mark.parametrize("max_len, stride", [(4, 2), (5, 1), (6, 4), (5, 3), (4, 4)])
+def test_overlapping_windows_give_every_target_context(max_len, stride):
+    """The documented promise of tiled windows with a stride below max_len: a target sees the
+    ``max_len - stride + 1`` items before it (its position's own input included), or all of
+    them when it has fewer. Users' items are 1..n in order, so an item is its own position + 1:
+    the expected context is read off the item ids, not off the windows' arithmetic."""
+    lengths = np.array([3, 4, 5, 7, 9, 12, 16])
+    items = np.concatenate([np.arange(1, n + 1) for n in lengths])
+    seq = Sequences(np.concatenate(([0, 0], np.cumsum(lengths))), items)
+    split = LeaveOneOut(seq)
+    windows = Windows.for_training(split, max_len=max_len, mode="tiled", stride=stride)
     batch = windows.__getitems__(range(len(windows)))
+    least = max_len - stride + 1  # the first labelled position, max_len - stride, sees this many
+    checked = 0
     for history, labels in zip(batch.history.tolist(), batch.labels.tolist()):
         for position, label in enumerate(labels):
-            if label and position < 2:  # an early position is a target only without earlier items
-                assert all(item == 0 for item in history[:position])
+            if not label:
+                continue
+            index = label - 1  # the target's position in its sequence
+            context = [item for item in history[: position + 1] if item]
+            assert context == list(range(label - len(context), label)), (history, position)  # the items just before it
+            assert len(context) >= min(index, least), (history, position, label)
+            checked += 1
+    # leave-one-out keeps n - 2 items for training, all but the first of them targets: no empty loop
+    assert checked == sum(n - 3 for n in lengths if n > 3)
 
 
 def test_windows_store_per_user_arrays_only():
