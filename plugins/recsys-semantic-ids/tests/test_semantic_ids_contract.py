@@ -14,21 +14,24 @@ from recsys_semantic_ids import CodeTable, random_codes
 from recsys_semantic_ids.generator import TIGER, SemanticIDGenerator
 
 
-def _codes_file() -> str:
-    item_ids = list(recsys.SeqDataModule(str(recsys.testing.tiny_dataset())).catalog.vocab.tokens[1:])
-    table = CodeTable(item_ids, random_codes(len(item_ids), [3, 3, 2], seed=0), [3, 3, 2])
+def _codes_file(item_ids: list[str], levels: list[int]) -> str:
+    table = CodeTable(item_ids, random_codes(len(item_ids), levels, seed=0), levels)
     return str(table.write(Path(tempfile.mkdtemp(prefix="semantic-ids-contract-")) / "codes.json"))
 
 
-CODES = _codes_file()
+CODES = _codes_file(list(recsys.SeqDataModule(str(recsys.testing.tiny_dataset())).catalog.vocab.tokens[1:]), [3, 3, 2])
 SMALL = {"codes_path": CODES, "num_beams": 5, "ks": [5, 10], "metrics": ["hit", "ndcg"], "decoder_layers": 1,
          "decoder_hidden": 32, "decoder_heads": 2, "decoder_intermediate": 64}
+# The "learns" check's data, recsys.testing.rule_dataset(), has items "1".."40": codes for those.
+LEARN = {"max_epochs": 30, "init_args": {"codes_path": _codes_file([str(i) for i in range(1, 41)], [4, 4, 4]),
+                                         "lr": 0.005, "num_beams": 10}}
 
 
 class TestTIGER(recsys.testing.ModelContract):
     model = TIGER
     plugin = recsys_semantic_ids.plugin
     init_args: ClassVar[dict] = SMALL
+    learn: ClassVar[dict] = LEARN
 
 
 @pytest.mark.slow  # exact ranking is also checked against brute force in test_semantic_ids_generator.py
@@ -36,6 +39,7 @@ class TestTIGERExactRanking(recsys.testing.ModelContract):
     model = TIGER
     plugin = recsys_semantic_ids.plugin
     init_args: ClassVar[dict] = {**SMALL, "ranking": "exact"}
+    learn: ClassVar[dict] = LEARN
 
 
 @pytest.mark.slow
