@@ -2,8 +2,11 @@
 
 Same architecture and defaults as RecBole's SASRec (post-LayerNorm blocks, GELU, dropout 0.5,
 N(0, 0.02) init, output layer tied to the item embeddings) so the two can be compared, but
-trained the efficient way: every position of a window predicts its next item, so one forward
-pass covers up to L targets instead of one.
+trained the efficient way: one forward pass over a window of L items computes the loss at each
+of the window's target positions (``batch.labels``: with ``tiled`` windows ``stride`` apart,
+the newest ``stride`` positions; when windows overlap, the older positions are context only,
+their targets belong to an earlier window), so one pass covers up to ``stride`` targets, not one. Unlike RecBole, the padding id is left
+out of the training softmax: it is not an item, and keeping it only adds a logit to push down.
 """
 
 from __future__ import annotations
