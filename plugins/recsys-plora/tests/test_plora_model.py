@@ -46,14 +46,35 @@ def _metrics(cli, prefix):
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
+def _by_hand(model, loader) -> tuple[float, float]:
+    """AUC (pairwise: a positive above a negative counts 1, a tie 1/2) and LogLoss of the model's
+    logits over a loader, from their definitions."""
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in loader:
+            probs += [1 / (1 + math.exp(-x)) for x in model.logits(batch).tolist()]
+            labels += batch.label.tolist()
+    pos = [p for p, y in zip(probs, labels) if y]
+    neg = [p for p, y in zip(probs, labels) if not y]
+    assert pos and neg
+    auc = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg) / (len(pos) * len(neg))
+    logloss = -sum(math.log(p) if y else math.log(1 - p) for p, y in zip(probs, labels)) / len(labels)
+    return auc, logloss
+
+
 def test_din_fits_and_logs_auc_and_logloss(crm):
     path, cli = crm
     logged = _metrics(cli, "test/")  # the CLI validated, then tested, the best checkpoint
     assert set(logged) == {"test/auc", "test/logloss"}
-    assert all(math.isfinite(v) for v in logged.values()) and 0 <= logged["test/auc"] <= 1
-    assert 0 <= float(cli.trainer.checkpoint_callback.best_model_score) <= 1  # selected on val/auc
-    restored = recsys.RecModule.load_from_checkpoint(path)
+    restored = recsys.RecModule.load_from_checkpoint(path).eval()
     assert type(restored) is DIN and restored.hparams.field_sizes == cli.datamodule.field_sizes
+    # The logged values are the best checkpoint's AUC and LogLoss on the test samples ...
+    auc, logloss = _by_hand(restored, cli.datamodule.test_dataloader())
+    assert logged["test/auc"] == pytest.approx(auc, abs=1e-5)
+    assert logged["test/logloss"] == pytest.approx(logloss, abs=1e-5)
+    # ... and that checkpoint was selected on its validation AUC
+    val_auc, _ = _by_hand(restored, cli.datamodule.val_dataloader())
+    assert float(cli.trainer.checkpoint_callback.best_model_score) == pytest.approx(val_auc, abs=1e-5)
 
 
 def test_personalized_recLoRA_fits_tests_and_round_trips(plora_plugin, crm, ctr_tiny, tmp_path):
