@@ -47,11 +47,21 @@ def test_non_utf8_is_a_clear_error(tmp_path):
         read_atomic(path)
 
 
-def test_failed_write_leaves_existing_file_intact(tmp_path):
+def test_failed_write_leaves_existing_file_intact(tmp_path, monkeypatch):
     path = write_atomic(pd.DataFrame({"a": ["1"]}), tmp_path / "x.inter")
     before = path.read_text()
-    with pytest.raises(ValueError):
-        write_atomic(pd.DataFrame({"a": ["x"]}), path, {"a": "float"})  # not numeric: fails mid-way
+    with pytest.raises(ValueError, match="'x'"):
+        write_atomic(pd.DataFrame({"a": ["x"]}), path, {"a": "float"})  # not numeric: refused before writing
+    assert path.read_text() == before
+
+    # A write that dies once part of the rows are on disk (a full disk, a kill):
+    def dies_mid_write(self, f, *args, **kwargs):
+        f.write("2\n")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", dies_mid_write)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_atomic(pd.DataFrame({"a": ["2", "3"]}), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["x.inter"]  # no temp file left behind
 
