@@ -185,9 +185,15 @@ def test_yaml_configs_are_read_with_a_safe_loader(tmp_path):
     marker = tmp_path / "yaml-ran"
     config = tmp_path / "run.yaml"
     config.write_text(f"model: !!python/object/apply:os.mkdir [{str(marker)!r}]\ndata: SeqDataModule\n")
-    with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()), pytest.raises(SystemExit):
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit:
         main(["fit", f"--config={config}", "--print_config"])
     assert not marker.exists()
+    # refused for the tag itself (a safe loader knows no python/* constructor), not for another reason
+    assert exit.value.code == 2
+    last = err.getvalue().strip().splitlines()[-1]
+    assert last.startswith("recsys: error:") and "could not determine a constructor for the tag" in last, last
+    assert "python/object/apply:os.mkdir" in last, last
 
 
 def test_no_config_turns_on_remote_code_or_unsafe_loading():
