@@ -349,9 +349,11 @@ def test_amazon_2014_metadata_is_literal_not_code(tmp_path):
     assert len(convert("amazon-2014", tmp_path / "ok", raw=raw)["item"][0]) == 9
 
 
-def test_amazon_progress_bar_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(amazon, "PROGRESS_BYTES", 0)
-    assert len(convert("amazon-2018", tmp_path / "out")["inter"][0]) == 23
+def test_amazon_progress_bar_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(amazon, "PROGRESS_BYTES", 0)  # every file counts as big: the bars are on
+    assert len(convert("amazon-2018", tmp_path / "out")["inter"][0]) == 23  # and change nothing
+    err = capsys.readouterr().err
+    assert "Toys_5.json.gz" in err and "meta_Toys.json.gz" in err, err  # a bar per file was drawn
 
 
 def test_clean_text_and_truncate():
