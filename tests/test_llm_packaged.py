@@ -48,5 +48,10 @@ def test_smollm2_converts_once_generates_and_embeds():
     answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
     encoder = TextEncoder(again, pooling="last", normalize=True)
-    v = encoder.encode(["Star Wars (1977)", "The Empire Strikes Back (1980)", "Pride and Prejudice (1995)"])
+    texts = ["Star Wars (1977)", "The Empire Strikes Back (1980)", "Pride and Prejudice (1995)"]
+    v = encoder.encode(texts)
     assert v.shape == (3, 576) and torch.isfinite(v).all()
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(3))  # normalize=True: unit vectors
+    alone = torch.cat([encoder.encode([t], cache=False) for t in texts])
+    torch.testing.assert_close(v, alone, atol=1e-5, rtol=1e-4)  # each text's own vector, whatever the padding
+    assert (v @ v.T - torch.eye(3)).max() < 0.99  # three texts, three different vectors
