@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from recsys.cli import main
@@ -37,6 +38,10 @@ def test_fit_trains_then_validates_and_tests_the_best_checkpoint(tiny_path, tmp_
     assert best.name.startswith("best-") and (best.parent / "last.ckpt").exists()
     restored = RecModule.load_from_checkpoint(best)
     assert type(restored).__name__ == "SASRec" and restored.num_items == 15
+    # the test stage loaded that best checkpoint (not the last epoch's weights) and ran its weights
+    assert cli.trainer.ckpt_path is not None and Path(cli.trainer.ckpt_path) == best
+    tested = cli.model.state_dict()
+    assert all(torch.equal(tested[name], value) for name, value in restored.state_dict().items())
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
     assert saved["model"]["class_path"] == "recsys.models.sasrec.SASRec"  # full path, not the short name
     assert saved["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/ndcg@10"
