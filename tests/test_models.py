@@ -14,15 +14,16 @@ def trainer(tmp_path, **kwargs):
     return pl.Trainer(**{**options, **kwargs})
 
 
-def test_oracle_scores_one_and_constant_scores_k_over_n(fake_plugin, tiny_path, tmp_path):
+def test_oracle_scores_one_and_a_constant_ranks_every_target_last(fake_plugin, tiny_path, tmp_path):
     from fake_models import ConstantRec, OracleRec
 
     data = SeqDataModule(str(tiny_path), max_len=5, mask_history=False)
     oracle = trainer(tmp_path).test(OracleRec(data.num_items), datamodule=data, verbose=False)[0]
     assert oracle["test/ndcg@10"] == 1.0 and oracle["test/mrr@5"] == 1.0
     constant = trainer(tmp_path).test(ConstantRec(data.num_items), datamodule=data, verbose=False)[0]
-    # all tie -> every target ranks last (N = 15): hit@k = 0 for k < N, 1 at k >= N
-    assert constant["test/hit@5"] == 0.0 and constant["test/hit@20"] == 1.0
+    # All 15 items tie and nothing is masked: pessimistic ties put every target at rank N = 15.
+    assert constant["test/hit@10"] == 0.0 and constant["test/hit@20"] == 1.0
+    assert constant["test/mrr@50"] == pytest.approx(1 / 15) and constant["test/ndcg@50"] == pytest.approx(0.25)
 
 
 def test_generative_model_is_ranked_from_its_list(fake_plugin, tiny_path, tmp_path):
@@ -133,10 +134,35 @@ def test_load_from_checkpoint_accepts_file_objects(tiny_path, tmp_path):
     assert type(RecModule.load_from_checkpoint(buffer)) is Pop
 
 
-def test_pop_needs_no_fit(tiny_path, tmp_path):
+def test_pop_needs_no_fit_and_ranks_by_training_counts(tiny_path, tmp_path):
+    import math
+
+    import pandas as pd
+
     data = SeqDataModule(str(tiny_path), max_len=5)
     result = trainer(tmp_path).test(Pop(data.num_items), datamodule=data, verbose=False)[0]
-    assert result["test/hit@50"] == 1.0 and result["test/ndcg@10"] > 0
+    # By hand from the raw file: per user in time order (ties in file order), the last item is
+    # the test target, the one before it validation, the rest training (users with fewer than
+    # three items train on all of them). Items seen before the target are masked, the target
+    # keeps its count, ties count against it.
+    inter = pd.read_csv(tiny_path / "tiny.inter", sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    users = {u: rows["item_id"].tolist() for u, rows in inter.sort_values("timestamp", kind="stable").groupby("user_id")}
+    counts = {}
+    for items in users.values():
+        for item in items[:-2] if len(items) >= 3 else items:
+            counts[item] = counts.get(item, 0) + 1
+    catalog = set(inter["item_id"])
+    ranks = []
+    for items in users.values():
+        if len(items) < 3:
+            continue
+        target, seen = items[-1], set(items[:-1]) - {items[-1]}
+        candidates = catalog - seen
+        ranks.append(sum(counts.get(i, 0) >= counts.get(target, 0) for i in candidates))
+    assert result["test/windows"] == len(ranks)
+    assert result["test/hit@5"] == pytest.approx(sum(r <= 5 for r in ranks) / len(ranks))
+    assert result["test/ndcg@10"] == pytest.approx(sum(1 / math.log2(r + 1) for r in ranks if r <= 10) / len(ranks))
 
 
 def test_a_model_can_load_another_checkpoint_inside_its_init_under_the_cli(fake_plugin, tiny_path, tmp_path):

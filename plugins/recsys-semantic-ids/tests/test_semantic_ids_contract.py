@@ -48,3 +48,4 @@ class TestSemanticIDGenerator(recsys.testing.ModelContract):
     plugin = recsys_semantic_ids.plugin
     init_args: ClassVar[dict] = {**SMALL, "backbone": "tiny-llama", "tasks": ["seqrec", "item2index", "index2item", "fusion"],
                                  "align_samples": 2}
+    learn: ClassVar[dict] = LEARN
