@@ -52,7 +52,7 @@ def test_mask_seen_masks_pad_and_history_but_not_the_target():
     assert masked[1].tolist() == [float("-inf"), 1, 2, float("-inf"), 4, 5]
 
 
-def test_constant_scorer_gets_k_over_n():
+def test_constant_scorer_ranks_every_target_last_under_pessimistic_ties():
     n = 200
     scores = mask_seen(torch.zeros(50, n + 1), None)
     ranks = dense_ranks(scores, torch.randint(1, n + 1, (50,)))

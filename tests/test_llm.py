@@ -161,7 +161,7 @@ def test_an_unfinished_cached_directory_is_rebuilt(monkeypatch, tmp_path):
     def fail(tmp):
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk full"):
         cached_directory("other", fail)
     assert not (tmp_path / "other").exists()
 
@@ -204,9 +204,27 @@ def test_top_layers_trainable():
 
 
 def test_item_slot_learns():
-    encoder = TextEncoder("tiny-bert", pooling="item_slot", trainable_layers=0)
-    encoder.encode_texts(TEXTS).pow(2).sum().backward()
-    assert encoder.item_slot.grad is not None and encoder.item_slot.grad.abs().sum() > 0
+    # Every transformer weight is frozen: the slot is the only thing that can move the vectors.
+    torch.manual_seed(0)
+    encoder = TextEncoder("tiny-bert", pooling="item_slot", trainable_layers=0).eval()  # eval: no dropout
+    assert [name for name, p in encoder.named_parameters() if p.requires_grad] == ["item_slot"]
+    target = torch.randn(len(TEXTS), encoder.dim)
+    slot = encoder.item_slot.detach().clone()
+    optimizer = torch.optim.Adam([encoder.item_slot], lr=0.05)
+
+    def loss():
+        return (encoder.encode_texts(TEXTS) - target).pow(2).mean()
+
+    with torch.no_grad():
+        before = loss().item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = loss().item()
+    assert after < 0.75 * before, (before, after)  # measured: 2.09 -> 1.04 (seed 0), from the slot alone
+    assert not torch.equal(encoder.item_slot.detach(), slot)
 
 
 def test_random_or_trainable_encoders_are_never_cached():
@@ -420,7 +438,6 @@ def test_a_cache_writer_killed_mid_write_leaves_only_whole_entries(tmp_path):
     found = EmbeddingCache(path).get("crash", texts)
     assert found, "the writer wrote nothing before it was killed"
     batches = {index // 64 for index in found}
-    assert all(index // 64 in batches for index in found)
     for index, vector in found.items():
         assert vector.shape == (32,) and np.all(vector == hash_value(texts[index]))
     # Whole batches only (each put is one transaction), and a contiguous run of them.

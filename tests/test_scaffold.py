@@ -1,6 +1,7 @@
 """`recsys plugin new NAME` writes a package whose own tests (the model contract) pass as written."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,12 @@ def test_names(name, model, expected):
     assert (values["package"], values["model"], values["metric"]) == expected
 
 
-@pytest.mark.parametrize("name, model", [("recsys", None), ("2fast", None), ("import", None), ("ok", "not-a-class")])
-def test_bad_names_are_refused(name, model):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("name, model, message", [
+    ("recsys", None, "'recsys' would make a package named 'recsys': choose another name"),
+    ("2fast", None, "'2fast' is not a distribution name"),
+    ("import", None, "'import' would make a package named 'import': choose another name"),
+    ("ok", "not-a-class", "'not-a-class' is not a Python class name"),
+])
+def test_bad_names_are_refused(name, model, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         names(name, model)
