@@ -38,6 +38,12 @@ def test_resolution_spreads_groups_and_a_disambiguation_level_makes_every_tuple_
     def requantise(rows):  # a quantiser that can split the group into two of its three rows
         return torch.tensor([[0, 1], [0, 0], [0, 1]])[: len(rows)]
 
+    def spread(rows):  # a quantiser with room: three distinct last codes for the group, none taken
+        return torch.tensor([[0, 1], [0, 2], [0, 3]])[: len(rows)]
+
+    assert torch.equal(resolve_collisions(codes, spread, rounds=5),
+                       torch.tensor([[0, 1], [0, 2], [0, 3], [2, 2], [1, 0]]))  # no tuple shared any more
+
     resolved = resolve_collisions(codes, requantise, rounds=5)
     assert collision_rate(resolved) > 0  # this quantiser can never give three rows distinct tuples
     unique, extra = add_disambiguation_level(resolved)
@@ -46,7 +52,7 @@ def test_resolution_spreads_groups_and_a_disambiguation_level_makes_every_tuple_
     assert sorted(unique[[0, 1, 2], 2].tolist()) == [0, 0, 1] and unique[[3, 4], 2].tolist() == [0, 0]
 
 
-def test_rq_quantizer_with_sinkhorn_resolves_identical_free_collisions():
+def test_rq_quantizer_with_sinkhorn_resolves_collisions_down_to_what_the_first_level_allows():
     torch.manual_seed(0)
     rq = ResidualQuantizer(levels=2, codebook_size=4, dim=3)
     z = torch.randn(12, 3)
@@ -57,7 +63,17 @@ def test_rq_quantizer_with_sinkhorn_resolves_identical_free_collisions():
         return rq(z[rows], sinkhorn_epsilon=0.003)[1]
 
     resolved = resolve_collisions(codes, requantise, rounds=20)
-    assert collision_rate(resolved) <= collision_rate(codes)
+    # Sinkhorn re-quantises the last level only: the first level is kept, so items sharing a
+    # first code can at best take all K = 4 last codes: at most sum over first codes of
+    # min(count, K) distinct tuples (first codes 0, 1, 2, 3 hold 5, 5, 1, 1 items: 4 + 4 + 1 + 1
+    # = 10 of 12, up from 7 before resolution).
+    assert torch.equal(resolved[:, 0], codes[:, 0])
+    best_distinct = sum(min(count, 4) for count in torch.bincount(codes[:, 0]).tolist())
+    distinct_before = len({tuple(row) for row in codes.tolist()})
+    assert (distinct_before, best_distinct) == (7, 10)
+    assert collision_rate(codes) == pytest.approx(1 - distinct_before / 12)
+    assert collision_rate(resolved) == pytest.approx(1 - best_distinct / 12)  # the rounds reach that optimum
+    assert len({tuple(row) for row in resolved.tolist()}) == best_distinct
 
 
 def test_random_codes_are_distinct_and_in_range():
@@ -102,13 +118,28 @@ def _fit_and_predict(tiny_data, root, method="rqvae", epochs=3):
     return CodeTable.read(codes)
 
 
-def test_rqvae_fit_then_predict_is_deterministic_and_collision_free(semantic_ids_plugin, tiny_data, tmp_path):
+def test_rqvae_fit_then_predict_is_deterministic_and_collision_free(semantic_ids_plugin, tiny_data, tmp_path,
+                                                                     monkeypatch):
+    import recsys_semantic_ids.tokenizer as tokenizer
+
+    raw = []
+
+    def spy(codes, requantise, rounds):
+        raw.append(codes.clone())
+        return resolve_collisions(codes, requantise, rounds)
+
+    monkeypatch.setattr(tokenizer, "resolve_collisions", spy)  # records the codes before resolution
     first = _fit_and_predict(tiny_data, tmp_path / "a")
     second = _fit_and_predict(tiny_data, tmp_path / "b")
     assert torch.equal(first.codes, second.codes), "same seed, different codes"
     assert first.stats["collision_rate_after"] == 0 and collision_rate(first.codes) == 0
     assert len(first.item_ids) == 15 and first.levels[:2] == [4, 4]
-    assert 0 <= first.stats["collision_rate_before"] <= 1
+    # The rate before resolution, counted from the raw codes the model handed to resolution:
+    # 1 - distinct tuples / 15 (4 distinct here: 11/15), and the Sinkhorn rounds lowered it.
+    assert len(raw) == 2 and raw[0].shape == (15, 2)
+    distinct_raw = len({tuple(row) for row in raw[0].tolist()})
+    assert first.stats["collision_rate_before"] == pytest.approx(1 - distinct_raw / 15)
+    assert first.stats["collision_rate_after_sinkhorn_rounds"] < first.stats["collision_rate_before"]
 
 
 def test_rqkmeans_needs_no_training(semantic_ids_plugin, tiny_data, tmp_path):
