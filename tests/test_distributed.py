@@ -47,7 +47,7 @@ def run_fit(dataset, out, devices: int, batch_size: int) -> tuple[dict[str, floa
         "--trainer.callbacks+=gradient_probe.SaveGradients", f"--trainer.callbacks.path={gradients}",
     ], out)
     assert done.returncode == 0, done.stderr[-3000:]
-    return logged_test_metrics(out), torch.load(gradients)
+    return logged_test_metrics(out), torch.load(gradients, weights_only=True)
 
 
 def test_ddp_training_takes_the_steps_of_one_process(tmp_path):
