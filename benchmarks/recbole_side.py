@@ -20,7 +20,10 @@ SASRec defaults), MAX_ITEM_LIST_LENGTH 50, learning_rate 1e-3,
 train_batch_size 256, loss_type CE, train_neg_sample_args None,
 eval_args = split LS valid_and_test / order TO / mode full / group_by user,
 metrics Recall, NDCG, MRR, Hit @ [5, 10, 20, 50], valid_metric NDCG@10,
-stopping_step = --patience, epochs = --epochs, seed = --seed,
+stopping_step = --patience (RecBole's ``early_stopping`` stops once
+``cur_step > stopping_step``: after stopping_step + 1 validations in a row
+without improvement, counted in validation epochs, eval_step 1), epochs =
+--epochs, seed = --seed,
 reproducibility True, use_gpu False, show_progress False,
 eval_batch_size 4096.  ``torch.set_num_threads(--threads)`` is called and the
 OMP/MKL/OpenBLAS thread variables are set to the same value (when not set
@@ -100,7 +103,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True, help="output JSON path")
     p.add_argument("--patience", type=int, default=10,
-                   help="RecBole stopping_step (evaluations without improvement)")
+                   help="RecBole stopping_step: stops after stopping_step + 1 "
+                        "evaluations without improvement")
     p.add_argument("--workdir", default=None,
                    help="where RecBole writes its log/, log_tensorboard/ and "
                         "saved/ (default /work/rb-runs/<out stem>)")
