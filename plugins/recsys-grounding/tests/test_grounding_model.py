@@ -97,10 +97,34 @@ def test_runs_under_bigrecs_global_time_protocol(model):
     data = FewShotSeqDataModule(path=str(recsys.testing.tiny_dataset()), protocol="global_time", max_len=5,
                                 eval_sample=4, train_samples=3)
     data.setup("fit")
-    batch = next(iter(data.test_dataloader()))
-    assert len(batch.target) <= 4 and batch.seen is None
+    batches = list(data.test_dataloader())
+    assert len(batches) == 1
+    batch = batches[0]
+    # Counted by hand from tiny.inter: 53 interactions in time order (ties in file order) are cut
+    # at round(0.8 * 53) = 42 and round(0.9 * 53) = 48, so the test period is the last 5, all of
+    # user 8, whose sequence is 12 7 6 11 14 4 3: the test windows are its items 6, 11, 14, 4, 3,
+    # each with every earlier item as history (the last max_len = 5); 4 of the 5 are sampled.
+    sequence = ["12", "7", "6", "11", "14", "4", "3"]
+    windows = {sequence[t]: sequence[max(0, t - 5):t] for t in range(2, 7)}
+    tokens = data.catalog.vocab.tokens
+
+    def read(batch):  # target -> history, as raw item tokens
+        return {tokens[int(t)]: [tokens[int(i)] for i in row if i] for t, row in zip(batch.target, batch.history)}
+
+    unsampled = FewShotSeqDataModule(path=str(recsys.testing.tiny_dataset()), protocol="global_time", max_len=5)
+    unsampled.setup("fit")
+    everything = [read(b) for b in unsampled.test_dataloader()]
+    assert len(everything) == 1 and everything[0] == windows
+    got = read(batch)
+    assert len(got) == len(batch.target) == 4 and batch.seen is None and len(set(batch.user.tolist())) == 1
+    assert all(windows[target] == history for target, history in got.items()), got
+    # Nothing masked: the list is the top beam grounded over every item, the history included.
     ids, scores = model.recommend(batch, 5)
-    assert ids.shape == (len(batch.target), 5) and ((ids >= 1) & (ids <= model.num_items)).all()
+    top = [t[0] for t in model.generate(batch.history)]
+    expected, _ = model.grounder.rank(model.grounder.distances(top), 5, exclude=None,
+                                      first=model.grounder.exact_hits(top))
+    assert torch.equal(ids, expected)
+    assert any(set(ids[b].tolist()) & set(batch.history[b].tolist()) for b in range(len(ids)))  # the case occurs
     assert sum(len(b.target) for b in data.train_dataloader()) == 3
 
 
