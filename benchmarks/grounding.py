@@ -197,28 +197,37 @@ def generate(model, windows, batch_size: int, label: str) -> tuple[list[str], fl
     return texts, time.perf_counter() - start
 
 
-def rank_with(grounder, distances, windows, weights, gamma) -> torch.Tensor:
-    from recsys.eval import topk_ranks
+def rank_with(grounder, distances, first, windows, weights, gamma) -> torch.Tensor:
+    """Each window's target rank under the engine's rules, as BIGRec.rank() + recsys.eval give
+    it: the history excluded before reweighting (a repeated target's window is asked again with
+    nothing excluded), exact title matches (``first``) ahead of all, the history masked except
+    the target, ties pessimistic. rank() lists k + 1 items; scoring every item here gives the
+    same ranks up to k, in one pass."""
+    from recsys.eval import dense_ranks, mask_seen
 
-    ids, _ = grounder.rank(distances, 10, weights, gamma, exclude=windows.seen)
-    return topk_ranks(ids, windows.target)
+    repeat = (windows.seen == windows.target[:, None]).any(dim=1, keepdim=True)
+    exclude = torch.where(repeat, torch.zeros_like(windows.seen), windows.seen)
+    ids, scores = grounder.rank(distances, distances.shape[1] - 1, weights, gamma, exclude=exclude, first=first)
+    dense = torch.full(distances.shape, float("-inf")).scatter_(1, ids, scores)
+    return dense_ranks(mask_seen(dense, windows.seen, windows.target), windows.target, "pessimistic")
 
 
 def grounded_rows(name, grounder, texts, windows, run, cf_scores, popularity, results, extra_note=""):
     """Rows for one (generator, grounder): plain, + popularity, + SASRec, with γ chosen on validation."""
     stages = [s for s in ("val", "test") if s in texts]
     dist = {s: grounder.distances(texts[s]) for s in stages}
+    first = {s: grounder.exact_hits(texts[s]) for s in stages}
     base = {"rows_of": name, "train_s": run["train_s"], "generation_s": run["generation_s"],
             "generated_users": sum(len(texts[s]) for s in stages),
             "exact_match": float(grounder.exact_match(texts["test"]).float().mean()),
             "grounding_rate": float(grounder.grounded(dist["test"]).float().mean()), "note": extra_note}
-    plain = {s: metrics(rank_with(grounder, dist[s], windows[s], None, 0.0)) for s in stages}
+    plain = {s: metrics(rank_with(grounder, dist[s], first[s], windows[s], None, 0.0)) for s in stages}
     put_row(results, {"model": name, **base, **plain, "gamma": 0.0})
     if "val" not in texts:
         return  # no validation generations: γ cannot be chosen
     for kind, weights, grid in (("popularity", {s: popularity for s in ("val", "test")}, POP_GAMMAS),
                                 ("SASRec scores", cf_scores, CF_GAMMAS)):
-        per_gamma = {s: [metrics(rank_with(grounder, dist[s], windows[s], weights[s], g)) for g in grid]
+        per_gamma = {s: [metrics(rank_with(grounder, dist[s], first[s], windows[s], weights[s], g)) for g in grid]
                      for s in ("val", "test")}
         # one γ for every K: best validation NDCG@10 (ties -> the smallest γ)
         best = int(np.argmax([m["ndcg@10"] for m in per_gamma["val"]]))
