@@ -175,8 +175,9 @@ class SeqRecModule(RecModule):
     ``recommend`` (generative models that produce a top-k list).
 
     ``train_windows`` tells the data module how to cut training sequences: ``every`` gives one
-    window per target (the model predicts at the last position only); ``tiled`` gives
-    non-overlapping windows for models that predict at every position.
+    window per target (the model predicts at the last position only); ``tiled`` gives windows
+    ``train_stride`` apart for causal models that can predict at every position, the loss taken
+    where the window's ``labels`` mark a target (each target once per epoch).
     """
 
     train_windows: Literal["every", "tiled"] = "every"
