@@ -40,7 +40,9 @@ Known differences, each named in docs/results.md:
 - The padding id: RecBole's training softmax includes it, ours does not (``--pad-in-softmax``
   measures the difference).
 - Positions: RecBole numbers positions from the oldest item of the prefix, our
-  ``position_alignment=left`` (``--position-alignment right`` is the original SASRec's).
+  ``position_alignment=left``; the default here is ``right`` (the original SASRec's, and
+  ``configs/ml-100k/sasrec.yaml``'s, chosen on validation NDCG@10 over 5 seeds of each),
+  ``--position-alignment left`` measures RecBole's.
 - Timestamps: RecBole sorts on min-max-normalised float32 timestamps, which merges some distinct
   seconds and changes a few users' test and validation targets; the table lists them.
 
@@ -74,7 +76,7 @@ METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20", "ndcg@20")
 
 
 def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, workdir: str,
-             batch_size: int, train_stride: int | None, position_alignment: str = "left",
+             batch_size: int, train_stride: int | None, position_alignment: str = "right",
              pad_in_softmax: bool = False) -> None:
     import resource
 
@@ -189,7 +191,7 @@ def _pad_in_softmax(base):
 
 
 def ours(seed: int, max_epochs: int, patience: int, threads: int, batch_size: int, train_stride: int | None,
-         position_alignment: str = "left", pad_in_softmax: bool = False) -> dict:
+         position_alignment: str = "right", pad_in_softmax: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -306,8 +308,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="our training windows per batch")
     parser.add_argument("--train-stride", type=int, default=25, help="distance between our training windows")
-    parser.add_argument("--position-alignment", choices=("left", "right"), default="left",
-                        help="our SASRec's position_alignment (left = RecBole's positions)")
+    parser.add_argument("--position-alignment", choices=("left", "right"), default="right",
+                        help="our SASRec's position_alignment: right = configs/ml-100k/sasrec.yaml, chosen on "
+                             "validation; left = RecBole's positions (ablation)")
     parser.add_argument("--pad-in-softmax", action="store_true",
                         help="ablation: keep the padding id in our training softmax, as RecBole does")
     parser.add_argument("--recbole-python", default=os.environ.get("RECBOLE_PYTHON", "/work/rbvenv/bin/python"))
@@ -335,7 +338,7 @@ def main() -> None:
     if isinstance(command, str):
         command = {}
     if args.report_only:
-        ours_speed, recbole_speed, accuracy = saved["ours_speed"], saved["recbole_speed"], saved["ours_accuracy"]
+        ours_speed, recbole_speed, accuracy = saved.get("ours_speed"), saved.get("recbole_speed"), saved["ours_accuracy"]
         for name in settings:
             setattr(args, name, saved.get(name, getattr(args, name)))
     else:
