@@ -150,7 +150,12 @@ def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, 
         "wall_seconds_to_best": sum(timer.train[: best_epoch + 1]) + sum(timer.val[: best_epoch + 1]),
         "wall_seconds_total": time.perf_counter() - started,
     }
-    best = SASRec.load_from_checkpoint(checkpoint.best_model_path) if checkpoint.best_model_path else model
+    if checkpoint.best_model_path:
+        # The best epoch's weights into this model (the --pad-in-softmax class is local to this
+        # script, so a checkpoint of it cannot be re-imported by its class path).
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    best = model
     best.eval()
     quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
     result["val"] = {k[4:]: float(v) for k, v in pl.Trainer(**quiet).validate(best, datamodule=data, verbose=False)[0].items()}
