@@ -76,8 +76,7 @@ METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20", "ndcg@20")
 
 
 def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, workdir: str,
-             batch_size: int, train_stride: int | None, position_alignment: str = "right",
-             pad_in_softmax: bool = False) -> None:
+             batch_size: int, train_stride: int | None, position_alignment: str, pad_in_softmax: bool) -> None:
     import resource
 
     import torch
@@ -196,7 +195,7 @@ def _pad_in_softmax(base):
 
 
 def ours(seed: int, max_epochs: int, patience: int, threads: int, batch_size: int, train_stride: int | None,
-         position_alignment: str = "right", pad_in_softmax: bool = False) -> dict:
+         position_alignment: str, pad_in_softmax: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
