@@ -198,12 +198,12 @@ def generate(model, windows, batch_size: int, label: str) -> tuple[list[str], fl
 
 
 def rank_with(grounder, distances, first, windows, weights, gamma) -> torch.Tensor:
-    """Each window's target rank under the engine's rules, as BIGRec.rank() + recsys.eval give
+    """Each window's target rank under the engine's rules, as BIGRec.rank() + recsys.metrics give
     it: the history excluded before reweighting (a repeated target's window is asked again with
     nothing excluded), exact title matches (``first``) ahead of all, the history masked except
     the target, ties pessimistic. rank() lists k + 1 items; scoring every item here gives the
     same ranks up to k, in one pass."""
-    from recsys.eval import dense_ranks, mask_seen
+    from recsys.metrics import dense_ranks, mask_seen
 
     repeat = (windows.seen == windows.target[:, None]).any(dim=1, keepdim=True)
     exclude = torch.where(repeat, torch.zeros_like(windows.seen), windows.seen)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from recsys.eval import MetricSet, dense_ranks, hit, list_ranks, mask_seen, mrr, ndcg, parse_metric, topk_ranks
+from recsys.metrics import MetricSet, dense_ranks, hit, list_ranks, mask_seen, mrr, ndcg, parse_metric, topk_ranks
 
 
 def test_dense_ranks_count_ties_against_the_model():

@@ -10,7 +10,7 @@ import torch
 
 import recsys
 from recsys.data.batch import Batch
-from recsys.eval import list_ranks
+from recsys.metrics import list_ranks
 
 INF = float("inf")
 

@@ -136,7 +136,7 @@ def test_duplicate_names_name_both_registrants():
         message = str(error.value)
         assert "register_metrics: name 'ndcg' is registered twice" in message
         assert "plugin 'clash' (test_plugins.Clash.register_metrics.<locals>.<lambda>)" in message
-        assert "plugin 'recsys.default_plugins.metrics' (recsys.eval.ndcg)" in message
+        assert "plugin 'recsys.default_plugins.metrics' (recsys.metrics.ndcg)" in message
     finally:
         pm.unregister(name="clash")
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from recsys.data.batch import Batch
-from recsys.eval import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, list_ranks, mask_seen
+from recsys.metrics import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, list_ranks, mask_seen
 
 
 class RecModule(pl.LightningModule):
@@ -207,7 +207,7 @@ class SeqRecModule(RecModule):
 
         Dense models: every item's score, ``seen`` masked except the target, ties by ``ties``.
         Generative models (``recommend`` only): the same rules applied to their list
-        (:func:`recsys.eval.list_ranks`: scores, not positions; unlisted items tie at the bottom),
+        (:func:`recsys.metrics.list_ranks`: scores, not positions; unlisted items tie at the bottom),
         asked one entry longer than the largest cutoff, so that a tie group cut by the list's end
         reaches past every cutoff. A target in ``seen`` (a repeat) is ranked as a dense model ranks
         it, among the unseen items plus itself: see :meth:`_rank_repeats`.
@@ -231,7 +231,7 @@ class SeqRecModule(RecModule):
         Those windows are asked again without ``seen`` (nothing excluded) and with the target field
         blanked (the model gets histories only), for k + (the window's distinct seen items) entries,
         so at least k entries remain once the engine masks the seen items other than the target
-        (:func:`recsys.eval.list_ranks` masks them, exactly as it masks dense scores). Windows are
+        (:func:`recsys.metrics.list_ranks` masks them, exactly as it masks dense scores). Windows are
         grouped by list length, so a window's list does not depend on the other windows of its batch.
         """
         if batch.seen is None:

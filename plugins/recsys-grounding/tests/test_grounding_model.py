@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import recsys
-import recsys.eval
+import recsys.metrics
 import recsys.testing
 import recsys_grounding.plugin
 from recsys_grounding import BIGRec, FewShotSeqDataModule
@@ -203,7 +203,7 @@ def test_equal_distances_do_not_favour_the_lower_id(model, monkeypatch, ties):
             scores[:, 0] = float("-inf")
             scores[:, tied] = 0.0
             scores[:, [1, 2]] = float("-inf")
-            assert torch.equal(got, recsys.eval.dense_ranks(scores, torch.tensor([item, item]), "random",
+            assert torch.equal(got, recsys.metrics.dense_ranks(scores, torch.tensor([item, item]), "random",
                                                             torch.tensor([1, 2])))
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import recsys
-from recsys.eval import dense_ranks, mask_seen
+from recsys.metrics import dense_ranks, mask_seen
 from recsys_semantic_ids.codes import CodeTable, random_codes
 from recsys_semantic_ids.prompts import TASKS, PromptBuilder
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import recsys
-import recsys.eval
+import recsys.metrics
 from recsys_semantic_ids.codes import CodeTable
 from recsys_semantic_ids.generator import IGNORE, TIGER, SemanticIDGenerator, collate
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -213,10 +213,10 @@ def test_exact_ranking_hits_a_repeat_as_a_dense_model_would(codes_file, test_bat
     # score() gives excluded items -inf; a repeat is ranked from scores that exclude nothing,
     # masked by the engine (seen items out, the target kept), as beam ranking re-queries
     free = model.score(batch._replace(seen=None))
-    masked = recsys.eval.mask_seen(free.clone(), batch.seen, batch.target)
-    expected = recsys.eval.dense_ranks(masked, batch.target)
+    masked = recsys.metrics.mask_seen(free.clone(), batch.seen, batch.target)
+    expected = recsys.metrics.dense_ranks(masked, batch.target)
     assert torch.equal(ranks[::2], expected[::2]) and (ranks[::2] < 15).all()
-    own = recsys.eval.dense_ranks(recsys.eval.mask_seen(model.score(batch), batch.seen, batch.target), batch.target)
+    own = recsys.metrics.dense_ranks(recsys.metrics.mask_seen(model.score(batch), batch.seen, batch.target), batch.target)
     assert torch.equal(ranks[1::2], own[1::2])  # other windows: the model's own scores
 
 

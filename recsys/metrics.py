@@ -1,0 +1,162 @@
+"""Evaluation: scores or top-k lists -> one rank per user -> metrics.
+
+Every metric is a function of the target's rank (1 = best), as in HSTU's evaluation:
+``fn(ranks: (B,) int64, k: int | None) -> (B,) float``, with ``k=None`` meaning no cutoff.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+MetricFn = Callable[[Tensor, "int | None"], Tensor]
+
+DEFAULT_METRICS = ("hit", "ndcg", "mrr")
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None) -> Tensor:
+    """Set PAD (column 0) and every ``seen`` item to -inf, in place; the target keeps its score.
+
+    scores: (B, N + 1) float; seen: (B, S) int64 left-padded with 0; target: (B,) int64.
+    Keeping the target's score means a repeat interaction can still be hit.
+    """
+    keep = scores.gather(1, target[:, None]) if target is not None else None
+    if seen is not None:
+        scores.scatter_(1, seen, float("-inf"))
+    scores[:, 0] = float("-inf")
+    if keep is not None:
+        scores.scatter_(1, target[:, None], keep)
+    return scores
+
+
+def dense_ranks(scores: Tensor, target: Tensor, ties: str = "pessimistic", user: Tensor | None = None) -> Tensor:
+    """Rank of each target among all scores (1 = best).
+
+    scores: (B, N + 1) float with masked entries at -inf; target, user: (B,) int64 -> (B,) int64.
+
+    ``ties="pessimistic"`` (default): rank = #{items scoring >= the target}, so a tie never
+    helps the model and a constant (collapsed) scorer ranks every target last.
+    ``ties="random"``: the target takes a uniformly drawn place among the items it ties with
+    (drawn from a hash of user and target, so evaluation stays deterministic): the expected
+    value of random tie-breaking, under which a constant scorer gets hit@k = k/N on average.
+    A NaN score never beats the target; a NaN target score ranks last.
+    """
+    scores = scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    target_scores = scores.gather(1, target[:, None])
+    better = (scores > target_scores).sum(dim=1)
+    tied = (scores == target_scores).sum(dim=1)  # includes the target itself
+    if ties == "pessimistic":
+        ranks = better + tied
+    elif ties == "random":
+        salt = target * 7919 + (user if user is not None else torch.arange(len(target), device=target.device)) * 1000003
+        ranks = better + 1 + salt % tied.clamp(min=1)
+    else:
+        raise ValueError(f"ties must be 'pessimistic' or 'random', got {ties!r}")
+    diverged = target_scores[:, 0] == float("-inf")  # NaN (or masked) target: last place
+    return torch.where(diverged, torch.full_like(ranks, scores.shape[1]), ranks)
+
+
+def list_ranks(
+    ids: Tensor,
+    scores: Tensor,
+    target: Tensor,
+    seen: Tensor | None,
+    num_items: int,
+    ties: str = "pessimistic",
+    user: Tensor | None = None,
+) -> Tensor:
+    """Rank of each target in a top-k list, by exactly the rules of :func:`dense_ranks`.
+
+    ids: (B, K) int64 item ids in 1..N (0 = no entry); scores: (B, K) float, higher = better;
+    target, user: (B,) int64; seen: (B, S) int64 left-padded with 0, or None -> (B,) int64.
+
+    The list becomes a (B, N + 1) score matrix: a listed item keeps its score's place in its row
+    (equal scores stay equal, so they are ties), every other item gets one common floor below all
+    listed scores. An entry scored -inf or NaN (a filler) counts as unlisted; an item listed
+    twice keeps its best score. The matrix is then masked like a dense model's scores
+    (:func:`mask_seen`: PAD and ``seen`` at -inf, the target keeps its score) and ranked by
+    :func:`dense_ranks`. So list positions mean nothing, only scores do; items tied with the target
+    are resolved by ``ties``; a target that is not listed ties with every unlisted, unmasked item:
+    a miss under ``pessimistic``, a uniformly drawn place among them under ``random``.
+    """
+    b, k = ids.shape
+    values = scores.float().nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    listed = (ids > 0) & (ids <= num_items) & (values > float("-inf"))
+    # Only the order of the scores matters: replace each by minus the number of listed scores of
+    # its row strictly above it (exact small numbers, ties kept), so the floor, -(K + 1), is below
+    # every listed entry whatever the scale (even +inf or -1e38 scores).
+    above = (values[:, None, :] > values[:, :, None]) & listed[:, None, :]  # (B, K, K): [i, j] = j beats i
+    order = -above.sum(dim=2).float()
+    floor = -float(k + 1)
+    dense = torch.full((b, num_items + 1), floor, dtype=torch.float, device=ids.device)
+    columns = torch.where(listed, ids, torch.zeros_like(ids))  # unlisted entries write the floor into PAD
+    dense.scatter_reduce_(1, columns, torch.where(listed, order, torch.full_like(order, floor)), "amax")
+    return dense_ranks(mask_seen(dense, seen, target), target, ties, user)
+
+
+def topk_ranks(ids: Tensor, target: Tensor) -> Tensor:
+    """Rank of each target in a (B, K) list of item ids: position + 1, or K + 1 when absent.
+
+    Repeated ids in a row count once (only the first occurrence matters). Positions only: ties and
+    fillers are not seen; models are evaluated by :func:`list_ranks`, which reads the scores.
+    """
+    k = ids.shape[1]
+    hits = ids == target[:, None]
+    first = torch.where(hits.any(dim=1), hits.float().argmax(dim=1) + 1, torch.full_like(target, k + 1))
+    return first.long()
+
+
+def hit(ranks: Tensor, k: int | None) -> Tensor:
+    """1 if the target is in the top k (hit@k = recall@k with one target)."""
+    return (ranks <= k).float() if k is not None else torch.ones_like(ranks, dtype=torch.float)
+
+
+def ndcg(ranks: Tensor, k: int | None) -> Tensor:
+    """1 / log2(rank + 1) within the top k, else 0 (one relevant item, so IDCG = 1)."""
+    gain = 1.0 / torch.log2(ranks.float() + 1.0)
+    return gain if k is None else torch.where(ranks <= k, gain, torch.zeros_like(gain))
+
+
+def mrr(ranks: Tensor, k: int | None) -> Tensor:
+    """1 / rank within the top k, else 0."""
+    rr = 1.0 / ranks.float()
+    return rr if k is None else torch.where(ranks <= k, rr, torch.zeros_like(rr))
+
+
+def parse_metric(spec: str, ks: Iterable[int]) -> list[tuple[str, str, int | None]]:
+    """``'ndcg'`` -> one entry per k; ``'ndcg@10'`` -> k = 10; ``'mrr@all'`` -> no cutoff.
+
+    Returns (logged name, metric name, k) triples.
+    """
+    name, sep, k = spec.partition("@")
+    if not sep:
+        return [(f"{name}@{kk}", name, kk) for kk in ks]
+    if k == "all":
+        return [(spec, name, None)]
+    if not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric {spec!r}: the cutoff after '@' must be a positive integer or 'all'")
+    return [(spec, name, int(k))]
+
+
+class MetricSet:
+    """The metrics one model logs: resolved once against the registered metric functions."""
+
+    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, MetricFn]):
+        self.entries: list[tuple[str, MetricFn, int | None]] = []
+        for spec in specs:
+            for logged, name, k in parse_metric(spec, ks):
+                if name not in registered:
+                    raise ValueError(f"unknown metric {name!r} in {spec!r}; registered metrics: {sorted(registered)}")
+                self.entries.append((logged, registered[name], k))
+        cutoffs = [k for _, _, k in self.entries if k is not None]
+        self.max_k = max(cutoffs) if cutoffs else max(ks)
+        #: a metric without cutoff needs every item's rank (dense scores), not a top-k list
+        self.has_uncut = len(cutoffs) < len(self.entries)
+
+    def __call__(self, ranks: Tensor) -> dict[str, Tensor]:
+        """(B,) ranks -> {logged name: (B,) values}."""
+        return {logged: fn(ranks, k) for logged, fn, k in self.entries}
+
