@@ -50,6 +50,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from recsys import SeqDataModule
+    from recsys.llm.templates import render_items
     from recsys_hllm import HLLM
 
     torch.manual_seed(args.seed)
@@ -60,7 +61,7 @@ def main() -> None:
                  item_pooling="mean", item_max_length=24, item_trainable_layers=1, user_llm="random-llama",
                  user_layers=2, user_heads=6, user_intermediate=1536, max_len=50, num_negatives=128, lr=3e-4)
     items = model.items
-    items.set_catalog(data.catalog.render("default"))
+    items.set_catalog(render_items(data.catalog, "default"))
     rows_encoded = [0]
     items.encoder.transformer.register_forward_hook(lambda mod, a, kw, out: rows_encoded.__setitem__(
         0, rows_encoded[0] + (kw.get("input_ids") if kw.get("input_ids") is not None else kw["inputs_embeds"]).shape[0]),

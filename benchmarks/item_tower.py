@@ -55,11 +55,11 @@ def main() -> None:
     from recsys.data.embedded import resolve_dataset
     from recsys.llm.backbones import load_backbone
     from recsys.llm.encoder import TextEncoder, embed_texts
-    from recsys.llm.templates import item_fields
+    from recsys.llm.templates import item_fields, render_items
 
     catalog = load_sequences(resolve_dataset("ml-100k")).catalog
     n = len(catalog)
-    texts = catalog.render("default")[1:]
+    texts = render_items(catalog, "default")[1:]
     rows, result = [], {"catalog_items": n, "threads": args.threads, "python": platform.python_version(),
                         "torch": torch.__version__}
 

@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from recsys.data.atomic import DataFormatError
+from recsys.llm.templates import render_items
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ class TextItemEmbedder(pl.LightningModule):
         self._texts: list[str] | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        self._texts = self.trainer.datamodule.catalog.render(self.template)
+        self._texts = render_items(self.trainer.datamodule.catalog, self.template)
 
     def predict_step(self, batch: Tensor, batch_idx: int = 0) -> Tensor:
         return self.encoder.encode([self._texts[i] for i in batch.tolist()], batch_size=len(batch), progress=False)

@@ -15,7 +15,7 @@ from recsys.llm.backbones import BackboneUnavailable, load_backbone, resolve_bac
 from recsys.llm.cache import EmbeddingCache, cached_directory
 from recsys.llm.encoder import TextEncoder, embed_texts, transformer_layers
 from recsys.llm.lora import add_lora, lora_targets, merge_lora
-from recsys.llm.templates import item_fields, render_item_text
+from recsys.llm.templates import item_fields, render_item_text, render_items
 from recsys.plugins import pm
 
 TOY_STORY = {"item_id": "1", "movie_title": "Toy Story", "release_year": "1995",
@@ -64,7 +64,7 @@ def test_unknown_template_names_the_choices():
 
 
 def test_catalog_renders_every_item(tiny_data):
-    texts = tiny_data.catalog.render("bigrec")
+    texts = render_items(tiny_data.catalog, "bigrec")
     assert texts[0] == "" and len(texts) == len(tiny_data.catalog) + 1
     assert texts[1] == '"Alpha Quest (1991)"'
 

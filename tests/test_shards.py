@@ -17,6 +17,7 @@ import torch
 
 from recsys.data.atomic import DataFormatError
 from recsys.index import ItemIndex
+from recsys.llm.templates import render_items
 from recsys.shards import (
     ItemShardDataModule,
     ShardWriter,
@@ -144,7 +145,7 @@ def test_text_embeddings_of_a_catalog_through_predict(tmp_path):
     trainer = pl.Trainer(callbacks=[ShardWriter(str(tmp_path))], logger=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.predict(model, data, return_predictions=False)
-    texts = data.catalog.render("default")[1:]
+    texts = render_items(data.catalog, "default")[1:]
     vectors = load_shards(tmp_path)
     assert vectors.shape == (len(texts), model.encoder.dim)
     expected = model.encoder.encode(texts, progress=False, cache=False).numpy()

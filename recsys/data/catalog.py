@@ -1,7 +1,9 @@
-"""The item catalog: item rows, their text (through the ``item_to_text`` hook) and popularity."""
+"""The item catalog: item rows, titles and popularity. Plain data: it knows nothing of plugins
+or templates; :func:`recsys.llm.render_items` turns it into text."""
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -37,22 +39,13 @@ class Catalog:
         """One item's fields, plus ``item_id`` (the raw id)."""
         return {"item_id": self.vocab.token(index), **self.fields.iloc[index].to_dict()}
 
-    def text(self, index: int) -> str:
-        from recsys.registry import item_to_text
-
-        return item_to_text(self.item(index), self.dataset)
-
-    @cached_property
-    def texts(self) -> list[str]:
-        """Text of every item; ``texts[0]`` is the PAD item's empty string."""
-        return [""] + [self.text(i) for i in range(1, len(self) + 1)]
-
     def render(self, template: str = "default") -> list[str]:
-        """Every item's text under a named template (``recsys.llm.templates``); ``[0] == ''``."""
-        from recsys.llm.templates import get_template
+        """Deprecated until API 2.0: use :func:`recsys.llm.render_items` ``(catalog, template)``."""
+        warnings.warn("Catalog.render(template) is deprecated; use recsys.llm.render_items(catalog, template)",
+                      DeprecationWarning, stacklevel=2)
+        from recsys.llm.templates import render_items  # the one recsys.llm import under recsys.data (test_layering)
 
-        fn = get_template(template, self.dataset)
-        return [""] + [fn(self.item(i), self.dataset) for i in range(1, len(self) + 1)]
+        return render_items(self, template)
 
     @cached_property
     def titles(self) -> list[str]:

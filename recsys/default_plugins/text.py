@@ -23,12 +23,19 @@ def item_to_text(item, dataset):
     return "; ".join(parts) if parts else str(item.get("item_id", ""))
 
 
+def default_text(item, dataset: str) -> str:
+    """The ``default`` template: the ``item_to_text`` hook's answer (the first plugin's that is
+    not None; this module's :func:`item_to_text` answers last), so a plugin can change it per dataset."""
+    from recsys.plugins import pm
+
+    text = pm.hook.item_to_text(item=dict(item), dataset=dataset)
+    return "" if text is None else text
+
+
 @hookimpl
 def register_item_templates(register):
     from recsys.llm.templates import PRESETS
-    from recsys.registry import item_to_text as hook_text
 
-    # "default" defers to the item_to_text hook, so a plugin can change it per dataset.
-    register("default", lambda item, dataset: hook_text(dict(item), dataset))
+    register("default", default_text)
     for name, fn in PRESETS.items():
         register(name, fn)

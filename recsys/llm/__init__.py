@@ -24,6 +24,7 @@ _EXPORTS = {
     "merge_lora": "recsys.llm.lora",
     "item_fields": "recsys.llm.templates",
     "render_item_text": "recsys.llm.templates",
+    "render_items": "recsys.llm.templates",
     "get_template": "recsys.llm.templates",
 }
 

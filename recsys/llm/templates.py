@@ -13,7 +13,10 @@ ML-100k, ``title`` in Amazon); :func:`item_fields` puts them in one shape first.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from recsys.data.catalog import Catalog
 
 ItemTemplate = Callable[[Mapping[str, Any], str], str]
 
@@ -103,6 +106,13 @@ PRESETS: dict[str, ItemTemplate] = {
 def render_item_text(template: str, item: Mapping[str, Any], dataset: str) -> str:
     """The text of one item under a named template (a dataset-specific one wins)."""
     return get_template(template, dataset)(item, dataset)
+
+
+def render_items(catalog: Catalog, template: str = "default") -> list[str]:
+    """Every catalog item's text under a named template: ``(N + 1)`` strings, ``[0] == ''``
+    (the PAD item). A template registered for ``catalog.dataset`` wins over the generic one."""
+    fn = get_template(template, catalog.dataset)
+    return [""] + [fn(catalog.item(i), catalog.dataset) for i in range(1, len(catalog) + 1)]
 
 
 def get_template(name: str, dataset: str) -> ItemTemplate:
