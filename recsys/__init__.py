@@ -32,6 +32,7 @@ _EXPORTS = {
     "save_converted": "recsys.data.converters",
     "RecDataModule": "recsys.data.datamodule",
     "SeqDataModule": "recsys.data.datamodule",
+    "EvaluationProtocol": "recsys.data.protocols",
     "CTRBatch": "recsys.data.ctr",
     "CTRDataModule": "recsys.data.ctr",
     "load_ctr": "recsys.data.ctr",

@@ -54,6 +54,26 @@ def test_split_is_by_global_time_with_8_1_1_proportions(ctr_path):
         assert (np.diff(data.timestamp[data.samples[stage]]) >= 0).all()  # samples in global time order
 
 
+def test_the_interactions_file_is_read_once(ctr_path, monkeypatch):
+    """The sequence loader hands its sorted rows (ratings, times) on: no second read, no re-sort."""
+    import sys
+
+    from recsys.data import atomic
+
+    reads, real = [], atomic.read_atomic
+
+    def counting(path):
+        reads.append(Path(path).suffix)
+        return real(path)
+
+    for name, module in list(sys.modules.items()):  # wherever a loader imported it from
+        if name.startswith("recsys.data") and getattr(module, "read_atomic", None) is real:
+            monkeypatch.setattr(module, "read_atomic", counting)
+    data = load_ctr(ctr_path)
+    assert reads.count(".inter") == 1
+    assert len(data.item) == len(data.rating) == len(data.timestamp) == 12 * 15
+
+
 def test_samples_with_short_histories_are_dropped(ctr_path):
     data = load_ctr(ctr_path, min_history=5)
     kept = np.concatenate(list(data.samples.values()))
@@ -167,10 +187,10 @@ def test_auc_and_logloss_match_a_hand_computation():
 
 
 def test_ctr_models_declare_the_metrics_the_cli_monitor_check_reads():
-    # RecsysCLI.before_fit compares each callback's monitor with metric_set.entries, so a CTR
+    # RecsysCLI.before_fit compares each callback's monitor with logged_metrics(), so a CTR
     # config that keeps the default val/ndcg@10 monitor fails before training, naming val/auc.
-    names = {f"val/{name}" for name, _, _ in _Fixed().metric_set.entries}
-    assert names == {"val/auc", "val/logloss"}
+    assert _Fixed().logged_metrics("val") == {"val/auc", "val/logloss"}
+    assert _Fixed().logged_metrics("train") == {"train/loss"}
 
 
 def test_cli_defaults_select_ctr_checkpoints_on_the_models_own_monitor(ctr_path, tmp_path, fake_plugin):

@@ -7,7 +7,8 @@ cut into train/validation/test by rank at the 80% and 90% quantiles (``split``),
 test sample happens no earlier than every validation sample, and every validation sample no
 earlier than every training one. Samples with fewer than ``min_history`` earlier ratings are
 dropped after the cut (they still count towards the proportions, and stay in later samples'
-histories). Models are selected on validation AUC; the test split is only for reporting.
+histories). Models are selected on validation AUC; the test split is only for reporting. The cut
+itself is :class:`recsys.data.protocols.CTRProtocol`, beside the sequential protocols.
 
 Samples are lazy: a split is an array of interaction indices into per-user CSR arrays, and a
 batch's histories are gathered when it is fetched, so memory grows with the number of
@@ -19,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,14 +29,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from recsys.data.atomic import DataFormatError, dataset_files, read_atomic
+from recsys.data.atomic import DataFormatError, dataset_files
 from recsys.data.catalog import Catalog
 from recsys.data.datamodule import RecDataModule
-from recsys.data.filters import ITEM, RATING, TIME, USER, sort_interactions
+from recsys.data.dataset import load_sequences
+from recsys.data.embedded import resolve_dataset
+from recsys.data.filters import RATING, TIME
+from recsys.data.protocols import CTR_STAGES as STAGES
+from recsys.data.protocols import CTRProtocol
+from recsys.data.protocols import CTRStage as Stage
 from recsys.data.vocab import Vocab
-
-Stage = Literal["train", "val", "test"]
-STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
 class CTRBatch(NamedTuple):
@@ -92,11 +96,6 @@ class CTRData:
         """Embedding rows each user field needs (its values + the 0 = missing row)."""
         return [int(self.field_codes[:, f].max()) + 1 for f in range(self.field_codes.shape[1])]
 
-    def history_of(self, sample: int) -> np.ndarray:
-        """Every earlier interaction index of the sample's user (its full history, oldest first)."""
-        start = self.offsets[self.user_of[sample]]
-        return np.arange(start, sample)
-
 
 def load_ctr(
     path,
@@ -107,50 +106,30 @@ def load_ctr(
     user_fields: Sequence[str] | None = None,
 ) -> CTRData:
     """Read an atomic dataset (``.inter`` with ``rating`` and ``timestamp``; ``.item``,
-    ``.user`` optional) into the CTR protocol. ``user_fields``: which ``.user`` columns
-    become categorical features (None = every column but the id)."""
-    # The engine's vocabularies, catalog and order come from the sequence loader.
-    from recsys.data.dataset import load_sequences
-
-    if len(split) != 3 or any(s < 0 for s in split) or not np.isclose(sum(split), 1.0):
-        raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
-    if min_history < 0:
-        raise ValueError(f"data.min_history must be >= 0, got {min_history}")
+    ``.user`` optional) into the CTR protocol (:class:`~recsys.data.protocols.CTRProtocol`).
+    ``user_fields``: which ``.user`` columns become categorical features (None = every column but the id)."""
+    protocol = CTRProtocol(split, min_history)
     files = dataset_files(path)
-    inter, types = read_atomic(files["inter"])
-    for column in (RATING, TIME):
-        if column not in inter.columns:
-            raise DataFormatError(
-                f"{files['inter']}: the CTR protocol needs a {column!r} field (labels come from ratings, the split "
-                f"from timestamps); the file has {list(inter.columns)}")
-        if types[column] != "float":
-            raise DataFormatError(f"{files['inter']}:1: field {column!r} must be typed 'float', not {types[column]!r}")
-        if inter[column].isna().any():
-            row = int(np.flatnonzero(inter[column].isna().to_numpy())[0])
-            raise DataFormatError(f"{files['inter']}:{row + 2}: field {column!r} is empty")
-    base = load_sequences(files["inter"], tie_break=tie_break)
-    # The loader's own order: the same duplicate rule and the same stable sort.
-    inter = inter[~inter.duplicated([USER, ITEM, TIME])]
-    frame = pd.DataFrame({USER: base.users.index(inter[USER]), ITEM: base.items.index(inter[ITEM]),
-                          TIME: inter[TIME].to_numpy(), RATING: inter[RATING].to_numpy()})
-    frame = sort_interactions(frame, tie_break)
-    item = frame[ITEM].to_numpy(np.int64)
-    if not np.array_equal(item, base.sequences.items):
-        raise AssertionError("internal: CTR interactions are not in the sequence loader's order")
+
+    def needs_ratings_and_times(inter: pd.DataFrame, types: dict[str, str], inter_path: Path) -> None:
+        for column in (RATING, TIME):
+            if column not in inter.columns:
+                raise DataFormatError(
+                    f"{inter_path}: the CTR protocol needs a {column!r} field (labels come from ratings, the split "
+                    f"from timestamps); the file has {list(inter.columns)}")
+            if types[column] != "float":
+                raise DataFormatError(f"{inter_path}:1: field {column!r} must be typed 'float', not {types[column]!r}")
+            if inter[column].isna().any():
+                row = int(np.flatnonzero(inter[column].isna().to_numpy())[0])
+                raise DataFormatError(f"{inter_path}:{row + 2}: field {column!r} is empty")
+
+    # The engine's vocabularies, catalog and order come from the sequence loader, which reads the file once.
+    base = load_sequences(files["inter"], tie_break=tie_break, check=needs_ratings_and_times)
+    item = base.sequences.items
     offsets = base.sequences.offsets
-    timestamp = frame[TIME].to_numpy(np.float64)
-    rating = frame[RATING].to_numpy(np.float32)
-    n = len(item)
-    users = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    position = np.arange(n) - offsets[users]
-    # Global time order; ties by user, then by the user's own order: a total, deterministic order.
-    order = np.lexsort((position, users, timestamp))
-    cut_train, cut_val = round(split[0] * n), round((split[0] + split[1]) * n)
-    split_of = np.empty(n, np.int8)
-    split_of[order[:cut_train]], split_of[order[cut_train:cut_val]], split_of[order[cut_val:]] = 0, 1, 2
-    keep = position >= min_history
-    samples = {stage: order[(split_of[order] == code) & keep[order]].astype(np.int64)
-               for code, stage in enumerate(STAGES)}
+    timestamp = base.interactions[TIME].to_numpy(np.float64)
+    rating = base.interactions[RATING].to_numpy(np.float32)
+    split_of, samples = protocol.cut(offsets, timestamp)
     label = (rating >= threshold).astype(np.float32)
     # Popularity as training sees it (training-period interactions only).
     popularity = np.bincount(item[split_of == 0], minlength=len(base.items) + 1).astype(np.int64)
@@ -173,7 +152,7 @@ def load_ctr(
             columns.append(codes_f.astype(np.int64) + 1)
         codes = np.stack(columns, 1) if columns else codes
     return CTRData(base.name, base.items, base.users, catalog, offsets, item, rating, timestamp, label, split_of,
-                   samples, float(threshold), int(min_history), table, names, codes)
+                   samples, float(threshold), protocol.min_history, table, names, codes)
 
 
 class CTRSamples(Dataset):
@@ -264,23 +243,8 @@ class CTRDataModule(RecDataModule):
         self.sample_seed = sample_seed
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
 
-    @cached_property
-    def data(self) -> CTRData:
-        from recsys.data.embedded import resolve_dataset
-
+    def load_data(self) -> CTRData:
         return load_ctr(resolve_dataset(self.path), **self.load_options)
-
-    @property
-    def num_items(self) -> int:
-        return len(self.data.items)
-
-    @property
-    def num_users(self) -> int:
-        return len(self.data.users)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.data.catalog
 
     @property
     def field_sizes(self) -> list[int]:
@@ -303,14 +267,13 @@ class CTRDataModule(RecDataModule):
         for name in (("train", "val") if stage == "fit" else ("val",) if stage == "validate" else
                      ("test",) if stage == "test" else ()):
             if len(data.samples[name]) == 0:
-                raise DataFormatError(
-                    f"{self.path}: the {name} split has no sample with at least min_history={data.min_history} "
-                    "earlier ratings; lower data.min_history or use more data")
+                protocol = CTRProtocol(self.load_options["split"], data.min_history)
+                raise DataFormatError(f"{self.path}: {protocol.explain_empty(name)}")
 
     def _stage_loader(self, stage: Stage) -> DataLoader:
         dataset = CTRSamples(self.data, self.samples(stage), self.max_len)
         train = stage == "train"
-        return self._loader(dataset, self.batch_size if train else self.eval_batch_size, shuffle=train)
+        return self.loader(dataset, self.batch_size if train else self.eval_batch_size, shuffle=train)
 
     def train_dataloader(self) -> DataLoader:
         return self._stage_loader("train")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,32 +13,56 @@ from torch.utils.data import DataLoader, Dataset
 
 from recsys.data.atomic import DataFormatError
 from recsys.data.catalog import Catalog
-from recsys.data.dataset import PROTOCOLS, SequenceData, load_sequences
+from recsys.data.dataset import SequenceData, load_sequences
 from recsys.data.embedded import resolve_dataset
+from recsys.data.protocols import EvaluationProtocol, ProtocolName, resolve_protocol
 from recsys.data.sequences import EpochShuffle, SampledWindows, Windows, identity_collate
 
 
 class RecDataModule(pl.LightningDataModule):
     """Base class of every recsys data module.
 
-    ``num_items`` is readable before ``setup()`` (LightningCLI links it into the model's
-    ``__init__``), and ``catalog`` is what models read item features from.
+    A subclass implements :meth:`load_data`; the base class loads once, on first use, and serves
+    ``data``, ``num_items``, ``num_users`` and ``catalog`` from it. ``num_items`` is readable
+    before ``setup()`` (LightningCLI links it into the model's ``__init__``), and ``catalog`` is
+    what models read item features from. Build every DataLoader with :meth:`loader`.
     """
-
-    @property
-    def num_items(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def catalog(self) -> Catalog:
-        raise NotImplementedError
 
     num_workers: int = 0
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        """A loader over a dataset whose ``__getitems__`` returns a whole batch. Training order is
-        drawn from (the run's seed, epoch) alone (seed_everything sets PL_GLOBAL_SEED), so a
-        resumed fit sees the batches an uninterrupted one would."""
+    def load_data(self) -> Any:
+        """Read the dataset: an object with ``items`` and ``users`` (vocabularies, 1..N and
+        1..U) and ``catalog`` (:class:`~recsys.data.catalog.Catalog`). Called once, by ``data``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_data()")
+
+    @cached_property
+    def data(self) -> Any:
+        """What :meth:`load_data` returned; loaded on first use (by ``num_items`` at link time,
+        or by ``setup()``)."""
+        return self.load_data()
+
+    @property
+    def num_items(self) -> int:
+        return len(self.data.items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.data.users)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.data.catalog
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """A DataLoader over ``dataset``, whose ``__getitems__`` returns a whole batch (collated
+        by :func:`~recsys.data.sequences.identity_collate`), with this module's ``num_workers``.
+
+        With ``shuffle``, the order is :class:`~recsys.data.sequences.EpochShuffle`'s: drawn from
+        (the run's seed, epoch) alone (``seed_everything`` sets ``PL_GLOBAL_SEED``), so a resumed
+        fit sees the batches an uninterrupted one would; under DDP each process takes its share
+        of that one order. Data modules (and plugins' subclasses) build every loader here to
+        keep that guarantee.
+        """
         sampler = None
         if shuffle:
             # Split between processes here: Lightning would wrap the sampler for DDP and re-shuffle it.
@@ -49,9 +74,14 @@ class RecDataModule(pl.LightningDataModule):
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """Deprecated alias of :meth:`loader` (removed in API 1.6)."""
+        warnings.warn("RecDataModule._loader is deprecated; use RecDataModule.loader", DeprecationWarning, stacklevel=2)
+        return self.loader(dataset, batch_size, shuffle)
+
 
 class SeqDataModule(RecDataModule):
-    """Sequential recommendation data under the ``loo`` protocol (or BIGRec's ``global_time``).
+    """Sequential recommendation data under an evaluation protocol (``loo``, ``global_time`` or your own).
 
     Args:
         path: a directory of RecBole atomic files (``NAME/NAME.inter`` ...), or an embedded
@@ -63,10 +93,14 @@ class SeqDataModule(RecDataModule):
             before it the validation target. ``global_time`` (BIGRec's): all interactions cut
             8:1:1 by time; every interaction of the validation (test) period with at least one
             earlier item of its user is a validation (test) target, with all earlier items as
-            history. Results always name the protocol they used.
+            history. Or another protocol: an :class:`~recsys.data.protocols.EvaluationProtocol`
+            instance or subclass (in a config, ``class_path: my_package.MyProtocol``); no
+            registration needed. Results always name the protocol they used (``protocol`` holds
+            its name).
         mask_history: at evaluation, rank only items the user has not interacted with before
-            the target (the target itself is never masked). Default: the protocol's own, on for
-            ``loo`` (as HLLM) and off for ``global_time`` (as BIGRec). RecBole does not mask for
+            the target (the target itself is never masked). Default: the protocol's own
+            (``default_mask_history``), on for ``loo`` (as HLLM) and off for ``global_time`` (as
+            BIGRec). RecBole does not mask for
             sequential models; switch off to compare with it.
         eval_sample: evaluate on this many windows per stage, drawn once with ``eval_sample_seed``
             (BIGRec samples its test windows); None = all of them.
@@ -103,7 +137,7 @@ class SeqDataModule(RecDataModule):
         max_len: int = 50,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
-        protocol: Literal["loo", "global_time"] = "loo",
+        protocol: ProtocolName | EvaluationProtocol = "loo",
         mask_history: bool | None = None,
         eval_sample: int | None = None,
         eval_sample_seed: int = 0,
@@ -120,8 +154,7 @@ class SeqDataModule(RecDataModule):
         super().__init__()
         if max_len < 1:
             raise ValueError(f"data.max_len must be >= 1, got {max_len}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"data.protocol {protocol!r} is not supported; available: {list(PROTOCOLS)}")
+        evaluation_protocol = resolve_protocol(protocol)
         if eval_sample is not None and eval_sample < 1:
             raise ValueError(f"data.eval_sample must be >= 1 (or null for every window), got {eval_sample}")
         if not 0 <= cold_items < 1:
@@ -131,33 +164,20 @@ class SeqDataModule(RecDataModule):
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.protocol = protocol
-        self.mask_history = (protocol == "loo") if mask_history is None else mask_history
+        self.evaluation_protocol = evaluation_protocol  #: the protocol itself
+        self.protocol: str = evaluation_protocol.name  #: its name (``loo``, ``global_time``, ...)
+        self.mask_history = evaluation_protocol.default_mask_history if mask_history is None else mask_history
         self.eval_sample = eval_sample
         self.eval_sample_seed = eval_sample_seed
         self.train_windows = train_windows
         self.train_stride = train_stride
         self.cold_items = cold_items
         self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
-                                 cold_items=cold_items, cold_seed=cold_seed, protocol=protocol)
+                                 cold_items=cold_items, cold_seed=cold_seed, protocol=evaluation_protocol)
         self.num_workers = num_workers
 
-    @cached_property
-    def data(self) -> SequenceData:
-        """Loaded on first use (by ``num_items`` at link time, or by ``setup()``)."""
+    def load_data(self) -> SequenceData:
         return load_sequences(resolve_dataset(self.path), **self.load_options)
-
-    @property
-    def num_items(self) -> int:
-        return len(self.data.items)
-
-    @property
-    def num_users(self) -> int:
-        return len(self.data.users)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.data.catalog
 
     @property
     def cold_item_ids(self) -> np.ndarray:
@@ -167,13 +187,7 @@ class SeqDataModule(RecDataModule):
     def setup(self, stage: str | None = None) -> None:
         data = self.data  # load now, not inside the first dataloader call
         if stage in ("fit", "validate", "test") and min(data.split.num_windows(s) for s in ("val", "test")) == 0:
-            if self.protocol == "loo":
-                problem = (f"no user has 3 or more interactions ({data.sequences.num_users} users); the loo protocol "
-                           "needs a training item, a validation target and a test target per user")
-            else:
-                problem = (f"no interaction of the validation or of the test period has an earlier item of its user "
-                           f"({data.sequences.num_users} users); the {self.protocol} protocol needs both")
-            raise DataFormatError(f"{self.path}: {problem}")
+            raise DataFormatError(f"{self.path}: {self.evaluation_protocol.explain_empty(data.sequences)}")
 
     def _resolved_train_windows(self) -> str:
         if self.train_windows != "auto":
@@ -185,14 +199,14 @@ class SeqDataModule(RecDataModule):
         windows = Windows.for_training(self.data.training, self.max_len, self._resolved_train_windows(), self.train_stride)
         if len(windows) == 0:
             raise DataFormatError(f"{self.path}: no training windows (no user has 2 or more training interactions)")
-        return self._loader(windows, self.batch_size, shuffle=True)
+        return self.loader(windows, self.batch_size, shuffle=True)
 
     def _evaluation_loader(self, stage: Literal["val", "test"]) -> DataLoader:
         cold = self.cold_item_ids if self.cold_items > 0 else None  # no flags unless asked for
         windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold)
         if self.eval_sample is not None:
             windows = SampledWindows(windows, self.eval_sample, self.eval_sample_seed)
-        return self._loader(windows, self.eval_batch_size, shuffle=False)
+        return self.loader(windows, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("val")
@@ -203,4 +217,4 @@ class SeqDataModule(RecDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Every user, with their whole sequence as history: what comes next?"""
         windows = Windows.for_prediction(self.data.sequences, self.max_len, self.mask_history)
-        return self._loader(windows, self.eval_batch_size, shuffle=False)
+        return self.loader(windows, self.eval_batch_size, shuffle=False)

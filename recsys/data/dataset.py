@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.atomic import DataFormatError, dataset_files, read_atomic
 from recsys.data.catalog import Catalog
-from recsys.data.filters import ITEM, TIME, USER, filter_interactions, sort_interactions
-from recsys.data.sequences import GlobalTime, LeaveOneOut, Sequences, Split, TrainingPrefixes, sample_cold_items
+from recsys.data.filters import ITEM, RATING, TIME, USER, filter_interactions, sort_interactions
+from recsys.data.protocols import ROW, EvaluationProtocol, resolve_protocol
+from recsys.data.sequences import Sequences, Split, TrainingPrefixes, sample_cold_items
 from recsys.data.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -26,12 +28,15 @@ class SequenceData:
     items: Vocab
     users: Vocab
     sequences: Sequences
-    split: Split  #: the evaluation protocol: LeaveOneOut (``loo``) or GlobalTime (``global_time``)
+    split: Split  #: made by the evaluation protocol (``recsys.data.protocols``), e.g. LeaveOneOut for ``loo``
     catalog: Catalog
     user_fields: pd.DataFrame | None  #: (U + 1) rows aligned with ``users`` (row 0 = PAD), or None
     cold_item_ids: np.ndarray  #: (C,) sorted int64 item indices held out of training; empty when none
     #: what training windows are cut from: ``split`` itself, or its training prefixes without cold items
     training: Split | TrainingPrefixes
+    #: (n,) rows aligned with ``sequences.items`` (sorted by user, then time): ``user_id`` and
+    #: ``item_id`` indices, ``timestamp`` and ``rating`` when the file has them, ``_row`` (file order)
+    interactions: pd.DataFrame
 
 
 def _check_inter(inter: pd.DataFrame, types: dict[str, str], path: Path) -> None:
@@ -70,28 +75,6 @@ def _aligned(frame: pd.DataFrame, id_column: str, vocab: Vocab, path: Path, what
     return pd.concat([pad, aligned.reset_index(drop=True)], ignore_index=True)
 
 
-PROTOCOLS = ("loo", "global_time")
-
-
-def _split(protocol: str, sequences: Sequences, frame: pd.DataFrame, tie_break: str, path: Path) -> Split:
-    """The split of ``protocol`` over ``frame`` (sorted by user, time: aligned with ``sequences``)."""
-    if protocol == "loo":
-        return LeaveOneOut(sequences)
-    if protocol != "global_time":
-        raise ValueError(f"data.protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
-    if TIME not in frame.columns:
-        raise DataFormatError(f"{path}: the global_time protocol needs a {TIME!r} field")
-    # Global order: time, then the tie-break each user's sequence uses, so periods never go
-    # backwards along a user's sequence.
-    keys = [frame["_row"].to_numpy()]  # np.lexsort: the last key sorts first
-    if tie_break == "item":
-        keys.append(frame[ITEM].to_numpy())
-    order = np.lexsort(keys + [frame[TIME].to_numpy()])
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return GlobalTime.from_order(sequences, rank)
-
-
 def load_sequences(
     path: str | Path,
     min_rating: float | None = None,
@@ -100,10 +83,13 @@ def load_sequences(
     tie_break: str = "file",
     cold_items: float = 0.0,
     cold_seed: int = 0,
-    protocol: str = "loo",
+    protocol: str | EvaluationProtocol = "loo",
+    check: Callable[[pd.DataFrame, dict[str, str], Path], None] | None = None,
 ) -> SequenceData:
     """Read ``NAME.inter`` (+ ``.item``, ``.user``), filter, index and split it by ``protocol``
-    (``loo``: leave-one-out per user; ``global_time``: 8:1:1 by global time, BIGRec's).
+    (a name in :data:`~recsys.data.protocols.PROTOCOLS`, e.g. ``loo``: leave-one-out per user,
+    ``global_time``: 8:1:1 by global time, BIGRec's; or an
+    :class:`~recsys.data.protocols.EvaluationProtocol`).
 
     Interactions are ordered by time; equal timestamps keep file order (``tie_break='file'``,
     the default, as RecBole) or are ordered by item id (``'item'``). Without a ``timestamp``
@@ -111,9 +97,15 @@ def load_sequences(
 
     ``cold_items > 0`` holds that fraction of the items out of training (see
     :class:`~recsys.data.datamodule.SeqDataModule`); the split's targets do not change.
+
+    ``check(inter, types, path)``, if given, sees the ``.inter`` rows as read (before any other
+    check) and raises on what its caller cannot use (the CTR protocol needs ratings and times).
     """
+    protocol = resolve_protocol(protocol)
     files = dataset_files(path)
     inter, types = read_atomic(files["inter"])
+    if check is not None:
+        check(inter, types, files["inter"])
     _check_inter(inter, types, files["inter"])
     if len(inter) == 0:
         raise DataFormatError(f"{files['inter']}: no interactions")
@@ -128,17 +120,18 @@ def load_sequences(
     items = Vocab.from_tokens(inter[ITEM])
     users = Vocab.from_tokens(inter[USER])
     frame = pd.DataFrame({USER: users.index(inter[USER]), ITEM: items.index(inter[ITEM])})
-    if TIME in inter.columns:
-        frame[TIME] = inter[TIME].to_numpy()
-    frame["_row"] = np.arange(len(frame))  # file order, for the global time order's ties
+    for column in (TIME, RATING):
+        if column in inter.columns:
+            frame[column] = inter[column].to_numpy()
+    frame[ROW] = np.arange(len(frame))  # file order, for the global time order's ties
     frame = sort_interactions(frame, tie_break)
     sequences = Sequences.from_sorted(frame[USER].to_numpy(), frame[ITEM].to_numpy(), len(users))
-    split = _split(protocol, sequences, frame, tie_break, files["inter"])
+    split = protocol.split(sequences, frame, tie_break, files["inter"])
     evaluated = len(np.unique(split.evaluation("test")[0]))
     if evaluated < sequences.num_users:  # e.g. one- or two-item histories under loo: training only
-        (log.warning if split.name == "loo" else log.info)(
+        (log.warning if protocol.warn_unevaluated else log.info)(
             "%s: %d of %d users have no test target under protocol %r (history too short); they only train",
-            files["inter"], sequences.num_users - evaluated, sequences.num_users, split.name)
+            files["inter"], sequences.num_users - evaluated, sequences.num_users, protocol.name)
     cold = sample_cold_items(len(items), cold_items, cold_seed)
     training = split.without_items(cold) if cold_items > 0 else split
     name = files["inter"].stem
@@ -154,4 +147,4 @@ def load_sequences(
         user_frame, _ = read_atomic(files["user"])
         user_fields = _aligned(user_frame, USER, users, files["user"], "user")
     catalog = Catalog(name, items, fields, popularity)
-    return SequenceData(name, items, users, sequences, split, catalog, user_fields, cold, training)
+    return SequenceData(name, items, users, sequences, split, catalog, user_fields, cold, training, frame)
