@@ -462,3 +462,73 @@ def test_save_converted_matches_int_and_str_ids(tmp_path):
     assert sorted(back["item_id"]) == ["10", "2"]
     rows, _ = read_atomic(out / "ds.inter")
     assert rows["item_id"].tolist() == ["10", "2", "10"]  # the tie keeps the input's order
+
+
+# --------------------------------------------------------------------------- the shared options
+
+
+SHARED = ("out", "overwrite", "min_rating", "max_history", "k_core")
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_readers_take_only_their_format_options(name):
+    """``out``, ``overwrite`` and the filters are owned once (converters.common.converter)."""
+    import inspect
+
+    fn = FORMATS[name][0]
+    own = list(inspect.signature(fn.read).parameters)
+    assert own[0] == "raw" and not set(SHARED) & set(own)
+    assert list(inspect.signature(fn).parameters) == ["raw", *SHARED, *own[1:]]
+    assert all(f"    {option}: " in fn.__doc__ for option in SHARED)  # documented for --help, once
+    assert not any(f"    {option}: " in fn.read.__doc__ for option in SHARED)
+
+
+def test_third_party_converters_keep_the_contract(tmp_path, capsys):
+    """``convert(raw, out, **options)`` registered through ``register_datasets``: a plain function
+    and one built with ``converter`` both run under ``recsys convert`` with their options."""
+    import recsys
+    from recsys.cli import main
+    from recsys.data.atomic import write_dataset
+    from recsys.data.converters.common import Converted, converter
+    from recsys.plugins import pm
+
+    def plain(raw: Path, out: Path, *, overwrite: bool = False, stars: int = 1) -> Path:
+        """Write one user's stars."""
+        inter = pd.DataFrame({"user_id": ["u"] * stars, "item_id": [f"i{k}" for k in range(stars)],
+                              "timestamp": [float(k) for k in range(stars)]})
+        return write_dataset(out, inter, overwrite=overwrite)
+
+    @converter
+    def lines(raw: Path, *, sep: str = ",") -> Converted:
+        """Read ``user<sep>item`` lines.
+
+        Args:
+            raw: The file.
+            sep: The separator.
+        """
+        rows = [line.split(sep) for line in raw.read_text().split()]
+        inter = pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                              "timestamp": [float(k) for k in range(len(rows))]})
+        return Converted(inter, types={"timestamp": "float"}, source=raw)
+
+    class Formats:
+        __name__ = "formats"
+
+        @recsys.hookimpl
+        def register_datasets(self, register):
+            register("plain", plain)
+            register("lines", lines)
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("a;x\na;y\nb;x\nb;y\nb;z\n")
+    pm.register(Formats(), name="formats")
+    try:
+        assert main(["convert", "plain", str(raw), str(tmp_path / "p"), "--stars=3"]) == 0
+        assert len(read_atomic(tmp_path / "p" / "p.inter")[0]) == 3
+        assert main(["convert", "lines", str(raw), str(tmp_path / "l"), "--sep=;", "--k_core=2"]) == 0
+        inter, _ = read_atomic(tmp_path / "l" / "l.inter")
+        assert sorted(inter["item_id"]) == ["x", "x", "y", "y"]  # the shared filter ran (z had one row)
+        assert main(["convert", "lines", str(raw), str(tmp_path / "l"), "--sep=;"]) == 2  # out exists
+        assert "already exists" in capsys.readouterr().err
+    finally:
+        pm.unregister(name="formats")

@@ -1,9 +1,14 @@
 """Raw-data converters: each turns one raw format into RecBole atomic files.
 
-A converter is ``convert(raw: Path, out: Path, *, overwrite=False, min_rating=None,
-max_history=None, k_core=None, **format_options) -> Path`` and is registered by name through
-the ``register_datasets`` hook. Converters never download anything. They all end in
-:func:`save_converted`, which applies the shared filters and writes the dataset atomically.
+A converter is ``convert(raw: Path, out: Path, **options) -> Path`` and is registered by name
+through the ``register_datasets`` hook; ``recsys convert NAME RAW OUT --option ...`` builds its
+command line from the signature and docstring. Converters never download anything.
+
+The built-in ones are format readers, ``read(raw, *, <format options>) -> Converted``, made
+converters by :func:`~recsys.data.converters.common.converter`, which owns the options every
+converter shares (``out``, ``overwrite``, ``min_rating``, ``max_history``, ``k_core``) and ends
+in :func:`save_converted`: the shared filters, then an atomic write. A third party's converter
+may do the same, or be any function with the contract above.
 """
 
 from __future__ import annotations

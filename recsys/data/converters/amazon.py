@@ -29,9 +29,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.data.atomic import DataFormatError
-from recsys.data.converters import save_converted
 from recsys.data.converters.common import (
-    ITEM, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output,
+    ITEM, RATING, TIME, USER, Converted, complete_items, converter, drop_duplicate_interactions,
 )
 
 log = logging.getLogger(__name__)
@@ -303,8 +302,7 @@ def read_meta(path: Path, release: Release, wanted: set[str], limit: int) -> pd.
     )
 
 
-def _convert(raw, out, release, overwrite, min_rating, max_history, k_core, category, max_text_chars) -> Path:
-    out = ensure_new_output(out, overwrite)
+def _convert(raw, release, category, max_text_chars) -> Converted:
     if max_text_chars < 1:
         raise ValueError(f"max_text_chars must be >= 1, got {max_text_chars}")
     reviews, meta = find_files(Path(raw), release, category)
@@ -317,91 +315,46 @@ def _convert(raw, out, release, overwrite, min_rating, max_history, k_core, cate
     item = complete_items(item, inter, meta or reviews)
     log.info("%s: %d reviews, %d users, %d items", reviews, len(inter), inter[USER].nunique(), len(wanted))
     types = {RATING: "float", TIME: "float", **{c: "token" for c in TEXT_COLUMNS}}
-    return save_converted(
-        out, inter, item, types=types, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core, source=reviews,
-    )
+    return Converted(inter, item, types=types, source=reviews)
 
 
-def convert_amazon2014(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-    category: str | None = None,
-    max_text_chars: int = 1000,
-) -> Path:
+@converter
+def convert_amazon2014(raw: Path, *, category: str | None = None, max_text_chars: int = 1000) -> Converted:
     """Convert one Amazon Reviews 2014 category (reviews_<Cat>[_5].json.gz + meta_<Cat>.json.gz) to atomic files.
 
     Args:
         raw: Directory holding reviews_<Category>.json.gz or reviews_<Category>_5.json.gz (JSON
             lines: reviewerID, asin, overall, unixReviewTime) and meta_<Category>.json.gz (Python
             literal lines: asin, title, categories, brand, description); or the review file itself.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep reviews rated at least this (1-5).
-        max_history: Keep each user's last N reviews.
-        k_core: Repeatedly drop users and items with fewer than K reviews.
         category: Which category, when the directory holds several (e.g. Beauty or Beauty_5).
         max_text_chars: Cut each item text field to at most this many characters.
     """
-    return _convert(raw, out, RELEASES["2014"], overwrite, min_rating, max_history, k_core, category, max_text_chars)
+    return _convert(raw, RELEASES["2014"], category, max_text_chars)
 
 
-def convert_amazon2018(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-    category: str | None = None,
-    max_text_chars: int = 1000,
-) -> Path:
+@converter
+def convert_amazon2018(raw: Path, *, category: str | None = None, max_text_chars: int = 1000) -> Converted:
     """Convert one Amazon Reviews 2018 category (<Cat>[_5].json.gz + meta_<Cat>.json.gz) to atomic files.
 
     Args:
         raw: Directory holding <Category>.json.gz or <Category>_5.json.gz (JSON lines: reviewerID,
             asin, overall, unixReviewTime) and meta_<Category>.json.gz (JSON lines: asin, title,
             category, brand, description); or the review file itself.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep reviews rated at least this (1-5).
-        max_history: Keep each user's last N reviews.
-        k_core: Repeatedly drop users and items with fewer than K reviews.
         category: Which category, when the directory holds several (e.g. Beauty or Beauty_5).
         max_text_chars: Cut each item text field to at most this many characters.
     """
-    return _convert(raw, out, RELEASES["2018"], overwrite, min_rating, max_history, k_core, category, max_text_chars)
+    return _convert(raw, RELEASES["2018"], category, max_text_chars)
 
 
-def convert_amazon2023(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-    category: str | None = None,
-    max_text_chars: int = 1000,
-) -> Path:
+@converter
+def convert_amazon2023(raw: Path, *, category: str | None = None, max_text_chars: int = 1000) -> Converted:
     """Convert one Amazon Reviews 2023 category (<Cat>.jsonl.gz + meta_<Cat>.jsonl.gz; items are parent_asin) to atomic files.
 
     Args:
         raw: Directory holding <Category>.jsonl.gz (user_id, parent_asin, rating, timestamp in ms)
             and meta_<Category>.jsonl.gz (parent_asin, title, categories, store, description,
             features); or the review file itself.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep reviews rated at least this (1-5).
-        max_history: Keep each user's last N reviews.
-        k_core: Repeatedly drop users and items with fewer than K reviews.
         category: Which category, when the directory holds several (e.g. All_Beauty).
         max_text_chars: Cut each item text field to at most this many characters.
     """
-    return _convert(raw, out, RELEASES["2023"], overwrite, min_rating, max_history, k_core, category, max_text_chars)
+    return _convert(raw, RELEASES["2023"], category, max_text_chars)

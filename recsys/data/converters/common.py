@@ -1,19 +1,121 @@
-"""Pieces every converter uses: output checks, read errors, column checks, typed columns, de-duplication."""
+"""Pieces every converter uses: the options they share (:func:`converter`), output checks, read
+errors, column checks, typed columns, de-duplication."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.atomic import READ_ERRORS, DataFormatError, read_error  # noqa: F401 - re-exported to the converters
+from recsys.data.converters import save_converted
+from recsys.data.filters import ITEM, RATING, TIME, USER  # noqa: F401 - re-exported to the converters
 
 log = logging.getLogger(__name__)
 
-from recsys.data.filters import ITEM, RATING, TIME, USER  # noqa: F401 - re-exported to the converters
 
+@dataclass
+class Converted:
+    """What a format reader returns: the frames :func:`~recsys.data.converters.save_converted`
+    takes (``inter``, ``item``, ``user``), the atomic ``types`` of their columns, and ``source``,
+    the raw interactions file that errors name."""
+
+    inter: pd.DataFrame
+    item: pd.DataFrame | None = None
+    user: pd.DataFrame | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def _shared_options(
+    out: Path,
+    *,
+    overwrite: bool = False,
+    min_rating: float | None = None,
+    max_history: int | None = None,
+    k_core: int | None = None,
+) -> None:
+    """The options every converter takes, owned here (signature and help) and nowhere else."""
+
+
+#: Their help, as ``recsys convert NAME --help`` shows it (Google-style ``Args`` entries).
+SHARED_OPTION_DOCS = (
+    "out: The dataset directory to write (its name is the dataset name).",
+    "overwrite: Replace an existing ``out``.",
+    "min_rating: Keep interactions rated at least this (needs a rating).",
+    "max_history: Keep each user's last N interactions.",
+    "k_core: Repeatedly drop users and items with fewer than K interactions.",
+)
+
+
+def _with_shared_docs(doc: str) -> str:
+    """``doc`` (a Google-style docstring whose first ``Args`` entry is ``raw``) with the shared
+    options' entries inserted after ``raw``'s."""
+    lines = doc.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Args:"), None)
+    if start is None or start + 1 >= len(lines):
+        return "\n".join([*lines, "", "    Args:", *("        " + entry for entry in SHARED_OPTION_DOCS)])
+    start += 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = start + 1  # past raw's entry and its continuation lines
+    while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip()) > indent:
+        end += 1
+    return "\n".join(lines[:end] + [" " * indent + entry for entry in SHARED_OPTION_DOCS] + lines[end:])
+
+
+def _resolved(parameter: inspect.Parameter, fn: Callable) -> inspect.Parameter:
+    """``parameter`` of ``fn`` with a postponed (string) annotation resolved in ``fn``'s module."""
+    if not isinstance(parameter.annotation, str):
+        return parameter
+    holder = types.SimpleNamespace(__annotations__={parameter.name: parameter.annotation})
+    try:
+        return parameter.replace(annotation=typing.get_type_hints(holder, getattr(fn, "__globals__", {}))[parameter.name])
+    except Exception:  # a name local to where ``fn`` was defined: leave the string to jsonargparse
+        return parameter
+
+
+def converter(read: Callable[..., Converted]) -> Callable[..., Path]:
+    """Make a format reader into a registered converter.
+
+    ``read(raw, *, <its format options>) -> Converted`` becomes ``convert(raw, out, *,
+    overwrite=False, min_rating=None, max_history=None, k_core=None, <its format options>) ->
+    Path``, the ``register_datasets`` contract: it fails fast when ``out`` exists (before
+    parsing anything), reads, then filters, sorts and writes atomically with
+    :func:`~recsys.data.converters.save_converted`. Its signature and docstring, which
+    ``recsys convert NAME --help`` shows, are the reader's with the shared options added after
+    ``raw``; ``convert.read`` is the reader.
+    """
+
+    @functools.wraps(read)
+    def convert(*args, **kwargs) -> Path:
+        given = convert.__signature__.bind(*args, **kwargs)  # an unknown option fails here, by name
+        given.apply_defaults()
+        options = dict(given.arguments)
+        out = ensure_new_output(options.pop("out"), options.pop("overwrite"))
+        filters = {name: options.pop(name) for name in ("min_rating", "max_history", "k_core")}
+        data = read(Path(options.pop("raw")), **options)
+        return save_converted(out, data.inter, data.item, data.user, types=data.types, overwrite=given.arguments["overwrite"],
+                              source=data.source, **filters)
+
+    own = inspect.signature(read)
+    raw, *format_options = (_resolved(p, read) for p in own.parameters.values())
+    hints = typing.get_type_hints(_shared_options)
+    shared = [p.replace(annotation=hints[p.name]) for p in inspect.signature(_shared_options).parameters.values()]
+    convert.__signature__ = own.replace(parameters=[raw, *shared, *format_options], return_annotation=Path)
+    convert.__annotations__ = {**{p.name: p.annotation for p in convert.__signature__.parameters.values()},
+                               "return": Path}
+    convert.__doc__ = _with_shared_docs(read.__doc__ or "")
+    convert.read = read
+    del convert.__wrapped__  # the signature above is the converter's, not the reader's
+    return convert
 
 
 def ensure_new_output(out: str | Path, overwrite: bool) -> Path:

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.atomic import DataFormatError
-from recsys.data.converters import save_converted
 from recsys.data.converters.common import (
-    ITEM, READ_ERRORS, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output, require_columns,
-    read_error, to_number, to_token,
+    ITEM, READ_ERRORS, RATING, TIME, USER, Converted, complete_items, converter, drop_duplicate_interactions,
+    read_error, require_columns, to_number, to_token,
 )
 
 log = logging.getLogger(__name__)
@@ -51,14 +50,10 @@ def _to_seconds(series: pd.Series, path: Path, column: str, time_unit: str) -> p
     return ((dates - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).astype("float64")
 
 
+@converter
 def convert(
     raw: Path,
-    out: Path,
     *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
     interactions: str = "interactions.csv",
     items: str | None = None,
     user_col: str = "user_id",
@@ -71,16 +66,11 @@ def convert(
     text_cols: list[str] | None = None,
     sep: str = ",",
     encoding: str = "utf-8",
-) -> Path:
+) -> Converted:
     """Convert a CSV pair (interactions: user, item, a time or per-user order column, optional rating; optional items with text) to atomic files.
 
     Args:
         raw: A directory holding the files, or the interactions file itself.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep interactions rated at least this (needs ``rating_col``).
-        max_history: Keep each user's last N interactions.
-        k_core: Repeatedly drop users and items with fewer than K interactions.
         interactions: Interactions file name (relative to ``raw``) or path.
         items: Items file name or path; by default ``items.csv`` if present.
         user_col: User id column of the interactions file.
@@ -96,8 +86,6 @@ def convert(
         sep: Field separator of both files.
         encoding: Encoding of both files.
     """
-    out = ensure_new_output(out, overwrite)
-    raw = Path(raw)
     if time_unit not in TIME_UNITS:
         raise ValueError(f"time_unit must be one of {sorted(TIME_UNITS)}, got {time_unit!r}")
     if time_col is not None and order_col is not None:
@@ -154,7 +142,4 @@ def convert(
     log.info("%s: %d interactions, %d users, %d items", inter_path, len(inter), inter[USER].nunique(), inter[ITEM].nunique())
     types = {c: "token" for c in (item.columns if item is not None else [])}
     types.update({RATING: "float", TIME: "float"} if rating_col else {TIME: "float"})
-    return save_converted(
-        out, inter, item, types=types, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core, source=inter_path,
-    )
+    return Converted(inter, item, types=types, source=inter_path)

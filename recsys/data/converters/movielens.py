@@ -18,9 +18,8 @@ from typing import Iterator
 import pandas as pd
 
 from recsys.data.atomic import DataFormatError
-from recsys.data.converters import save_converted
 from recsys.data.converters.common import (
-    ITEM, READ_ERRORS, RATING, TIME, USER, complete_items, drop_duplicate_interactions, ensure_new_output,
+    ITEM, READ_ERRORS, RATING, TIME, USER, Converted, complete_items, converter, drop_duplicate_interactions,
     read_error, require_columns, to_int_id, to_number,
 )
 
@@ -139,36 +138,19 @@ def _items(rows: list[tuple[int, str, str, str]], inter: pd.DataFrame, path: Pat
     return complete_items(item, inter, path)
 
 
-def _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, source) -> Path:
+def _finish(inter, item, user, raw, source) -> Converted:
     log.info("%s: %d ratings, %d users, %d items", raw, len(inter), inter[USER].nunique(), inter[ITEM].nunique())
-    return save_converted(
-        out, inter, item, user, types={**INTER_TYPES, **ITEM_TYPES, **USER_TYPES}, overwrite=overwrite,
-        min_rating=min_rating, max_history=max_history, k_core=k_core, source=source,
-    )
+    return Converted(inter, item, user, types={**INTER_TYPES, **ITEM_TYPES, **USER_TYPES}, source=source)
 
 
-def convert_ml100k(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-) -> Path:
+@converter
+def convert_ml100k(raw: Path) -> Converted:
     """Convert MovieLens-100k (u.data ratings, u.item titles and genre flags, u.user demographics) to atomic files.
 
     Args:
         raw: The ml-100k directory: u.data (tab-separated user, item, rating, timestamp), u.item
             (latin-1, pipe-separated; u.genre names the genre flags if present), u.user.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep ratings of at least this (1-5).
-        max_history: Keep each user's last N ratings.
-        k_core: Repeatedly drop users and items with fewer than K ratings.
     """
-    out = ensure_new_output(out, overwrite)
-    raw = Path(raw)
     inter = _read_ratings(raw / "u.data", "\t", False, ["user", "item", "rating", "timestamp"])
 
     genres = list(ML100K_GENRES)
@@ -201,33 +183,18 @@ def convert_ml100k(
             user_id, *features = (c.strip() for c in _split(line, "|", 5, path, number))
             records.append((_int(user_id, path, number, "user id"), *features))
         user = pd.DataFrame(records, columns=[USER, "age", "gender", "occupation", "zip_code"])
-    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, raw / "u.data")
+    return _finish(inter, item, user, raw, raw / "u.data")
 
 
-def convert_ml1m(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-    encoding: str = "latin-1",
-) -> Path:
+@converter
+def convert_ml1m(raw: Path, *, encoding: str = "latin-1") -> Converted:
     """Convert MovieLens-1M or another ``::`` release such as 10M (ratings.dat, movies.dat, users.dat) to atomic files.
 
     Args:
         raw: The release directory: ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat
             (MovieID::Title::Genres) and, if present, users.dat (age and occupation stay GroupLens' codes).
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep ratings of at least this.
-        max_history: Keep each user's last N ratings.
-        k_core: Repeatedly drop users and items with fewer than K ratings.
         encoding: Encoding of movies.dat and users.dat (latin-1 for ml-1m, utf-8 for ml-10m).
     """
-    out = ensure_new_output(out, overwrite)
-    raw = Path(raw)
     inter = _read_ratings(raw / "ratings.dat", "::", False, ["UserID", "MovieID", "Rating", "Timestamp"])
 
     path = _require_file(raw / "movies.dat")
@@ -248,31 +215,17 @@ def convert_ml1m(
             user_id, gender, age, occupation, zip_code = (c.strip() for c in _split(line, "::", 5, path, number))
             records.append((_int(user_id, path, number, "UserID"), age, gender, occupation, zip_code))
         user = pd.DataFrame(records, columns=[USER, "age", "gender", "occupation", "zip_code"])
-    return _finish(out, inter, item, user, overwrite, min_rating, max_history, k_core, raw, raw / "ratings.dat")
+    return _finish(inter, item, user, raw, raw / "ratings.dat")
 
 
-def convert_ml_latest(
-    raw: Path,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    min_rating: float | None = None,
-    max_history: int | None = None,
-    k_core: int | None = None,
-) -> Path:
+@converter
+def convert_ml_latest(raw: Path) -> Converted:
     """Convert a CSV MovieLens release (ml-latest, ml-latest-small, ml-20m/25m/32m: ratings.csv, movies.csv) to atomic files.
 
     Args:
         raw: The release directory: ratings.csv (userId,movieId,rating,timestamp) and movies.csv
             (movieId,title,genres); tags, links and genome files are ignored. There is no user file.
-        out: The dataset directory to write (its name is the dataset name).
-        overwrite: Replace an existing ``out``.
-        min_rating: Keep ratings of at least this (0.5-5).
-        max_history: Keep each user's last N ratings.
-        k_core: Repeatedly drop users and items with fewer than K ratings.
     """
-    out = ensure_new_output(out, overwrite)
-    raw = Path(raw)
     inter = _read_ratings(raw / "ratings.csv", ",", True, ["userId", "movieId", "rating", "timestamp"])
 
     path = _require_file(raw / "movies.csv")
@@ -286,4 +239,4 @@ def convert_ml_latest(
     ids = to_int_id(movies["movieId"], path, "movieId")
     rows = [(i, t, genre_tokens(g.split("|")), "") for i, t, g in zip(ids, movies["title"], movies["genres"])]
     item = _items(rows, inter, path)
-    return _finish(out, inter, item, None, overwrite, min_rating, max_history, k_core, raw, raw / "ratings.csv")
+    return _finish(inter, item, None, raw, raw / "ratings.csv")
