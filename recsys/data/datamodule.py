@@ -100,8 +100,7 @@ class SeqDataModule(RecDataModule):
         mask_history: at evaluation, rank only items the user has not interacted with before
             the target (the target itself is never masked). Default: the protocol's own
             (``default_mask_history``), on for ``loo`` (as HLLM) and off for ``global_time`` (as
-            BIGRec). RecBole does not mask for
-            sequential models; switch off to compare with it.
+            BIGRec). RecBole does not mask for sequential models; switch off to compare with it.
         eval_sample: evaluate on this many windows per stage, drawn once with ``eval_sample_seed``
             (BIGRec samples its test windows); None = all of them.
         eval_sample_seed: seed of that draw.
