@@ -37,7 +37,7 @@ def cmd_plugins(argv: list[str]) -> int:
 
 def cmd_models(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys models", description="Registered models as JSON.").parse_args(argv)
-    from recsys.registry import get_models
+    from recsys.plugins import get_models
 
     _print_json(
         [{"name": name, "class_path": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin}
@@ -48,7 +48,7 @@ def cmd_models(argv: list[str]) -> int:
 
 def cmd_datasets(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys datasets", description="Registered raw-data converters.").parse_args(argv)
-    from recsys.registry import get_datasets
+    from recsys.plugins import get_datasets
 
     _print_json(
         [{"name": name, "converter": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin,
@@ -66,7 +66,7 @@ def cmd_backbones(argv: list[str]) -> int:
                         "into the cache), so later runs start fast")
     args = parser.parse_args(argv)
     from recsys.llm.backbones import BackboneUnavailable
-    from recsys.registry import get_backbones
+    from recsys.plugins import get_backbones
 
     if args.prepare:
         from recsys.llm.backbones import load_backbone
@@ -80,17 +80,16 @@ def cmd_backbones(argv: list[str]) -> int:
         return 0
     rows = []
     for name, e in sorted(get_backbones().items()):
-        local, build = e.extra.get("local"), e.extra.get("build")
-        offline = build is not None or (local is not None and local() is not None)
-        kind = "random (built in memory)" if build else ("packaged" if offline else "hub")
-        rows.append({"name": name, "hub_id": e.obj, "source": kind, "offline_copy": offline,
-                     "install": e.extra.get("install"), "plugin": e.plugin})
+        offline = e.build is not None or (e.local is not None and e.local() is not None)
+        kind = "random (built in memory)" if e.build else ("packaged" if offline else "hub")
+        rows.append({"name": name, "hub_id": e.hub_id, "source": kind, "offline_copy": offline,
+                     "install": e.install, "plugin": e.plugin})
     _print_json(rows)
     return 0
 
 
 def cmd_convert(argv: list[str]) -> int:
-    from recsys.registry import get_datasets
+    from recsys.plugins import get_datasets
 
     converters = get_datasets()
     if not argv or argv[0] in ("-h", "--help"):

@@ -1,19 +1,31 @@
-"""The plugin manager: entry points of group ``recsys``, the built-in default plugins, listing.
+"""Plugins and what they registered: the plugin manager, loading, version checks, validation of
+registrations, and the lookups (``get_models``, ``get_metrics``, ``get_backbones``, ...).
 
-A plugin that fails to import or validate, or declares a range of engine versions
-(``RECSYS_API``) that this engine is outside of, is skipped with one line on stderr and listed
-with its error by ``recsys plugins``; ``RECSYS_STRICT_PLUGINS=1`` makes that fatal (for plugin
-authors and CI). ``RECSYS_LOAD_PLUGINS`` is an allow-list of distribution names: unset loads
-all, an empty string loads none. ``RECSYS_TRACE_PLUGINS=1`` prints every hook call.
+Plugins are entry points of group ``recsys``, then the built-in default plugins. A plugin that
+fails to import or validate, or declares a range of engine versions (``RECSYS_API``) that this
+engine is outside of, is skipped with one line on stderr and listed with its error by ``recsys
+plugins``; ``RECSYS_STRICT_PLUGINS=1`` makes that fatal (for plugin authors and CI).
+``RECSYS_LOAD_PLUGINS`` is an allow-list of distribution names: unset loads all, an empty string
+loads none. ``RECSYS_TRACE_PLUGINS=1`` prints one line on stderr before every hook call (its
+arguments and the plugins answering) and one after it (its result), registrations included.
+
+Registration hooks are called at every lookup (no cache), through pluggy's dispatch, one plugin
+at a time (``pm.subset_hook_caller``), so late registration from tests or notebooks just works and
+every entry records the plugin that made it. Duplicate names are errors naming both registrants.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
+import inspect
 import os
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Union
 
 import pluggy
 
@@ -109,8 +121,6 @@ def register_plugin(plugin: object, name: str) -> None:
     pm.register(plugin, name=name)
     try:
         pm.check_pending()  # a misspelled hook name is an error, not silence
-        from recsys.registry import check_registrations
-
         check_registrations(name)  # what it registers is valid, so a lookup never fails later
     except Exception:
         pm.unregister(name=name)
@@ -169,15 +179,29 @@ def load_plugins() -> None:
         _trace_hook_calls()
 
 
-def _trace_hook_calls() -> None:
+#: Longest result ``RECSYS_TRACE_PLUGINS`` prints (its repr is cut there, with "...").
+TRACE_REPR_CHARS = 100
+
+
+def _trace_hook_calls(file=None) -> Callable[[], None]:
+    """Print every hook call on ``file`` (stderr): before it, the hook, its argument names and the
+    plugins answering; after it, its result (repr, cut to :data:`TRACE_REPR_CHARS`) or its error.
+    Returns the function that stops tracing."""
+
     def before(hook_name, hook_impls, kwargs):
         names = [impl.plugin_name for impl in hook_impls]
-        print(f"recsys trace: {hook_name}({', '.join(kwargs)}) -> {names}", file=sys.stderr)
+        print(f"recsys trace: {hook_name}({', '.join(kwargs)}) -> {names}", file=file or sys.stderr)
 
     def after(outcome, hook_name, hook_impls, kwargs):
-        pass
+        if outcome.exception is not None:
+            shown = f"raised {type(outcome.exception).__name__}: {outcome.exception}"
+        else:
+            shown = f"returned {outcome.get_result()!r}"
+        if len(shown) > TRACE_REPR_CHARS:
+            shown = shown[: TRACE_REPR_CHARS - 3] + "..."
+        print(f"recsys trace: {hook_name} {shown}", file=file or sys.stderr)
 
-    pm.add_hookcall_monitoring(before, after)
+    return pm.add_hookcall_monitoring(before, after)
 
 
 def get_plugins(all: bool = False, hook: str | None = None) -> list[dict]:
@@ -203,3 +227,229 @@ def get_plugins(all: bool = False, hook: str | None = None) -> list[dict]:
                  "distribution": failed.distribution, "error": failed.error}
             )
     return plugins
+
+
+# ---- what plugins registered ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered thing: its name, the object, and the plugin that registered it."""
+
+    name: str
+    obj: Any
+    plugin: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """A named LLM source (``register_backbones``): ``hub_id`` (``None`` for a random model),
+    ``local()`` -> ``from_pretrained`` kwargs of a packaged offline copy or ``None``, ``build()``
+    -> ``(config, tokenizer)`` of a randomly initialised model, ``install`` the command that
+    installs the offline copy, ``plugin`` the plugin that registered it."""
+
+    name: str
+    hub_id: str | None
+    local: Callable[[], dict | None] | None = None
+    build: Callable[[], tuple] | None = None
+    install: str | None = None
+    plugin: str = ""
+
+    @property
+    def obj(self) -> str | None:
+        """Deprecated (API 1.4's ``Registered.obj``): read ``hub_id``."""
+        warnings.warn("BackboneSource.obj is deprecated; read .hub_id", DeprecationWarning, stacklevel=2)
+        return self.hub_id
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """Deprecated (API 1.4's ``Registered.extra``): read ``local``, ``build``, ``install``."""
+        warnings.warn("BackboneSource.extra is deprecated; read .local, .build, .install",
+                      DeprecationWarning, stacklevel=2)
+        return MappingProxyType({"local": self.local, "build": self.build, "install": self.install})
+
+
+Entry = Union[Registered, BackboneSource]
+
+
+def _where(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{qualname}"
+
+
+def _describe(entry: Entry) -> str:
+    """Where a registered thing is defined, for the duplicate-name error."""
+    if isinstance(entry, BackboneSource):
+        return _where(entry.build) if entry.build is not None else f"hub id {entry.hub_id!r}"
+    return _where(entry.obj)
+
+
+def _same(a: Entry, b: Entry) -> bool:
+    """Whether two registrations under one name register the same thing (then it is no clash)."""
+    if isinstance(a, BackboneSource) and isinstance(b, BackboneSource):
+        return (a.hub_id, a.local, a.build, a.install) == (b.hub_id, b.local, b.build, b.install)
+    return a.obj is b.obj
+
+
+def _collect(hook_name: str, make: Callable[..., Entry], only: str | None = None) -> dict[str, Entry]:
+    """Call every implementation of a ``register_*`` hook and collect what it registers.
+
+    Each plugin's implementation is called on its own, through pluggy's dispatch
+    (``pm.subset_hook_caller`` without every other plugin), so the entries it registers record
+    its name and hook-call monitoring (``RECSYS_TRACE_PLUGINS``) sees the call.
+    ``make(*args, **kwargs)`` turns one ``register(...)`` call into an entry (validating it); the
+    plugin name is filled in here. ``only`` limits the call to one plugin.
+    """
+    if only is None:
+        load_plugins()
+    found: dict[str, Entry] = {}
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    # pluggy calls implementations last-registered first; keep that order.
+    for impl in reversed(impls):
+        plugin_name = impl.plugin_name
+        if only is not None and plugin_name != only:
+            continue
+        call = pm.subset_hook_caller(hook_name, remove_plugins=[other.plugin for other in impls if other is not impl])
+        try:
+            call(register=_register_callback(hook_name, make, plugin_name, found))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+    return found
+
+
+def _register_callback(
+    hook_name: str, make: Callable[..., Entry], plugin_name: str, found: dict[str, Entry]
+) -> Callable[..., None]:
+    """The ``register`` callback one plugin receives: validates, de-duplicates, records the plugin."""
+
+    def register(*args, **kwargs) -> None:
+        try:
+            entry = make(*args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"plugin {plugin_name!r} registered an invalid entry in {hook_name}: {exc}") from exc
+        entry = dataclasses.replace(entry, plugin=plugin_name)
+        previous = found.get(entry.name)
+        if previous is not None and not _same(previous, entry):
+            raise PluginError(
+                f"{hook_name}: name {entry.name!r} is registered twice: by plugin {previous.plugin!r} "
+                f"({_describe(previous)}) and by plugin {plugin_name!r} ({_describe(entry)})"
+            )
+        found[entry.name] = entry
+
+    return register
+
+
+def _model(cls) -> Registered:
+    # The one import cycle left in recsys, on purpose (tests/test_import_graph.py): validating a
+    # model class needs RecModule, and RecModule.__init__ resolves its metric names here.
+    from recsys.models.base import RecModule
+
+    if not (inspect.isclass(cls) and issubclass(cls, RecModule)):
+        raise TypeError(f"register_models expects a subclass of recsys.RecModule, got {cls!r}")
+    if "num_items" not in inspect.signature(cls.__init__).parameters:
+        raise TypeError(f"{_where(cls)}.__init__ must accept `num_items` (it is linked from the data)")
+    return Registered(cls.__name__, cls, "")
+
+
+def _named_callable(kind: str) -> Callable[..., Registered]:
+    def make(name: str, fn: Callable) -> Registered:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
+        if not callable(fn):
+            raise TypeError(f"{kind} {name!r} must be callable, got {fn!r}")
+        return Registered(name, fn, "")
+
+    return make
+
+
+def _grounder(cls) -> Registered:
+    # No import of recsys.grounding (it imports torch and the data layer): a subclass of
+    # recsys.Grounder cannot exist before that module has been imported, so look it up there.
+    grounder = getattr(sys.modules.get("recsys.grounding"), "Grounder", None)
+    if grounder is None or not (inspect.isclass(cls) and issubclass(cls, grounder)):
+        raise TypeError(f"register_grounders expects a subclass of recsys.Grounder, got {cls!r}")
+    return Registered(cls.__name__, cls, "")
+
+
+def _backbone(
+    name: str,
+    hub_id: str | None,
+    local: Callable[[], dict | None] | None = None,
+    build: Callable[[], tuple] | None = None,
+    install: str | None = None,
+) -> BackboneSource:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"backbone name must be a non-empty string, got {name!r}")
+    if local is not None and not callable(local):
+        raise TypeError(f"backbone {name!r}: local must be a callable returning from_pretrained kwargs or None")
+    if build is not None and not callable(build):
+        raise TypeError(f"backbone {name!r}: build must be a callable returning (config, tokenizer)")
+    if hub_id is None and build is None:
+        raise TypeError(f"backbone {name!r}: give a hub id, or build= for a randomly initialised model")
+    return BackboneSource(name, hub_id, local=local, build=build, install=install)
+
+
+def _item_template(name: str, fn: Callable, dataset: str | None = None) -> Registered:
+    entry = _named_callable("item template")(name, fn)
+    if "@" in name:
+        raise TypeError(f"item template name {name!r} must not contain '@'")
+    return entry if dataset is None else Registered(f"{name}@{dataset}", fn, "")
+
+
+#: How each registration hook's ``register(...)`` call is validated.
+_MAKERS: dict[str, Callable[..., Entry]] = {
+    "register_models": _model,
+    "register_datasets": _named_callable("dataset converter"),
+    "register_metrics": _named_callable("metric"),
+    "register_grounders": _grounder,
+    "register_backbones": _backbone,
+    "register_item_templates": _item_template,
+}
+
+
+def check_registrations(plugin_name: str) -> None:
+    """Run one plugin's registration hooks with validation, raising on anything invalid
+    (used when the plugin is loaded, so a bad plugin is skipped rather than breaking lookups)."""
+    for hook_name, make in _MAKERS.items():
+        _collect(hook_name, make, only=plugin_name)
+
+
+def get_models() -> dict[str, Registered]:
+    """Model classes by class name."""
+    return _collect("register_models", _MAKERS["register_models"])
+
+
+def get_datasets() -> dict[str, Registered]:
+    """Raw-data converters by dataset-format name."""
+    return _collect("register_datasets", _MAKERS["register_datasets"])
+
+
+def get_metrics() -> dict[str, Registered]:
+    """Ranking metric functions by name (``hit``, ``ndcg``, ...)."""
+    return _collect("register_metrics", _MAKERS["register_metrics"])
+
+
+def get_grounders() -> dict[str, Registered]:
+    """Grounder classes by class name."""
+    return _collect("register_grounders", _MAKERS["register_grounders"])
+
+
+def get_backbones() -> dict[str, BackboneSource]:
+    """Named LLM sources by name (:class:`BackboneSource`)."""
+    return _collect("register_backbones", _MAKERS["register_backbones"])
+
+
+def get_item_templates() -> dict[str, Registered]:
+    """Item text templates by name; ``name@dataset`` keys are dataset-specific overrides."""
+    return _collect("register_item_templates", _MAKERS["register_item_templates"])
+
+
+def item_to_text(item: dict, dataset: str) -> str:
+    """The text an LLM sees for one item row (first plugin answer wins; the default is last)."""
+    load_plugins()
+    text = pm.hook.item_to_text(item=item, dataset=dataset)
+    return "" if text is None else text

@@ -295,7 +295,7 @@ def _assert_same(a: dict[str, Tensor], b: dict[str, Tensor], message: str) -> No
 
 
 def _check_registered(runs: _Runs) -> None:
-    from recsys.registry import get_models
+    from recsys.plugins import get_models
 
     models = get_models()
     name = runs.model.__name__

@@ -38,7 +38,7 @@ def first_party_plugins():
         if ep.dist is not None and ep.dist.name in ours and not pm.has_plugin(ep.dist.name):
             pm.register(ep.load(), name=ep.dist.name)
             added.append(ep.dist.name)
-    from recsys.registry import get_models
+    from recsys.plugins import get_models
 
     get_models()  # imports the registered classes, as loading installed plugins does
     try:

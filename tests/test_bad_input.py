@@ -454,7 +454,7 @@ def test_bad_input_gets_a_clear_error_or_a_counted_skip(case, tmp_path):
 
 
 def test_the_table_covers_every_converter_and_the_loader():
-    from recsys.registry import get_datasets
+    from recsys.plugins import get_datasets
 
     targets = {c.id.split("/")[0] for c in CASES}
     assert set(get_datasets()) <= targets, set(get_datasets()) - targets

@@ -5,8 +5,7 @@ import pytest
 
 import recsys
 from recsys import plugins
-from recsys.plugins import PluginError, get_plugins, load_plugins, pm
-from recsys.registry import get_metrics, get_models, item_to_text
+from recsys.plugins import PluginError, get_metrics, get_models, get_plugins, item_to_text, load_plugins, pm
 
 
 class FakeEntryPoint:
@@ -171,7 +170,9 @@ def test_firstresult_plugin_wins_over_default(tiny_data):
     assert default == "title: Alpha Quest; year: 1991; genres: Action"
     pm.register(Wordy(), name="wordy")
     try:
-        assert tiny_data.catalog.text(1) == "[tiny] Alpha Quest"
+        from recsys.llm.templates import render_items
+
+        assert render_items(tiny_data.catalog)[1] == "[tiny] Alpha Quest"  # the "default" template is the hook
         assert item_to_text({"movie_title": "X"}, "other") == "title: X"  # None -> falls through
     finally:
         pm.unregister(name="wordy")
@@ -273,3 +274,73 @@ def test_registering_by_hand_checks_the_declared_range_too():
     with pytest.raises(PluginError, match="needs recsys API >=2"), registered(module_with(RECSYS_API=">=2")):
         pass
     assert pm.get_plugin("fake_module") is None
+
+
+def test_backbone_sources_are_typed_and_old_fields_still_read_with_a_warning():
+    from recsys.plugins import BackboneSource, get_backbones
+
+    tiny = get_backbones()["tiny-llama"]
+    assert isinstance(tiny, BackboneSource)
+    assert (tiny.hub_id, tiny.local, tiny.install, tiny.plugin) == (None, None, None, "recsys.default_plugins.backbones")
+    assert callable(tiny.build)
+    minilm = get_backbones()["all-minilm-l6-v2"]
+    with pytest.warns(DeprecationWarning, match=r"\.hub_id"):
+        assert minilm.obj == "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.warns(DeprecationWarning, match=r"\.local, \.build, \.install"):
+        extra = minilm.extra
+    assert extra["local"] is minilm.local and extra["install"] == minilm.install and extra["build"] is None
+    with pytest.raises(TypeError):
+        extra["local"] = None  # read-only
+    with pytest.raises(AttributeError):
+        minilm.hub_id = "other/model"  # frozen
+
+
+class SameBackboneName:
+    __name__ = "same-backbone-name"
+
+    @recsys.hookimpl
+    def register_backbones(self, register):
+        register("tiny-llama", None, build=lambda: (None, None))
+
+
+def test_duplicate_backbone_names_name_both_registrants():
+    pm.register(SameBackboneName(), name="same-backbone-name")
+    try:
+        with pytest.raises(PluginError, match=r"register_backbones: name 'tiny-llama' is registered twice: "
+                                              r"by plugin 'same-backbone-name' \(test_plugins\.SameBackboneName.*"
+                                              r"and by plugin 'recsys.default_plugins.backbones' \(recsys\.llm\.tiny\.tiny_llama\)"):
+            recsys.get_backbones()
+    finally:
+        pm.unregister(name="same-backbone-name")
+
+
+class Grounders:
+    __name__ = "grounders"
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    @recsys.hookimpl
+    def register_grounders(self, register):
+        register(self.cls)
+
+
+def test_grounders_must_subclass_grounder():
+    class NotAGrounder:
+        def ground(self, outputs, k):
+            pass
+
+    class Subclass(recsys.ExactTitleGrounder):
+        pass
+
+    pm.register(Grounders(Subclass), name="grounders")
+    try:
+        assert recsys.get_grounders()["Subclass"].plugin == "grounders"
+    finally:
+        pm.unregister(name="grounders")
+    pm.register(Grounders(NotAGrounder), name="grounders")
+    try:
+        with pytest.raises(PluginError, match="register_grounders expects a subclass of recsys.Grounder"):
+            recsys.get_grounders()
+    finally:
+        pm.unregister(name="grounders")

@@ -1,6 +1,6 @@
 """Built-in ranking metrics."""
 
-from recsys import eval as metrics
+from recsys import metrics
 from recsys.hookspecs import hookimpl
 
 

@@ -78,18 +78,17 @@ class Resolved:
 
 def resolve_backbone(name: str, revision: str | None = None) -> Resolved:
     """Find a backbone's files without loading it (fast: no model is read)."""
-    from recsys.registry import get_backbones
+    from recsys.plugins import get_backbones
 
     entry = get_backbones().get(name)
     if entry is not None:
-        local, build, hub_id = entry.extra.get("local"), entry.extra.get("build"), entry.obj
-        if build is not None:
+        if entry.build is not None:
             return Resolved({"name": name, "kind": "random", "location": f"{entry.plugin}:{name}",
-                             "revision": "built-in"}, build=build)
-        kwargs = local() if local is not None else None
+                             "revision": "built-in"}, build=entry.build)
+        kwargs = entry.local() if entry.local is not None else None
         if kwargs is not None:
             return _packaged(name, kwargs)
-        return _from_hub(name, hub_id, revision, install=entry.extra.get("install"))
+        return _from_hub(name, entry.hub_id, revision, install=entry.install)
     if os.path.isdir(name):
         return Resolved({"name": name, "kind": "local", "location": str(Path(name).resolve()),
                          "revision": _dir_revision(Path(name))}, path=name)
