@@ -17,10 +17,15 @@ __version__ = "0.1.0"
 #: Version of the public API below and of ``recsys.testing``: the minor number grows when names
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
-API_VERSION = "1.4"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
+API_VERSION = "1.5"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
 # 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr); item-embedding shards
 # (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index;
-# 1.4: normalize_title, RecModule.monitor, recsys.pytest_plugin
+# 1.4: normalize_title, RecModule.monitor, recsys.pytest_plugin;
+# 1.5: extension points: RecModule.catalog/set_catalog/on_catalog/logged_metrics,
+# SeqRecModule.is_dense/report_metric, RecDataModule.loader, recsys.testing.run_cli, recsys.llm
+# declared public (IGNORE_INDEX, unwrap_peft, response_loss, add_lora(**peft_kwargs));
+# recsys.metrics (recsys.eval is its deprecated alias), recsys.plugins owns the lookups
+# (recsys.registry is its deprecated alias)
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -40,6 +45,9 @@ _EXPORTS = {
     "Grounder": "recsys.grounding",
     "ExactTitleGrounder": "recsys.grounding",
     "normalize_title": "recsys.grounding",
+    "mask_seen": "recsys.metrics",
+    "dense_ranks": "recsys.metrics",
+    "list_ranks": "recsys.metrics",
     "RecModule": "recsys.models.base",
     "SeqRecModule": "recsys.models.base",
     "PluginError": "recsys.plugins",

@@ -172,10 +172,9 @@ class RecsysCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
-        metric_set = getattr(self.model, "metric_set", None)
-        if metric_set is None:
+        if not isinstance(self.model, RecModule):
             return
-        logged = {f"val/{name}" for name, _, _ in metric_set.entries} | {"train/loss"}
+        logged = self.model.logged_metrics("train") | self.model.logged_metrics("val")
         for callback in self.trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
             if monitor and monitor not in logged:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LEARN_MARGIN", "MAX_LEN", "ModelContract", "check_model", "registered", "rule_dataset", "tiny_dataset"]
+__all__ = ["LEARN_MARGIN", "MAX_LEN", "ModelContract", "check_model", "registered", "rule_dataset", "run_cli", "tiny_dataset"]
 
 #: History length the contract's data module gives models (``data.max_len``).
 MAX_LEN = 5
@@ -98,6 +98,16 @@ def rule_dataset(out: Path, *, users: int = 96, items: int = 40, min_length: int
     item = pd.DataFrame({"item_id": [str(i + 1) for i in range(items)], "movie_title": titles})
     write_atomic(item, folder / "rule.item", {"item_id": "token", "movie_title": "token_seq"})
     return folder
+
+
+def run_cli(args: list[str], run: bool = True):
+    """Run ``recsys`` with ``args`` (e.g. ``["fit", "--config", path, "--trainer.max_epochs=1"]``)
+    in this process, as the command line would, and return the LightningCLI: its ``model``,
+    ``datamodule`` and ``trainer`` are there to inspect. ``run=False`` only builds them.
+    Plugins registered with :func:`registered` resolve by their short class names."""
+    from recsys.lightning_cli import run_cli as run_lightning_cli
+
+    return run_lightning_cli(list(args), run=run)
 
 
 @contextmanager
@@ -281,7 +291,7 @@ def _outputs(model, batch, k: int) -> dict[str, Tensor]:
     """What evaluation reads from a model, in eval mode: dense scores if any, and the top-k list."""
     model.eval()
     out = {}
-    if model._is_dense():
+    if model.is_dense:
         out["score()"] = model.score(batch)
     out["recommend() ids"], out["recommend() scores"] = model.recommend(batch, k)
     return out

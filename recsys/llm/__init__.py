@@ -1,6 +1,9 @@
 """LLM building blocks shared by every LLM plugin: backbones, item text templates, text
-encoders with an embedding cache, LoRA helpers. transformers and peft are imported on
-first use, so ID-only models never pay for them."""
+encoders with an embedding cache, LoRA helpers, the causal-LM response loss.
+
+Public API (``__all__``, versioned with ``recsys.API_VERSION``): plugins import these names from
+``recsys.llm``, never from its submodules. transformers and peft are imported on first use, so
+ID-only models never pay for them."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ _EXPORTS = {
     "BackboneUnavailable": "recsys.llm.backbones",
     "load_backbone": "recsys.llm.backbones",
     "resolve_backbone": "recsys.llm.backbones",
+    "IGNORE_INDEX": "recsys.llm.causal",
+    "response_loss": "recsys.llm.causal",
+    "unwrap_peft": "recsys.llm.causal",
     "EmbeddingCache": "recsys.llm.cache",
     "cache_dir": "recsys.llm.cache",
     "TextEncoder": "recsys.llm.encoder",

@@ -44,15 +44,18 @@ def add_lora(
     alpha: int = 16,
     dropout: float = 0.05,
     targets: Sequence[str] | None = None,
+    **peft_kwargs,
 ):
     """Wrap a transformers model with fresh LoRA adapters (peft); only they train.
 
     B starts at zero, so the wrapped model first computes exactly what the base model does.
+    ``peft_kwargs`` go to ``peft.LoraConfig`` as they are (e.g. ``trainable_token_indices``
+    to train the embeddings of added tokens, ``modules_to_save``).
     """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(targets) if targets else lora_targets(model))
+                        target_modules=list(targets) if targets else lora_targets(model), **peft_kwargs)
     return get_peft_model(model, config)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-from typing import ClassVar, Literal, Sequence
+import warnings
+from typing import TYPE_CHECKING, ClassVar, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -11,6 +12,9 @@ from torch import Tensor
 
 from recsys.data.batch import Batch
 from recsys.metrics import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, list_ranks, mask_seen
+
+if TYPE_CHECKING:
+    from recsys.data.catalog import Catalog
 
 
 class RecModule(pl.LightningModule):
@@ -32,7 +36,15 @@ class RecModule(pl.LightningModule):
             them: the expected value of random tie-breaking; a constant model gets k/N).
 
     ``monitor`` names the validation metric that selects checkpoints and stops training early
-    when a run does not choose one (the CLI's default callbacks read it), with its ``mode``.
+    when a run does not choose one (the CLI's default callbacks read it), with its ``mode``;
+    :meth:`logged_metrics` says what the model logs, so a run monitoring anything else fails
+    before training.
+
+    Item features: :attr:`catalog` is the data's :class:`~recsys.Catalog`. In ``setup()`` the
+    base class takes it from the attached data module, checks it has ``num_items`` items, and
+    calls :meth:`on_catalog` once per catalog: read item features there. Without a Trainer
+    (notebooks, serving, tests) call :meth:`set_catalog` yourself. A subclass that overrides
+    ``setup`` calls ``super().setup(stage)``.
     """
 
     monitor: ClassVar[tuple[str, str]] = ("val/ndcg@10", "max")
@@ -55,10 +67,57 @@ class RecModule(pl.LightningModule):
         self.num_items = num_items
         self.lr = lr
         self.weight_decay = weight_decay
-        from recsys.registry import get_metrics
+        # The one import cycle of the core, on purpose: the plugin manager validates model
+        # classes against RecModule, and models look up the metrics plugins registered.
+        from recsys.plugins import get_metrics
 
         registered = {name: entry.obj for name, entry in get_metrics().items()}
         self.metric_set = MetricSet(metrics, ks, registered)
+        self._catalog: Catalog | None = None
+
+    # ---- item catalog ---------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The item catalog this model was given (by ``setup()`` or :meth:`set_catalog`), or None."""
+        return self.__dict__.get("_catalog")
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Give the model its item catalog: checks it has ``num_items`` items, then calls
+        :meth:`on_catalog` (once per catalog object: setting the same one again does nothing)."""
+        if catalog is self.catalog:
+            return
+        if len(catalog) != self.num_items:
+            raise ValueError(
+                f"{type(self).__name__} was built for num_items={self.num_items}, but the data's catalog has "
+                f"{len(catalog)} items (a checkpoint or config from another dataset or filter?)"
+            )
+        self._catalog = catalog
+        self.on_catalog(catalog)
+
+    def on_catalog(self, catalog: Catalog) -> None:
+        """Hook: read item features (text, popularity, ...) from the catalog. Called by
+        :meth:`set_catalog` after its length check; does nothing by default."""
+
+    def setup(self, stage: str) -> None:
+        """Takes the catalog of the attached data module (if it has one): see :attr:`catalog`."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            catalog = datamodule.catalog if datamodule is not None else None
+        except (AttributeError, NotImplementedError):
+            catalog = None  # a data module without items (e.g. a tokenizer's item vectors)
+        if catalog is not None:
+            self.set_catalog(catalog)
+
+    def logged_metrics(self, stage: str) -> set[str]:
+        """Every name this model logs at ``stage`` (``train``, ``val`` or ``test``), with its
+        ``stage/`` prefix. The CLI checks a callback's ``monitor`` against it before training.
+        Override (and extend ``super()``'s set) when the model logs more."""
+        if stage == "train":
+            return {"train/loss"}
+        if self.metric_set is None:
+            return set()
+        return {f"{stage}/{name}" for name, _, _ in self.metric_set.entries}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets RecModule.load_from_checkpoint restore the right subclass, CLI or not.
@@ -199,8 +258,42 @@ class SeqRecModule(RecModule):
         top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
         return top.indices, top.values
 
-    def _is_dense(self) -> bool:
+    @property
+    def is_dense(self) -> bool:
+        """True when the model scores every item (``score``); False when it produces a list
+        (``recommend`` only). Evaluation ranks the two differently (see :meth:`rank`). The default
+        asks whether ``score`` is implemented; override when that depends on configuration."""
+        legacy = type(self)._is_dense
+        if legacy is not SeqRecModule._is_dense:
+            warnings.warn(f"{type(self).__name__}._is_dense() is deprecated: override the is_dense property "
+                          "(API 1.5)", DeprecationWarning, stacklevel=2)
+            return bool(legacy(self))
         return type(self).score is not SeqRecModule.score
+
+    def _is_dense(self) -> bool:
+        # Deprecated (API 1.5): read by ``is_dense`` when a subclass still overrides it.
+        return type(self).score is not SeqRecModule.score
+
+    def logged_metrics(self, stage: str) -> set[str]:
+        names = super().logged_metrics(stage)
+        if stage != "train":
+            names.add(f"{stage}/windows")
+        return names
+
+    def report_metric(self, name: str, values: Tensor) -> None:
+        """Log a model-specific evaluation metric, from inside ``score`` or ``recommend``.
+
+        ``values``: (n,) one value per unit the metric averages over (e.g. a user's top beam
+        grounded or not, a returned beam valid or not). Logged as ``{stage}/{name}``, the mean
+        over every unit of the epoch. Only the evaluation step's own call reports: outside
+        validation/test, and in the engine's re-query of repeated targets (see :meth:`rank`),
+        this does nothing. Add the name to :meth:`logged_metrics` so runs may monitor it.
+        """
+        stage = self.__dict__.get("_reporting_stage")
+        if stage is None or values.numel() == 0:
+            return
+        self.log(f"{stage}/{name}", values.float().mean(), batch_size=values.numel(), on_step=False, on_epoch=True,
+                 sync_dist=True)
 
     def rank(self, batch: Batch) -> Tensor:
         """(B,) rank of each target under the evaluation protocol (1 = best).
@@ -212,7 +305,7 @@ class SeqRecModule(RecModule):
         reaches past every cutoff. A target in ``seen`` (a repeat) is ranked as a dense model ranks
         it, among the unseen items plus itself: see :meth:`_rank_repeats`.
         """
-        if self._is_dense():
+        if self.is_dense:
             scores = mask_seen(self.score(batch).float(), batch.seen, batch.target)
             return dense_ranks(scores, batch.target, self.ties, batch.user)
         if self.metric_set.has_uncut:
@@ -246,7 +339,11 @@ class SeqRecModule(RecModule):
             sub = batch.select(rows)
             # the target field blanked too (0, as in predict runs): the model gets histories only
             asked = sub._replace(seen=None, target=torch.zeros_like(sub.target))
-            ids, scores = self.recommend(asked, min(k + extra, self.num_items))
+            stage, self._reporting_stage = self.__dict__.get("_reporting_stage"), None  # a re-query reports nothing
+            try:
+                ids, scores = self.recommend(asked, min(k + extra, self.num_items))
+            finally:
+                self._reporting_stage = stage
             ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user).to(ranks)
         return ranks
 
@@ -261,7 +358,11 @@ class SeqRecModule(RecModule):
     # the same numbers.
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
-        ranks = self.rank(batch)
+        self._reporting_stage = stage
+        try:
+            ranks = self.rank(batch)
+        finally:
+            self._reporting_stage = None
         index = batch.index if batch.index is not None else torch.full_like(ranks, -1)
         cold = batch.cold if batch.cold is not None else torch.zeros_like(ranks, dtype=torch.bool)
         self._eval_ranks.setdefault(stage, []).append(torch.stack([index, ranks.long(), cold.long()], dim=1))

@@ -19,18 +19,6 @@ CTR_METRICS = ("auc", "logloss")
 CTR_MONITOR = "val/auc"
 
 
-class _CTRMetricNames:
-    """What the CLI's monitor check reads (``metric_set.entries``): the CTR metrics' names.
-
-    Ranking metrics (``register_metrics``) are functions of a target's rank, which pointwise
-    CTR samples do not have, so CTR models log AUC and LogLoss instead.
-    """
-
-    entries: ClassVar[list] = [(name, None, None) for name in CTR_METRICS]
-    has_uncut = False
-    max_k = 1
-
-
 class CTRModule(RecModule):
     """Base class of CTR models: implement ``logits(batch) -> (B,)``.
 
@@ -44,10 +32,16 @@ class CTRModule(RecModule):
     monitor: ClassVar[tuple[str, str]] = ("val/auc", "max")
 
     def __init__(self, num_items: int, lr: float = 1e-3, weight_decay: float = 0.0):
+        # Ranking metrics (register_metrics) are functions of a target's rank, which pointwise
+        # CTR samples do not have: CTR models log AUC and LogLoss instead.
         super().__init__(num_items, lr=lr, weight_decay=weight_decay, metrics=())
-        self.metric_set = _CTRMetricNames()
         self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
         self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
+
+    def logged_metrics(self, stage: str) -> set[str]:
+        if stage == "train":
+            return {"train/loss"}
+        return {f"{stage}/{name}" for name in CTR_METRICS}
 
     def logits(self, batch: CTRBatch) -> Tensor:
         """(B,) logit of P(label = 1)."""

@@ -13,7 +13,7 @@ class Pop(SeqRecModule):
     """Scores every item by its number of training interactions (the same list for everyone).
 
     Nothing is learned by gradient: the counts are read from the data module's catalog in
-    ``setup()`` (training split only, at every stage, so ``recsys test`` needs no ``fit``) and
+    ``on_catalog`` (training split only, at every stage, so ``recsys test`` needs no ``fit``) and
     kept as a buffer, so checkpoints carry them. Having no parameters, it runs on one device
     (DDP refuses modules without trainable parameters).
     """
@@ -24,15 +24,10 @@ class Pop(SeqRecModule):
         self.register_buffer("popularity", torch.zeros(num_items + 1))
         self.automatic_optimization = False
 
-    def setup(self, stage: str) -> None:
+    def on_catalog(self, catalog) -> None:
         # Every stage: `recsys test --model Pop` needs no fit (without a data module, e.g. a
         # checkpoint loaded for serving, the saved counts are used).
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None:
-            counts = torch.as_tensor(datamodule.catalog.popularity, dtype=torch.float)
-            if len(counts) != self.num_items + 1:
-                raise ValueError(f"catalog has {len(counts) - 1} items, the model {self.num_items}")
-            self.popularity.copy_(counts)
+        self.popularity.copy_(torch.as_tensor(catalog.popularity, dtype=torch.float))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         return None
