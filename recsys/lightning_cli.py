@@ -35,7 +35,7 @@ _NOISE = re.compile(
 def _registered_names(key: str) -> list[str]:
     """Names a ``model`` / ``data`` value may take (the short class names)."""
     if key.split(".")[0] == "model":
-        from recsys.registry import get_models
+        from recsys.plugins import get_models
 
         return sorted(get_models())
     if key.split(".")[0] == "data":

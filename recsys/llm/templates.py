@@ -117,7 +117,7 @@ def render_items(catalog: Catalog, template: str = "default") -> list[str]:
 
 def get_template(name: str, dataset: str) -> ItemTemplate:
     """The template function registered as ``name`` for ``dataset`` (or for every dataset)."""
-    from recsys.registry import get_item_templates
+    from recsys.plugins import get_item_templates
 
     templates = get_item_templates()
     for key in (f"{name}@{dataset}", name):
