@@ -12,7 +12,9 @@ run: setup
 	$(VENV)/bin/recsys fit --config configs/ml-100k/sasrec.yaml
 
 test: setup
+	$(VENV)/bin/ruff check recsys tests plugins examples benchmarks scripts
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(TESTS)
 
 test-all: setup
+	$(VENV)/bin/ruff check recsys tests plugins examples benchmarks scripts
 	$(VENV)/bin/python -m pytest -q $(TESTS)

@@ -396,7 +396,7 @@ def main() -> None:
                   f"{ours_speed.get('train_steps_per_epoch', '?')} steps per epoch; RecBole: batch 256 pairs, "
                   f"{recbole_speed['data']['train_batches_per_epoch'] if recbole_speed else '?'} steps per epoch; "
                   f"targets = next-item targets in the loss, {ours_speed['train_targets_per_epoch']:,} per epoch"
-                  + (f" on both sides)" if recbole_speed and recbole_speed["train_targets_per_epoch"]
+                  + (" on both sides)" if recbole_speed and recbole_speed["train_targets_per_epoch"]
                      == ours_speed["train_targets_per_epoch"] else ")"), "",
                   "| measure | recsys | RecBole 1.2.1 | ratio |", "|---|---:|---:|---:|"]
         for name, mine, theirs in speed_rows(ours_speed, recbole_speed):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from recsys.hookspecs import HOOKSPEC_VERSION, hookimpl
+from recsys.hookspecs import HOOKSPEC_VERSION as HOOKSPEC_VERSION, hookimpl as hookimpl
 
 __version__ = "0.1.0"
 
