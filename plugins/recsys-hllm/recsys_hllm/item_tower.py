@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
 
 import recsys
-from recsys.llm.encoder import eval_mode
+import recsys.llm
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` and every submodule in eval mode inside the block; each one's own mode
+    (train or eval) is restored afterwards, so a mixed-mode model stays mixed."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _invalidate_after_load(module: "ItemTower", incompatible_keys) -> None:
@@ -35,10 +51,8 @@ class ItemTower(nn.Module):
         self.encoder = recsys.TextEncoder(backbone, pooling=pooling, max_length=max_length,
                                           trainable_layers=trainable_layers, pretrained=pretrained)
         if lora_r:
-            from recsys.llm.lora import add_lora
-
             # LoRA on the attention of every layer; the adapters train, the base stays frozen.
-            self.encoder.transformer = add_lora(self.encoder.transformer, r=lora_r, alpha=2 * lora_r)
+            self.encoder.transformer = recsys.llm.add_lora(self.encoder.transformer, r=lora_r, alpha=2 * lora_r)
         self.dim = self.encoder.dim
         self.texts: list[str] | None = None
         self._table: Tensor | None = None  # (N + 1, d) vectors of every item, when valid

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import recsys
+import recsys.llm
 from recsys_hllm.item_tower import ItemTower
 from recsys_hllm.user_llm import UserLLM
 
@@ -75,13 +76,13 @@ class HierarchicalRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None:
+        if datamodule is None and self.catalog is None:
             raise RuntimeError(f"{type(self).__name__} reads item text from the data module's catalog: "
-                               "run it with a recsys data module")
-        catalog = datamodule.catalog
-        if len(catalog) != self.num_items:
-            raise ValueError(f"the catalog has {len(catalog)} items, the model {self.num_items}")
-        self.items.set_catalog(catalog.render(self.item_template))
+                               "run it with a recsys data module (or call set_catalog(catalog) first)")
+        super().setup(stage)  # takes the data module's catalog: see on_catalog
+
+    def on_catalog(self, catalog: recsys.Catalog) -> None:
+        self.items.set_catalog(recsys.llm.render_items(catalog, self.item_template))
 
     # The catalog's item vectors are computed once per evaluation epoch (the first batch builds
     # them, the others look them up); a new epoch recomputes them, since training or a loaded

@@ -7,9 +7,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from recsys.lightning_cli import run_cli
-from recsys.llm.encoder import transformer_layers
-from recsys.models.base import RecModule
+from recsys import RecModule
+from recsys.llm import transformer_layers
+from recsys.testing import run_cli
 from recsys_hllm import HLLM, LiteLLM4Rec
 from recsys_hllm.user_llm import UserLLM
 
@@ -66,7 +66,7 @@ def test_fits_and_tests_through_the_cli(hllm_plugin, tiny_path, tmp_path, model,
         assert torch.equal(value, tested[name]), name
     # The logged test ndcg@10, recomputed from the restored model's scores on the test windows:
     # rank = items (not PAD, not in the history, except the target) scoring at least the target.
-    restored.items.set_catalog(cli.datamodule.catalog.render(restored.item_template))
+    restored.set_catalog(cli.datamodule.catalog)  # on_catalog renders the item texts
     restored.eval()
     gains = []
     with torch.no_grad():
