@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import recsys
+import recsys.llm
 from recsys import CTRBatch
 from recsys_plora.lora import GateInput, Mixing, add_personalized_lora
 from recsys_plora.prompts import PROMPTS, Retrieval, select_history
@@ -250,6 +251,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
 
     def setup(self, stage: str) -> None:
         self.attach(getattr(self.trainer, "datamodule", None))
+        super().setup(stage)  # the base takes (and length-checks) the data module's catalog
 
     def attach(self, dm) -> None:
         """Read what prompts need from a ``CTRDataModule`` (titles, user fields, retrieval
@@ -259,14 +261,15 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
             raise ValueError("RecLoRA trains under the CTR protocol: use `data: CTRDataModule`")
         self._check_crm(dm)
         self._data = data
-        self._titles = data.catalog.render(self.hparams.item_template)
+        self._titles = recsys.llm.render_items(data.catalog, self.hparams.item_template)
         self._noun = "movie" if data.name.startswith("ml-") else "item"
         table = data.user_table
         self._users = ([{}] * (len(data.users) + 1) if table is None
                        else [{k: str(v) for k, v in row.items()} for row in table.to_dict("records")])
         self._vectors = None
         if self.hparams.retrieval == "similar":
-            self._vectors = recsys.embed_texts(self.hparams.retrieval_backbone, data.catalog.render("rella"),
+            self._vectors = recsys.embed_texts(self.hparams.retrieval_backbone,
+                                               recsys.llm.render_items(data.catalog, "rella"),
                                                normalize=True, max_length=32)
         protocol = {k: v for k, v in dict(dm.hparams).items() if k in PROTOCOL_FIELDS + ("max_len",)}
         key = _fingerprint({"backbone": self.encoder.source, "frozen": self.encoder.num_frozen_layers,

@@ -10,7 +10,7 @@ from recsys_plora import DIN, RecLoRA
 from recsys_plora.prompts import rella_prompt, select_history
 
 import recsys
-from recsys.lightning_cli import run_cli
+from recsys.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 CALLBACKS = ["--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.monitor=val/auc",
@@ -189,10 +189,8 @@ def test_prompt_follows_the_rella_template():
 @pytest.mark.parametrize("config", [ROOT / "configs" / "ml-100k" / "plora.yaml", ROOT / "configs" / "gpu" / "plora-7b.yaml"],
                          ids=lambda p: p.name)
 def test_configs_parse(plora_plugin, config, capsys):
-    from recsys.cli import main
-
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(config), "--print_config"])
+        run_cli(["fit", "--config", str(config), "--print_config"])
     out = capsys.readouterr().out
     assert "class_path: recsys_plora" in out and "monitor: val/auc" in out
 
