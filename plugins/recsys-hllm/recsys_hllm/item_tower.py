@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 import recsys
 import recsys.llm
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` and every submodule in eval mode inside the block; each one's own mode
-    (train or eval) is restored afterwards, so a mixed-mode model stays mixed."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _invalidate_after_load(module: "ItemTower", incompatible_keys) -> None:
@@ -143,7 +128,7 @@ class ItemTower(nn.Module):
                 vectors = self.encoder.encode(self.texts, progress=None)  # cached on disk when pretrained
             else:
                 everything = torch.arange(len(self.input_ids))
-                with eval_mode(self.encoder):
+                with recsys.llm.eval_mode(self.encoder):
                     vectors = torch.cat([self._encode(everything[s:s + 256]).float()
                                          for s in range(0, len(everything), 256)])
             self._table, self._table_key = vectors.to(device), key
