@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 import recsys
+import recsys.llm
 from recsys_grounding.reweight import reweight
 from recsys_grounding.titles import clean_output
 
@@ -65,7 +66,7 @@ class EmbeddingGrounder(recsys.Grounder):
     def fit(self, catalog: "recsys.Catalog") -> "EmbeddingGrounder":
         """Embed every catalog title (cached on disk for frozen pretrained encoders) and index them."""
         super().fit(catalog)
-        texts = [clean_output(t) for t in catalog.render(self.template)]
+        texts = [clean_output(t) for t in recsys.llm.render_items(catalog, self.template)]
         self.titles = texts  # (N + 1,), [0] = ''
         vectors = self.encoder.encode(texts[1:], batch_size=self.batch_size)
         self.index = recsys.ItemIndex(vectors, metric=self.metric)

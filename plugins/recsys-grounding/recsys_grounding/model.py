@@ -19,13 +19,13 @@ import copy
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import recsys
+import recsys.llm
 from recsys_grounding.generation import generate_titles
 from recsys_grounding.grounders import EmbeddingGrounder
-from recsys_grounding.prompts import DOMAINS, IGNORE, collate_examples, encode_example, render_prompt
+from recsys_grounding.prompts import DOMAINS, collate_examples, encode_example, render_prompt
 
 
 class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
@@ -131,25 +131,18 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         self.track_backbone(loaded.source, "lm.")
         self.grounder = EmbeddingGrounder(self.ground_encoder, metric=ground_metric, exact_first=exact_first,
                                           template="title", threshold=grounding_threshold)
-        self._fitted_catalog = None
-        self._last_stats: tuple[Tensor, Tensor] | None = None  # of the last recommend() call
-        self._stats_log: list[tuple[Tensor, Tensor]] | None = None  # every call's, during an evaluation step
 
     # ---- catalog ------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None:
+        super().setup(stage)  # takes the data module's catalog: set_catalog -> on_catalog
+        if self.catalog is None:
             raise RuntimeError("BIGRec reads item titles from the data module's catalog: run it with a recsys data module")
-        self.set_catalog(datamodule.catalog)
 
-    def set_catalog(self, catalog: "recsys.Catalog") -> None:
-        """Read titles and popularity, and embed the catalog for grounding (once per catalog)."""
-        if len(catalog) != self.num_items:
-            raise ValueError(f"the catalog has {len(catalog)} items, the model {self.num_items}")
-        if self._fitted_catalog is catalog:
-            return
-        self.item_texts = catalog.render(self.item_template)  # (N + 1,), [0] = ''
+    def on_catalog(self, catalog: "recsys.Catalog") -> None:
+        """Read titles and popularity, and embed the catalog for grounding (once per catalog;
+        ``set_catalog`` checks its length first)."""
+        self.item_texts = recsys.llm.render_items(catalog, self.item_template)  # (N + 1,), [0] = ''
         popularity = torch.as_tensor(catalog.popularity, dtype=torch.float32).clone()
         popularity[0] = float("nan")  # PAD: outside the popularity normalisation
         self.popularity = popularity
@@ -160,7 +153,12 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 raise ValueError(f"model.cf_checkpoint {self.cf_checkpoint}: a model of {cf.num_items} items, "
                                  f"this catalog has {self.num_items}")
             object.__setattr__(self, "_cf_model", cf)  # not a submodule: never saved into BIGRec's checkpoints
-        self._fitted_catalog = catalog
+
+    def logged_metrics(self, stage: str) -> set[str]:
+        names = super().logged_metrics(stage)
+        if stage != "train":
+            names |= {f"{stage}/grounding_rate", f"{stage}/exact_match"}
+        return names
 
     # ---- prompts ------------------------------------------------------------------------
 
@@ -180,18 +178,11 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         return self.response_loss(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
 
     def response_loss(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
-        """Causal-LM cross-entropy, mean over labelled tokens: what ``lm(..., labels=).loss`` computes,
-        but the vocabulary projection runs only at labelled positions (the response: a tenth of the
-        tokens, and the projection to ~50k words is the largest matrix of a small LM).
+        """Causal-LM cross-entropy over the labelled tokens (the response): :func:`recsys.llm.response_loss`.
 
-        input_ids, attention_mask, labels: (B, T); labels are ``IGNORE`` where nothing is learned.
+        input_ids, attention_mask, labels: (B, T); labels are ``recsys.llm.IGNORE_INDEX`` where nothing is learned.
         """
-        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # LoRA layers stay in
-        hidden = causal.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        target = labels[:, 1:]
-        keep = target != IGNORE  # position t predicts token t + 1
-        logits = causal.get_output_embeddings()(hidden[:, :-1][keep])  # (M, V)
-        return F.cross_entropy(logits.float(), target[keep])
+        return recsys.llm.response_loss(self.lm, input_ids, attention_mask, labels)
 
     # ---- recommendation -----------------------------------------------------------------
 
@@ -213,30 +204,18 @@ class BIGRec(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     def recommend(self, batch: recsys.Batch, k: int) -> tuple[Tensor, Tensor]:
         """Generate, ground the top beam (as BIGRec), reweight, exclude ``batch.seen``: (B, k) ids and scores."""
-        if self._fitted_catalog is None:
+        if self.catalog is None:
             raise RuntimeError("BIGRec has no catalog: call set_catalog(datamodule.catalog) (setup() does it)")
         top = [titles[0] if titles else "" for titles in self.generate(batch.history)]
         distances = self.grounder.distances(top)
         seen = batch.seen.cpu() if batch.seen is not None else None
         ids, scores = self.grounder.rank(distances, k, self.weights(batch), self.gamma, exclude=seen,
                                          first=self.grounder.exact_hits(top))
-        self._last_stats = (self.grounder.grounded(distances), self.grounder.exact_match(top))
-        if self._stats_log is not None:
-            self._stats_log.append(self._last_stats)
+        # Means over evaluated users (each user's top beam counts once): the engine's re-query of
+        # repeated targets reports nothing.
+        self.report_metric("grounding_rate", self.grounder.grounded(distances))
+        self.report_metric("exact_match", self.grounder.exact_match(top))
         return ids.to(batch.target.device), scores.to(batch.target.device)
-
-    def _evaluate(self, batch: recsys.Batch, stage: str) -> None:
-        self._stats_log = []
-        try:
-            super()._evaluate(batch, stage)
-            # the batch's own call (the first); the engine re-asks for windows whose target is a repeat
-            grounded, exact = self._stats_log[0]
-        finally:
-            self._stats_log = None
-        # Means over evaluated users (each user's top beam counts once), weighted by batch size.
-        for name, values in (("grounding_rate", grounded), ("exact_match", exact)):
-            self.log(f"{stage}/{name}", values.float().mean(), batch_size=len(values), on_step=False, on_epoch=True,
-                     sync_dist=True)
 
     # ---- optimisation -------------------------------------------------------------------
 

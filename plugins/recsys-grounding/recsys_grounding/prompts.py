@@ -14,8 +14,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-#: Label value that the causal-LM loss ignores.
-IGNORE = -100
+from recsys.llm import IGNORE_INDEX
+
+#: Label value that the causal-LM loss ignores (an alias of ``recsys.llm.IGNORE_INDEX``).
+IGNORE = IGNORE_INDEX
 
 ALPACA_HEAD = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "

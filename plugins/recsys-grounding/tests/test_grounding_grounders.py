@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import recsys
+import recsys.llm
 from recsys_grounding import EmbeddingGrounder, minmax, reweight
 from recsys_grounding.titles import clean_output
 
@@ -22,7 +23,7 @@ def test_registered_through_the_hook(grounding_plugin):
 
 
 def test_exact_titles_ground_to_their_items(grounder, tiny_data):
-    titles = tiny_data.catalog.render("title")
+    titles = recsys.llm.render_items(tiny_data.catalog, "title")
     outputs = [titles[i] for i in range(1, len(titles))]
     ids, scores = grounder.ground(outputs, 3)
     assert ids[:, 0].tolist() == list(range(1, len(titles)))
@@ -40,7 +41,7 @@ def test_duplicate_titles_ground_to_every_copy(tiny_data):
     fields.loc[7, fields.columns] = fields.loc[2, fields.columns].values
     dup = recsys.Catalog(catalog.dataset, catalog.vocab, fields, catalog.popularity)
     g = EmbeddingGrounder(recsys.TextEncoder("tiny-llama", pooling="last", trainable_layers=0)).fit(dup)
-    title = dup.render("title")[2]
+    title = recsys.llm.render_items(dup, "title")[2]
     ids, scores = g.ground([title], 4)
     assert ids[0, :2].tolist() == [2, 7] and scores[0, 0] == scores[0, 1] > scores[0, 2]  # tied, listed by id
     dist = g.distances([title])

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import lightning.pytorch as pl
 import recsys
-import recsys.metrics
 import recsys.testing
 import recsys_grounding.plugin
 from recsys_grounding import BIGRec, FewShotSeqDataModule
@@ -66,8 +66,6 @@ def test_recommend_grounds_the_top_beam_and_excludes_history(model, tiny_data):
     assert torch.equal(ids, expected)
     for row in range(len(ids)):
         assert not set(ids[row].tolist()) & (set(batch.seen[row].tolist()) - {0})
-    grounded, exact = model._last_stats
-    assert grounded.shape == exact.shape == (len(ids),)
 
 
 def test_popularity_reweighting_keeps_rank_one(model, tiny_data):
@@ -152,10 +150,8 @@ def test_few_shot_data_module_trains_on_n_seeded_windows():
 @pytest.mark.parametrize("config", ["gpu/bigrec-7b.yaml", "ml-100k/bigrec.yaml", "ml-100k/bigrec-pop.yaml",
                                     "ml-100k/bigrec-cf.yaml", "ml-100k/bigrec-random.yaml"])
 def test_configs_parse(grounding_plugin, capsys, config):
-    from recsys.lightning_cli import run_cli
-
     with pytest.raises(SystemExit) as exit_:
-        run_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
+        recsys.testing.run_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
     assert "class_path: recsys_grounding.model.BIGRec" in printed
@@ -203,21 +199,27 @@ def test_equal_distances_do_not_favour_the_lower_id(model, monkeypatch, ties):
             scores[:, 0] = float("-inf")
             scores[:, tied] = 0.0
             scores[:, [1, 2]] = float("-inf")
-            assert torch.equal(got, recsys.metrics.dense_ranks(scores, torch.tensor([item, item]), "random",
+            assert torch.equal(got, recsys.dense_ranks(scores, torch.tensor([item, item]), "random",
                                                             torch.tensor([1, 2])))
 
 
 def test_stats_come_from_the_batchs_own_list(model, tiny_data, monkeypatch):
     # a repeated target makes the engine ask again for that window: the logged grounding rate
-    # still counts each window once
+    # still counts each window once, from the batch's own list
     batch = next(iter(tiny_data.test_dataloader()))
     batch = batch._replace(target=torch.where(torch.arange(len(batch.target)) == 0, batch.seen[:, -1], batch.target))
-    logged = {}
-    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.__setitem__(name, kwargs["batch_size"]))
+    top = [t[0] for t in model.generate(batch.history)]
+    distances = model.grounder.distances(top)
+    expected = {"test/grounding_rate": model.grounder.grounded(distances).float().mean(),
+                "test/exact_match": model.grounder.exact_match(top).float().mean()}
     calls = []
     recommend = model.recommend
     monkeypatch.setattr(model, "recommend", lambda b, k: calls.append(len(b.target)) or recommend(b, k))
-    model._evaluate(batch, "test")
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.test(model, dataloaders=torch.utils.data.DataLoader([batch], batch_size=None, collate_fn=lambda b: b))
     assert calls == [len(batch.target), 1]
-    assert logged["test/grounding_rate"] == logged["test/exact_match"] == len(batch.target)
-    model._eval_ranks.pop("test", None)
+    for name, value in expected.items():
+        assert torch.allclose(trainer.callback_metrics[name], value)
+    assert {"val/grounding_rate", "val/exact_match"} <= model.logged_metrics("val")
+    assert not {"train/grounding_rate", "train/exact_match"} & model.logged_metrics("train")
