@@ -51,6 +51,19 @@ def test_set_catalog_checks_the_length_and_calls_on_catalog_once_per_catalog(tin
         wrong.set_catalog(tiny.catalog)
     assert wrong.catalogs == [] and wrong.catalog is None
 
+    class Failing(Counting):
+        def on_catalog(self, catalog):
+            super().on_catalog(catalog)
+            if len(self.catalogs) == 1:
+                raise RuntimeError("a CF checkpoint of another size")
+
+    failing = Failing(tiny.num_items)
+    with pytest.raises(RuntimeError):
+        failing.set_catalog(tiny.catalog)
+    assert failing.catalog is None
+    failing.set_catalog(tiny.catalog)  # a failed hook is retried, not skipped
+    assert failing.catalog is tiny.catalog and len(failing.catalogs) == 2
+
 
 def test_setup_hands_the_data_modules_catalog_to_on_catalog(tiny, tmp_path):
     import lightning.pytorch as pl

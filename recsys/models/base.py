@@ -92,8 +92,12 @@ class RecModule(pl.LightningModule):
                 f"{type(self).__name__} was built for num_items={self.num_items}, but the data's catalog has "
                 f"{len(catalog)} items (a checkpoint or config from another dataset or filter?)"
             )
-        self._catalog = catalog
-        self.on_catalog(catalog)
+        previous, self._catalog = self.catalog, catalog  # on_catalog may read self.catalog
+        try:
+            self.on_catalog(catalog)
+        except BaseException:
+            self._catalog = previous  # not taken: setting it again retries
+            raise
 
     def on_catalog(self, catalog: Catalog) -> None:
         """Hook: read item features (text, popularity, ...) from the catalog. Called by
