@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import recsys
-from recsys.metrics import dense_ranks, mask_seen
 from recsys_semantic_ids.codes import CodeTable, random_codes
 from recsys_semantic_ids.prompts import TASKS, PromptBuilder
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -143,8 +142,6 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                              persistent=False)  # (N + 1, L): each item's code-token ids
         self._trie: CodeTrie | None = None
         self._titles: list[str] | None = None
-        self._beam_stats = [0, 0]  # valid, returned: of the last beam search
-        self._beam_log: list[list[int]] | None = None  # every beam search's stats, during an evaluation step
 
     # ---- the language model ------------------------------------------------------------------
 
@@ -172,11 +169,8 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
             table[level, :len(level_names)] = torch.tensor(tokenizer.convert_tokens_to_ids(level_names))
         code_ids = table[table > 0].unique().tolist()
         if h.lora_r > 0:
-            from peft import LoraConfig, get_peft_model
-
-            config = LoraConfig(r=h.lora_r, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
-                                target_modules=list(h.lora_targets), trainable_token_indices=code_ids)
-            model = get_peft_model(model, config)
+            model = recsys.add_lora(model, h.lora_r, h.lora_alpha, h.lora_dropout, list(h.lora_targets),
+                                   trainable_token_indices=code_ids)
         self.lm = model.train()
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
@@ -205,11 +199,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     # ---- data --------------------------------------------------------------------------------
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None:
-            return
-        catalog = datamodule.catalog
+    def on_catalog(self, catalog: recsys.Catalog) -> None:
         if list(catalog.vocab.tokens[1:]) != list(self.item_ids):
             raise ValueError(f"the codes file ({self.hparams.codes_path}) was written for another catalog "
                              "(its item ids differ from the data's): re-run `recsys predict` on this dataset")
@@ -276,7 +266,8 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     # ---- ranking -----------------------------------------------------------------------------
 
-    def _is_dense(self) -> bool:
+    @property
+    def is_dense(self) -> bool:
         return self.ranking == "exact"
 
     def _prompts(self, batch: recsys.Batch) -> list[list[int]]:
@@ -314,7 +305,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         generated = out.sequences[:, -length:].reshape(len(prompts), beams, length).tolist()
         scores = out.sequences_scores.float().reshape(len(prompts), beams).tolist()
         k = min(k, self.num_items)
-        stats = [0, 0]  # valid, returned
+        valid: list[float] = []  # one 0/1 per returned beam: a real item, not excluded
         ids = torch.zeros(len(prompts), k, dtype=torch.long)
         top = torch.full((len(prompts), k), float("-inf"))
         for row in range(len(prompts)):
@@ -324,9 +315,8 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 if not score > UNFILLED:
                     continue  # an empty beam slot: fewer continuations than beams existed
                 item = self.trie.item_of.get(tuple(sequence))
-                stats[1] += 1
-                if item is not None and item not in excluded:
-                    stats[0] += 1
+                valid.append(float(item is not None and item not in excluded))
+                if valid[-1]:
                     if item not in listed and len(listed) < k:  # beams de-duplicated
                         top[row, len(listed)] = score
                         listed.append(item)
@@ -335,9 +325,8 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
                 rest.sort(key=lambda i: i in excluded)
                 listed += rest[:k - len(listed)]
             ids[row] = torch.tensor(listed)
-        self._beam_stats = stats
-        if self._beam_log is not None:
-            self._beam_log.append(stats)
+        # the batch's own beam search reports (a repeat's re-query, which excludes nothing, does not)
+        self.report_metric("valid_rate", torch.tensor(valid, device=device))
         return ids.to(device), top.to(device)
 
     @torch.no_grad()
@@ -434,22 +423,16 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         repeat = (batch.seen == batch.target[:, None]).any(dim=1) & (batch.target > 0)
         if repeat.any():
             sub = batch.select(repeat)
-            scores = mask_seen(self.score(sub._replace(seen=None)).float(), sub.seen, sub.target)
+            scores = recsys.mask_seen(self.score(sub._replace(seen=None)).float(), sub.seen, sub.target)
             ranks = ranks.clone()
-            ranks[repeat] = dense_ranks(scores, sub.target, self.ties, sub.user).to(ranks)
+            ranks[repeat] = recsys.dense_ranks(scores, sub.target, self.ties, sub.user).to(ranks)
         return ranks
 
-    def _evaluate(self, batch: recsys.Batch, stage: str) -> None:
-        self._beam_log = []
-        try:
-            super()._evaluate(batch, stage)
-            log = self._beam_log
-        finally:
-            self._beam_log = None
-        if self.ranking == "beam" and log and log[0][1]:
-            # the batch's own beam search (the first); a repeat's re-query excludes nothing
-            valid, returned = log[0]
-            self.log(f"{stage}/valid_rate", valid / returned, batch_size=returned, on_step=False, on_epoch=True)
+    def logged_metrics(self, stage: str) -> set[str]:
+        names = super().logged_metrics(stage)
+        if stage != "train" and self.ranking == "beam":
+            names.add(f"{stage}/valid_rate")
+        return names
 
 
 class TIGER(SemanticIDGenerator):

@@ -13,11 +13,29 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 import recsys
+import recsys.llm
 from recsys_semantic_ids.codes import CodeTable, add_disambiguation_level, collision_rate, resolve_collisions
 from recsys_semantic_ids.quantize import RQVAENet
+
+
+class ItemIndices(Dataset):
+    """Item indices 1..N; ``__getitems__`` returns a whole batch as one (B,) tensor, as
+    :meth:`recsys.RecDataModule.loader` expects."""
+
+    def __init__(self, num_items: int):
+        self.ids = torch.arange(1, num_items + 1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.ids[index]
+
+    def __getitems__(self, indices) -> Tensor:
+        return self.ids[torch.as_tensor(indices, dtype=torch.long)]
 
 
 class ItemDataModule(recsys.SeqDataModule):
@@ -36,8 +54,8 @@ class ItemDataModule(recsys.SeqDataModule):
         self.item_batch_size = item_batch_size
 
     def _items(self, batch_size: int, shuffle: bool) -> DataLoader:
-        ids = torch.arange(1, self.num_items + 1)
-        return DataLoader(ids, batch_size=batch_size or len(ids), shuffle=shuffle)
+        items = ItemIndices(self.num_items)
+        return self.loader(items, batch_size or len(items), shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._items(self.item_batch_size, shuffle=True)
@@ -121,7 +139,6 @@ class RQVAE(recsys.RecModule):
             raise ValueError("model.templates must name at least one item template")
         if levels < 1 or codebook_size < 2:
             raise ValueError(f"need levels >= 1 and codebook_size >= 2, got {levels} and {codebook_size}")
-        self.metric_set = None  # no ranking metrics: the CLI then accepts a val/loss monitor
         self.encoder_name, self.templates, self.max_length = encoder, list(templates), max_length
         self.method, self.normalize, self.seed = method, normalize, seed
         self.beta, self.quant_weight = beta, quant_weight
@@ -142,31 +159,29 @@ class RQVAE(recsys.RecModule):
     # ---- data ------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None:
+        super().setup(stage)  # takes the data module's catalog: on_catalog reads the item texts
+        if self.catalog is None:
             raise RuntimeError("RQVAE reads item text from the data module's catalog: run it with a recsys data module")
-        catalog = datamodule.catalog
-        if len(catalog) != self.num_items:
-            raise ValueError(f"the catalog has {len(catalog)} items, the model {self.num_items}")
+
+    def on_catalog(self, catalog: recsys.Catalog) -> None:
         self._item_ids = list(catalog.vocab.tokens[1:])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # a random-init encoder (tests) must give the same vectors every stage
-            vectors = torch.stack([recsys.embed_texts(self.encoder_name, catalog.render(t)[1:], max_length=self.max_length)
+            torch.manual_seed(self.seed)  # a random-init encoder (tests) must give the same vectors every run
+            vectors = torch.stack([recsys.embed_texts(self.encoder_name, recsys.llm.render_items(catalog, t)[1:],
+                                                      max_length=self.max_length)
                                    for t in self.templates]).mean(0)  # (N, D)
         if vectors.shape[1] != self.vectors.shape[1]:
             raise ValueError(f"model.in_dim is {self.vectors.shape[1]} but {self.encoder_name} gives {vectors.shape[1]}")
         if self.normalize:
             vectors = F.normalize(vectors, dim=-1)
         self.vectors[1:] = vectors.to(self.vectors.device)
-        self._check_monitors()
 
-    def _check_monitors(self) -> None:
-        logged = {f"{s}/{m}" for s in ("train", "val") for m in ("loss", "recon_loss", "collision_rate")}
-        for callback in self.trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if monitor and monitor not in logged and self.trainer.state.fn == "fit":
-                raise ValueError(f"{type(callback).__name__} monitors {monitor!r}, which RQVAE does not log; "
-                                 f"set its monitor to one of {sorted(logged)} (configs/ml-100k/rqvae.yaml does)")
+    def logged_metrics(self, stage: str) -> set[str]:
+        """No ranking metrics: losses and the collision rate only (monitor ``val/loss``, as
+        configs/ml-100k/rqvae.yaml does)."""
+        if stage == "train":
+            return super().logged_metrics(stage) | {"train/recon_loss"}
+        return {f"{stage}/{m}" for m in ("loss", "recon_loss", "collision_rate")}
 
     # ---- training --------------------------------------------------------------------------
 
@@ -190,17 +205,17 @@ class RQVAE(recsys.RecModule):
         self.log("train/recon_loss", recon, batch_size=len(items))
         return loss
 
-    def _evaluate(self, items: Tensor, stage: str) -> None:
+    def _log_evaluation(self, items: Tensor, stage: str) -> None:
         loss, recon, codes = self._losses(self.vectors[items], sinkhorn=False)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(items))
         self.log(f"{stage}/recon_loss", recon, batch_size=len(items))
         self.log(f"{stage}/collision_rate", collision_rate(codes), prog_bar=True, batch_size=len(items))
 
     def validation_step(self, items: Tensor, batch_idx: int) -> None:
-        self._evaluate(items, "val")
+        self._log_evaluation(items, "val")
 
     def test_step(self, items: Tensor, batch_idx: int) -> None:
-        self._evaluate(items, "test")
+        self._log_evaluation(items, "test")
 
     def configure_optimizers(self):
         if self.method == "rqkmeans":

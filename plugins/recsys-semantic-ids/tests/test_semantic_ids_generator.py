@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import recsys
-import recsys.metrics
 from recsys_semantic_ids.codes import CodeTable
 from recsys_semantic_ids.generator import IGNORE, TIGER, SemanticIDGenerator, collate
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -105,10 +104,11 @@ def test_labels_cover_the_response_only_token_by_token(codes_file, test_batch):
 def test_constrained_beams_return_real_unseen_distinct_items(codes_file, test_batch, cls):
     batch, _ = test_batch
     model = _generator(codes_file, cls)
-    model._beam_stats = [0, 0]
+    reported = []
+    model.report_metric = lambda name, values: reported.append((name, values))
     ids, scores = model.beam_search(batch, 5)
-    valid, returned = model._beam_stats
-    assert returned > 0 and valid == returned  # 100% of beams are real, unseen items
+    [(name, valid)] = reported
+    assert name == "valid_rate" and len(valid) > 0 and (valid == 1).all()  # 100% of beams are real, unseen items
     assert ids.shape == (len(batch.target), 5) and ((ids >= 1) & (ids <= 15)).all()
     for row in range(len(ids)):
         assert len(set(ids[row].tolist())) == 5
@@ -213,10 +213,10 @@ def test_exact_ranking_hits_a_repeat_as_a_dense_model_would(codes_file, test_bat
     # score() gives excluded items -inf; a repeat is ranked from scores that exclude nothing,
     # masked by the engine (seen items out, the target kept), as beam ranking re-queries
     free = model.score(batch._replace(seen=None))
-    masked = recsys.metrics.mask_seen(free.clone(), batch.seen, batch.target)
-    expected = recsys.metrics.dense_ranks(masked, batch.target)
+    masked = recsys.mask_seen(free.clone(), batch.seen, batch.target)
+    expected = recsys.dense_ranks(masked, batch.target)
     assert torch.equal(ranks[::2], expected[::2]) and (ranks[::2] < 15).all()
-    own = recsys.metrics.dense_ranks(recsys.metrics.mask_seen(model.score(batch), batch.seen, batch.target), batch.target)
+    own = recsys.dense_ranks(recsys.mask_seen(model.score(batch), batch.seen, batch.target), batch.target)
     assert torch.equal(ranks[1::2], own[1::2])  # other windows: the model's own scores
 
 
@@ -268,3 +268,19 @@ def test_a_checkpoint_ranks_as_trained_unless_told(codes_file, tmp_path):
     assert recsys.RecModule.load_from_checkpoint(path).ranking == "exact"
     assert recsys.RecModule.load_from_checkpoint(path, ranking="beam").ranking == "beam"
     assert _generator(codes_file, TIGER).ranking == "beam"  # a new model: beam by default
+
+
+def test_valid_rate_is_logged_by_beam_evaluation_only(codes_file, tiny_data):
+    import lightning.pytorch as pl
+
+    data = recsys.SeqDataModule(str(tiny_data), max_len=5)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    model = _generator(codes_file, TIGER)
+    assert "test/valid_rate" in model.logged_metrics("test") and "train/valid_rate" not in model.logged_metrics("train")
+    trainer.test(model, datamodule=data)
+    # the mean over every returned beam of the epoch: constrained beams are all real, unseen items
+    assert trainer.callback_metrics["test/valid_rate"] == 1.0
+    exact = _generator(codes_file, TIGER, ranking="exact")
+    assert "test/valid_rate" not in exact.logged_metrics("test")
+    trainer.test(exact, datamodule=data)
+    assert "test/valid_rate" not in trainer.callback_metrics

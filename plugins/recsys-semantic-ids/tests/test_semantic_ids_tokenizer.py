@@ -101,7 +101,7 @@ def test_codes_file_round_trip_and_clear_errors(tmp_path):
 
 
 def _fit_and_predict(tiny_data, root, method="rqvae", epochs=3):
-    from recsys.lightning_cli import run_cli
+    from recsys.testing import run_cli
 
     model = ["--model=RQVAE", "--model.encoder=tiny-bert", "--model.templates=[title, default]", f"--model.method={method}",
              "--model.levels=2", "--model.codebook_size=4", "--model.hidden=[32]", "--model.e_dim=8",
@@ -148,9 +148,9 @@ def test_rqkmeans_needs_no_training(semantic_ids_plugin, tiny_data, tmp_path):
 
 
 def test_rqvae_refuses_a_ranking_monitor(semantic_ids_plugin, tiny_data, tmp_path):
-    from recsys.lightning_cli import run_cli
+    from recsys.testing import run_cli
 
-    with pytest.raises(ValueError, match="val/ndcg@10.*which RQVAE does not log"):
+    with pytest.raises(ValueError, match="val/ndcg@10.*which the model does not log"):
         run_cli(["fit", "--model=RQVAE", "--model.encoder=tiny-bert", "--model.hidden=[16]", "--model.e_dim=4",
                  "--model.levels=1", "--model.codebook_size=2", "--data=recsys_semantic_ids.ItemDataModule",
                  f"--data.path={tiny_data}", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
@@ -166,7 +166,7 @@ CONFIGS = sorted(str(p) for pattern in ("configs/ml-100k/semantic-ids*.yaml", "c
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "/".join(c.split("/")[-2:]))
 def test_configs_parse(semantic_ids_plugin, config, capsys):
-    from recsys.lightning_cli import run_cli
+    from recsys.testing import run_cli
 
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["fit", f"--config={config}", "--print_config"])
