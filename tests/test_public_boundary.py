@@ -22,11 +22,10 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and name not in NAMEDTUPLE_API
 
 
-def core_private_names() -> set[str]:
-    """Underscored names the core defines: functions, methods, classes, module globals and
-    ``self._x`` attributes."""
+def defined_names(paths) -> set[str]:
+    """Names the files define: functions, methods, classes, assigned globals and attributes."""
     names: set[str] = set()
-    for path in (ROOT / "recsys").rglob("*.py"):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names.add(node.name)
@@ -34,7 +33,12 @@ def core_private_names() -> set[str]:
                 names.add(node.id)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                 names.add(node.attr)
-    return {n for n in names if _private(n)}
+    return names
+
+
+def core_private_names() -> set[str]:
+    """Underscored names the core defines."""
+    return {n for n in defined_names((ROOT / "recsys").rglob("*.py")) if _private(n)}
 
 
 def public_class_private_members() -> set[str]:
@@ -67,16 +71,7 @@ def own_names(path: Path) -> set[str]:
     """Names the plugin that holds ``path`` defines itself (its own privates are its business)."""
     parts = path.relative_to(ROOT).parts
     folder = ROOT.joinpath(*parts[:2]) if parts[0] in ("plugins", "examples") and len(parts) > 2 else path.parent
-    names: set[str] = set()
-    for source in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(), str(source))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names.add(node.name)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names.add(node.id)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-                names.add(node.attr)
-    return names
+    return defined_names(folder.rglob("*.py"))
 
 
 def violations(path: Path, core_private: set[str], overridable: set[str] | None = None) -> list[str]:
