@@ -267,15 +267,13 @@ class SeqRecModule(RecModule):
         """True when the model scores every item (``score``); False when it produces a list
         (``recommend`` only). Evaluation ranks the two differently (see :meth:`rank`). The default
         asks whether ``score`` is implemented; override when that depends on configuration."""
-        legacy = type(self)._is_dense
-        if legacy is not SeqRecModule._is_dense:
+        if type(self)._is_dense is not SeqRecModule._is_dense:
             warnings.warn(f"{type(self).__name__}._is_dense() is deprecated: override the is_dense property "
                           "(API 1.5)", DeprecationWarning, stacklevel=2)
-            return bool(legacy(self))
-        return type(self).score is not SeqRecModule.score
+        return bool(self._is_dense())
 
     def _is_dense(self) -> bool:
-        # Deprecated (API 1.5): read by ``is_dense`` when a subclass still overrides it.
+        # Deprecated as an override point (API 1.5): subclasses override ``is_dense`` instead.
         return type(self).score is not SeqRecModule.score
 
     def logged_metrics(self, stage: str) -> set[str]:

@@ -39,9 +39,10 @@ class CTRModule(RecModule):
         self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
 
     def logged_metrics(self, stage: str) -> set[str]:
-        if stage == "train":
-            return {"train/loss"}
-        return {f"{stage}/{name}" for name in CTR_METRICS}
+        names = super().logged_metrics(stage)  # train/loss; no ranking metrics (metrics=())
+        if stage != "train":
+            names |= {f"{stage}/{name}" for name in CTR_METRICS}
+        return names
 
     def logits(self, batch: CTRBatch) -> Tensor:
         """(B,) logit of P(label = 1)."""

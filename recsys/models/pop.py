@@ -25,8 +25,8 @@ class Pop(SeqRecModule):
         self.automatic_optimization = False
 
     def on_catalog(self, catalog) -> None:
-        # Every stage: `recsys test --model Pop` needs no fit (without a data module, e.g. a
-        # checkpoint loaded for serving, the saved counts are used).
+        # Read at setup of any stage, so `recsys test --model Pop` needs no fit (without a data
+        # module, e.g. a checkpoint loaded for serving, the saved counts are used).
         self.popularity.copy_(torch.as_tensor(catalog.popularity, dtype=torch.float))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
