@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HLLM's item-vector reuse on MovieLens-100k, before and after, side by side in one run.
 
-The model is ``configs/ml-100k/hllm.yaml``'s: all-MiniLM-L6-v2 item LLM (top layer trainable,
+The model is ``plugins/recsys-hllm/configs/ml-100k/hllm.yaml``'s: all-MiniLM-L6-v2 item LLM (top layer trainable,
 the 5 below frozen and cached), ``default`` item text cut at 24 tokens, a random 2-layer
 Llama user LLM, 128 shared negatives, 64 training windows of up to 50 items per batch (stride
 25), 256 evaluation windows per batch. Both sides run on the same model, data and batches:

@@ -24,7 +24,7 @@ alpha = 16, q/v) only in the top block, so the 5 frozen blocks below are compute
 2 epochs, batch 16, lr 1e-3; gate temperature 1; evaluation on 300 validation / 1,000 test
 samples. ``--n`` runs any N; runs with different N may go in parallel processes (rows are merged
 into the JSON under a file lock), e.g. ``--n 1000`` and ``--n 4000`` side by side. The SmolLM2
-configuration (``configs/ml-100k/plora.yaml``) is the same model with the Yes/No head.
+configuration (``plugins/recsys-plora/configs/ml-100k/plora.yaml``) is the same model with the Yes/No head.
 
 Usage::
 
@@ -55,7 +55,7 @@ VARIANTS = {
 
 
 def cli_args(config: str, root: Path, data: list[str], model: list[str], epochs: int) -> list[str]:
-    return [f"--config={ROOT / 'configs' / 'ml-100k' / config}", *model, *data, "--seed_everything=42",
+    return [f"--config={ROOT / 'plugins' / 'recsys-plora' / 'configs' / 'ml-100k' / config}", *model, *data, "--seed_everything=42",
             "--trainer.accelerator=cpu", "--trainer.devices=1", f"--trainer.max_epochs={epochs}",
             f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=20"]

@@ -11,7 +11,7 @@ Prints one table per dataset and writes ``benchmarks/results/semantic_ids.json``
 - TIGER: a decoder trained from scratch on code sequences only (code-token vocabulary).
 
 The item index is made first per dataset with ``recsys fit`` + ``recsys predict`` on
-``configs/<dataset>/rqvae.yaml`` (collision rates are read from the codes file).
+``plugins/recsys-semantic-ids/configs/<dataset>/rqvae.yaml`` (collision rates are read from the codes file).
 
 Every generator row is three processes: ``recsys fit`` (training, with validation by beam
 search on the first ``--val-users`` users), then ``recsys test`` of the best validation
@@ -21,7 +21,7 @@ the wall time of each test process. Nothing is tuned on test.
 
 CPU budget decisions, made before any result was seen, the same for every generator row:
 the LM is a random 2-layer Llama (d=128, 4 heads) with GPT-2's tokenizer (the SmolLM2 row of
-methods.md is too slow on this shared 2-core CPU; ``configs/ml-100k/semantic-ids-smollm2.yaml``
+methods.md is too slow on this shared 2-core CPU; ``plugins/recsys-semantic-ids/configs/ml-100k/semantic-ids-smollm2.yaml``
 runs it); the training budgets of :func:`generator_rows`;
 validation on the first ``--val-users`` and test on the first ``--test-users`` users (user-index
 order) of each dataset, SASRec re-tested on the same users.
@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "semantic_ids.json"
 
 DATA = {
-    "ml-100k": {"path": "ml-100k", "config": "configs/ml-100k", "sasrec": "runs/bench-hllm/ml-100k/sasrec"},
-    "amazon-scientific": {"path": str(ROOT / "data" / "amazon-scientific"), "config": "configs/amazon-scientific",
+    "ml-100k": {"path": "ml-100k", "config": "plugins/recsys-semantic-ids/configs/ml-100k", "sasrec": "runs/bench-hllm/ml-100k/sasrec"},
+    "amazon-scientific": {"path": str(ROOT / "data" / "amazon-scientific"), "config": "plugins/recsys-semantic-ids/configs/amazon-scientific",
                           "sasrec": "runs/bench-hllm/amazon-scientific/sasrec"},
 }
 
@@ -121,7 +121,7 @@ def train_seconds(root: Path) -> float | None:
 
 
 def make_codes(dataset: str) -> dict:
-    """The dataset's item index: ``configs/<dataset>/rqvae.yaml`` trained with ``recsys fit`` and
+    """The dataset's item index: ``plugins/recsys-semantic-ids/configs/<dataset>/rqvae.yaml`` trained with ``recsys fit`` and
     written by ``recsys predict`` to ``runs/<dataset>/rqvae/codes.json`` (each step skipped when
     its output exists). Returns the codes file's stats and the RQ-VAE's training seconds."""
     d = DATA[dataset]

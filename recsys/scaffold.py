@@ -36,6 +36,12 @@ include = ["$package*"]
 [tool.pytest.ini_options]
 testpaths = ["tests"]
 ''',
+    "MANIFEST.in": '''\
+# The sdist carries its tests, so the package can be checked from it alone.
+include README.md
+graft tests
+global-exclude __pycache__ *.py[cod]
+''',
     "README.md": '''\
 # $name
 

@@ -24,31 +24,6 @@ def fake_plugin():
 
 
 @pytest.fixture
-def first_party_plugins():
-    """The repository's own plugins (plugins/*), registered as their entry points would be:
-    configs under configs/ name their models by short name."""
-    from importlib.metadata import entry_points
-
-    from recsys.plugins import load_plugins, pm
-
-    load_plugins()
-    ours = {path.name for path in (ROOT / "plugins").iterdir() if (path / "pyproject.toml").is_file()}
-    added = []
-    for ep in entry_points(group="recsys"):
-        if ep.dist is not None and ep.dist.name in ours and not pm.has_plugin(ep.dist.name):
-            pm.register(ep.load(), name=ep.dist.name)
-            added.append(ep.dist.name)
-    from recsys.plugins import get_models
-
-    get_models()  # imports the registered classes, as loading installed plugins does
-    try:
-        yield
-    finally:
-        for name in added:
-            pm.unregister(name=name)
-
-
-@pytest.fixture
 def tiny_data(tiny_path):
     from recsys.data.dataset import load_sequences
 

@@ -79,7 +79,7 @@ def test_print_config_shows_full_class_paths(capsys):
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
-def test_every_config_parses(config, capsys, first_party_plugins):
+def test_every_config_parses(config, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(config), "--print_config"])
     assert "class_path" in capsys.readouterr().out

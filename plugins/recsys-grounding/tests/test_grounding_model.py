@@ -13,7 +13,7 @@ from recsys_grounding import BIGRec, FewShotSeqDataModule
 from recsys_grounding.generation import generate_titles
 from recsys_grounding.prompts import collate_examples, encode_example
 
-ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))  # the plugin's own
 TINY = {"backbone": "tiny-llama", "max_new_tokens": 4, "num_beams": 3, "num_return_sequences": 3, "lr": 0.003,
         "warmup_steps": 0, "history_items": 3}
 
@@ -147,16 +147,21 @@ def test_few_shot_data_module_trains_on_n_seeded_windows():
     assert again.train_indices.tolist() == data.train_indices.tolist()
 
 
-@pytest.mark.parametrize("config", ["gpu/bigrec-7b.yaml", "ml-100k/bigrec.yaml", "ml-100k/bigrec-pop.yaml",
-                                    "ml-100k/bigrec-cf.yaml", "ml-100k/bigrec-random.yaml"])
+def test_every_bigrec_config_is_found():
+    assert {f"{p.parent.name}/{p.name}" for p in CONFIGS} >= {
+        "gpu/bigrec-7b.yaml", "ml-100k/bigrec.yaml", "ml-100k/bigrec-pop.yaml", "ml-100k/bigrec-cf.yaml",
+        "ml-100k/bigrec-random.yaml", "ml-100k/bigrec-global-time.yaml"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_configs_parse(grounding_plugin, capsys, config):
     with pytest.raises(SystemExit) as exit_:
-        recsys.testing.run_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
+        recsys.testing.run_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
     assert "class_path: recsys_grounding.model.BIGRec" in printed
     assert "class_path: recsys_grounding.data.FewShotSeqDataModule" in printed
-    if config.startswith("gpu/"):
+    if config.parent.name == "gpu":
         assert "bf16-mixed" in printed and "lora_r: 8" in printed
 
 

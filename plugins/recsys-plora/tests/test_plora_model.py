@@ -12,7 +12,7 @@ from recsys_plora.prompts import rella_prompt, select_history
 import recsys
 from recsys.testing import run_cli
 
-ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))  # the plugin's own
 CALLBACKS = ["--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.monitor=val/auc",
              "--trainer.callbacks.mode=max"]
 TINY_LLM = {"backbone": "tiny-llama", "retrieval_backbone": "tiny-bert", "num_loras": 2, "rank": 4,
@@ -185,9 +185,11 @@ def test_prompt_follows_the_rella_template():
     assert text.endswith("You should ONLY tell me yes or no.")
 
 
-# Every config parses in the core suite (tests/test_cli.py); these two also show their monitor.
-@pytest.mark.parametrize("config", [ROOT / "configs" / "ml-100k" / "plora.yaml", ROOT / "configs" / "gpu" / "plora-7b.yaml"],
-                         ids=lambda p: p.name)
+def test_every_config_is_found():
+    assert {p.name for p in CONFIGS} >= {"plora.yaml", "plora-minilm.yaml", "ctr-din.yaml", "plora-7b.yaml"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_configs_parse(plora_plugin, config, capsys):
     with pytest.raises(SystemExit):
         run_cli(["fit", "--config", str(config), "--print_config"])

@@ -178,7 +178,7 @@ class RQVAE(recsys.RecModule):
 
     def logged_metrics(self, stage: str) -> set[str]:
         """No ranking metrics: losses and the collision rate only (monitor ``val/loss``, as
-        configs/ml-100k/rqvae.yaml does)."""
+        plugins/recsys-semantic-ids/configs/ml-100k/rqvae.yaml does)."""
         if stage == "train":
             return super().logged_metrics(stage) | {"train/recon_loss"}
         return {f"{stage}/{m}" for m in ("loss", "recon_loss", "collision_rate")}
