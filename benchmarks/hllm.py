@@ -40,6 +40,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from epoch_timer import CALLBACK, with_benchmarks_on_path  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "hllm.json"
 
@@ -86,10 +88,10 @@ def run_one(dataset: str, name: str, args: list[str], cold: float, out_root: Pat
            f"--data.max_len={d['max_len']}", f"--data.train_stride={d['stride']}",
            "--data.eval_batch_size=256", f"--data.cold_items={cold}", f"--seed_everything={seed}",
            f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
-           "--trainer.callbacks+=recsys.callbacks.EpochTimer", "--trainer.log_every_n_steps=20"]
+           CALLBACK, "--trainer.log_every_n_steps=20"]
     if not any(a.startswith("--model=Pop") for a in args):
         cmd.append(f"--model.max_len={d['max_len']}")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = with_benchmarks_on_path(dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # failures are rows
     wall = time.perf_counter() - start

@@ -50,6 +50,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from epoch_timer import CALLBACK, with_benchmarks_on_path  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "semantic_ids.json"
 
@@ -83,7 +85,7 @@ COMMON_MODEL = ["--model.backbone=tiny-llama", "--model.decoder_layers=2", "--mo
 
 
 def env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return with_benchmarks_on_path(dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
 
 
 def run(cmd: list[str], log: Path) -> tuple[subprocess.CompletedProcess, float]:
@@ -162,7 +164,7 @@ def generator_row(dataset: str, name: str, extra: list[str], codes: Path, out: P
         return test_rows(row, root, model, data, quiet, best[-1], log, args)
     proc, fit_s = run(["fit", *model, *data, *quiet, f"--seed_everything={args.seed}",
                        f"--trainer.limit_val_batches={args.val_users // EVAL_BATCH}",
-                       "--trainer.callbacks+=recsys.callbacks.EpochTimer", "--trainer.log_every_n_steps=20",
+                       CALLBACK, "--trainer.log_every_n_steps=20",
                        f"--trainer.default_root_dir={root}", "--test_after_fit=false"], log)
     row.update(fit_s=fit_s, train_s=train_seconds(root), returncode=proc.returncode)
     if proc.returncode:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -96,13 +95,3 @@ class TopKWriter(BasePredictionWriter):
         probs = torch.cat([p["prob"] for p in predictions]).float().tolist()
         return [{"user_id": data.users.token(u), "item_id": data.items.token(i), "prob": p}
                 for u, i, p in zip(users, items, probs)]
-
-
-class EpochTimer(pl.Callback):
-    """Logs ``time/train_epoch_s``: wall-clock seconds of each training epoch (validation excluded)."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("time/train_epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)

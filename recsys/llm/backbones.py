@@ -40,11 +40,6 @@ class Backbone:
     source: dict = field(default_factory=dict)
 
     @property
-    def family(self) -> str:
-        """``config.model_type``: ``llama``, ``qwen2``, ``bert``, ..."""
-        return self.model.config.model_type
-
-    @property
     def is_causal(self) -> bool:
         return is_causal_config(self.model.config)
 
