@@ -11,10 +11,13 @@ setup:
 run: setup
 	$(VENV)/bin/recsys fit --config configs/ml-100k/sasrec.yaml
 
-test: setup
+.PHONY: lint
+lint: setup
 	$(VENV)/bin/ruff check recsys tests plugins examples benchmarks scripts
+	$(VENV)/bin/mypy  # what it checks: [tool.mypy] in pyproject.toml
+
+test: lint
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(TESTS)
 
-test-all: setup
-	$(VENV)/bin/ruff check recsys tests plugins examples benchmarks scripts
+test-all: lint
 	$(VENV)/bin/python -m pytest -q $(TESTS)
