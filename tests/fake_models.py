@@ -74,3 +74,13 @@ class FakePlugin:
         register(EchoLast)
         register(ItemBiasCTR)
         register(WrapsCheckpoint)
+
+
+class Wordy:
+    """An ``item_to_text`` plugin that answers for the tiny dataset only (None elsewhere)."""
+
+    __name__ = "wordy"
+
+    @recsys.hookimpl
+    def item_to_text(self, item, dataset):
+        return f"[{dataset}] {item['movie_title']}" if dataset == "tiny" else None

@@ -2,6 +2,7 @@ import sys
 import types
 
 import pytest
+from fake_models import Wordy
 
 import recsys
 from recsys import plugins
@@ -155,14 +156,6 @@ def test_invalid_registration_names_the_plugin():
             get_models()
     finally:
         pm.unregister(name="invalid")
-
-
-class Wordy:
-    __name__ = "wordy"
-
-    @recsys.hookimpl
-    def item_to_text(self, item, dataset):
-        return f"[{dataset}] {item['movie_title']}" if dataset == "tiny" else None
 
 
 def test_firstresult_plugin_wins_over_default(tiny_data):

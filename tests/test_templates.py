@@ -4,18 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from fake_models import Wordy
 
-import recsys
 from recsys.llm import render_items
 from recsys.plugins import pm
-
-
-class Wordy:
-    __name__ = "wordy"
-
-    @recsys.hookimpl
-    def item_to_text(self, item, dataset):
-        return f"[{dataset}] {item['movie_title']}" if dataset == "tiny" else None
 
 
 def test_default_template_is_the_item_to_text_hook(tiny_data):
