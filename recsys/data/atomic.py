@@ -71,8 +71,8 @@ def read_error(path: Path, exc: BaseException, encoding: str = "utf-8") -> DataF
     message = str(exc).strip()
     fields = _PANDAS_FIELDS.search(message)
     if fields:
-        expected, line, found = fields.groups()
-        return DataFormatError(f"{path}: line {line} has {found} fields, expected {expected}")
+        expected, at, found = fields.groups()
+        return DataFormatError(f"{path}: line {at} has {found} fields, expected {expected}")
     return DataFormatError(f"{path}: {message.removeprefix('Error tokenizing data. C error: ')}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from torch import Tensor
 
@@ -25,9 +25,10 @@ class Batch(NamedTuple):
     cold: Optional[Tensor] = None
     #: (B,) int64: each window's position in its dataset, unique within an evaluation stage; lets the
     #: evaluation loop count every window once when a distributed sampler pads ranks with repeats
-    index: Optional[Tensor] = None
+    index: Optional[Tensor] = None  # type: ignore[assignment]  # the field deliberately shadows tuple.index
 
     def select(self, rows: Tensor) -> "Batch":
         """The batch of some of its windows: ``rows`` is a (b,) int64 index or a (B,) bool mask;
         every per-window field is indexed alike, fields that are None stay None."""
-        return type(self)(*(None if field is None else field[rows] for field in self))
+        fields: list[Any] = [None if field is None else field[rows] for field in self]  # the first three are never None
+        return type(self)(*fields)

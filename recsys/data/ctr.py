@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -188,6 +188,16 @@ class CTRSamples(Dataset):
             torch.from_numpy(d.label[sample]), torch.from_numpy(d.field_codes[user]), torch.from_numpy(sample))
 
 
+class _CTRLoadOptions(TypedDict):
+    """:func:`load_ctr`'s options a :class:`CTRDataModule` passes."""
+
+    threshold: float
+    min_history: int
+    split: tuple[float, ...]
+    tie_break: Literal["file", "item"]
+    user_fields: list[str] | None
+
+
 class CTRDataModule(RecDataModule):
     """Data under the CTR protocol (see the module docstring), for models derived from
     :class:`recsys.models.ctr.CTRModule`.
@@ -237,7 +247,7 @@ class CTRDataModule(RecDataModule):
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
         self.save_hyperparameters()
         self.path, self.max_len = path, max_len
-        self.load_options = {"threshold": threshold, "min_history": min_history, "split": tuple(split),
+        self.load_options: _CTRLoadOptions = {"threshold": threshold, "min_history": min_history, "split": tuple(split),
                              "tie_break": tie_break, "user_fields": user_fields}
         self.limits = {"train": train_samples, "val": val_samples, "test": test_samples}
         self.sample_seed = sample_seed

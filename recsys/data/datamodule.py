@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from functools import cached_property
-from typing import Any, Literal
+from collections.abc import Sized
+from typing import Any, Callable, Literal, TypedDict, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -68,9 +69,11 @@ class RecDataModule(pl.LightningDataModule):
             # Split between processes here: Lightning would wrap the sampler for DDP and re-shuffle it.
             trainer = getattr(self, "trainer", None)
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = EpochShuffle(len(dataset), int(os.environ.get("PL_GLOBAL_SEED", "0")), world, rank)
+            sampler = EpochShuffle(len(cast(Sized, dataset)), int(os.environ.get("PL_GLOBAL_SEED", "0")), world, rank)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate,
+            # the dataset's __getitems__ returns a Batch, which identity_collate passes on
+            dataset, batch_size=batch_size, sampler=sampler,
+            collate_fn=cast("Callable[[list[Any]], Any]", identity_collate),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
@@ -78,6 +81,18 @@ class RecDataModule(pl.LightningDataModule):
         """Deprecated alias of :meth:`loader` (removed in API 1.6)."""
         warnings.warn("RecDataModule._loader is deprecated; use RecDataModule.loader", DeprecationWarning, stacklevel=2)
         return self.loader(dataset, batch_size, shuffle)
+
+
+class _SequenceLoadOptions(TypedDict):
+    """:func:`~recsys.data.dataset.load_sequences`'s options a :class:`SeqDataModule` passes."""
+
+    min_rating: float | None
+    max_history: int | None
+    k_core: int | None
+    tie_break: Literal["file", "item"]
+    cold_items: float
+    cold_seed: int
+    protocol: EvaluationProtocol
 
 
 class SeqDataModule(RecDataModule):
@@ -171,8 +186,9 @@ class SeqDataModule(RecDataModule):
         self.train_windows = train_windows
         self.train_stride = train_stride
         self.cold_items = cold_items
-        self.load_options = dict(min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
-                                 cold_items=cold_items, cold_seed=cold_seed, protocol=evaluation_protocol)
+        self.load_options = _SequenceLoadOptions(
+            min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
+            cold_items=cold_items, cold_seed=cold_seed, protocol=evaluation_protocol)
         self.num_workers = num_workers
 
     def load_data(self) -> SequenceData:
@@ -188,7 +204,7 @@ class SeqDataModule(RecDataModule):
         if stage in ("fit", "validate", "test") and min(data.split.num_windows(s) for s in ("val", "test")) == 0:
             raise DataFormatError(f"{self.path}: {self.evaluation_protocol.explain_empty(data.sequences)}")
 
-    def _resolved_train_windows(self) -> str:
+    def _resolved_train_windows(self) -> Literal["every", "tiled"]:
         if self.train_windows != "auto":
             return self.train_windows
         model = self.trainer.lightning_module if self.trainer is not None else None
@@ -203,9 +219,10 @@ class SeqDataModule(RecDataModule):
     def _evaluation_loader(self, stage: Literal["val", "test"]) -> DataLoader:
         cold = self.cold_item_ids if self.cold_items > 0 else None  # no flags unless asked for
         windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold)
+        dataset: Windows | SampledWindows = windows
         if self.eval_sample is not None:
-            windows = SampledWindows(windows, self.eval_sample, self.eval_sample_seed)
-        return self.loader(windows, self.eval_batch_size, shuffle=False)
+            dataset = SampledWindows(windows, self.eval_sample, self.eval_sample_seed)
+        return self.loader(dataset, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("val")

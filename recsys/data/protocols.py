@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -123,7 +123,8 @@ class GlobalTimeProtocol(EvaluationProtocol):
 #: The built-in sequential protocols by name (what ``data.protocol: NAME`` accepts).
 PROTOCOLS: dict[str, type[EvaluationProtocol]] = {cls.name: cls for cls in (LeaveOneOutProtocol, GlobalTimeProtocol)}
 #: Their names as a type: a config's misspelt name is a parse error listing the choices.
-ProtocolName = Literal[tuple(PROTOCOLS)]  # type: ignore[valid-type]
+ProtocolName = Literal["loo", "global_time"]
+assert set(get_args(ProtocolName)) == set(PROTOCOLS), "ProtocolName must list the names in PROTOCOLS"
 
 def resolve_protocol(protocol: str | EvaluationProtocol | type[EvaluationProtocol]) -> EvaluationProtocol:
     """A protocol from a name in :data:`PROTOCOLS`, an :class:`EvaluationProtocol` instance, or a
@@ -176,7 +177,7 @@ class CTRProtocol:
         split_of = np.empty(n, np.int8)
         split_of[order[:cut_train]], split_of[order[cut_train:cut_val]], split_of[order[cut_val:]] = 0, 1, 2
         keep = position >= self.min_history
-        samples = {stage: order[(split_of[order] == code) & keep[order]].astype(np.int64)
+        samples: dict[str, np.ndarray] = {stage: order[(split_of[order] == code) & keep[order]].astype(np.int64)
                    for code, stage in enumerate(CTR_STAGES)}
         return split_of, samples
 

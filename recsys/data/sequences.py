@@ -8,7 +8,7 @@ so memory grows with the number of users and interactions, never with the number
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -300,16 +300,17 @@ class Windows(Dataset):
         history = _left_padded(seq.items, starts, ends, self.max_len)
         has_target = ends < lengths
         target = np.where(has_target, seq.items[starts + np.minimum(ends, lengths - 1)], 0)
-        seen = labels = None
+        seen: torch.Tensor | None = None
+        labels: torch.Tensor | None = None
         if self.with_seen:
             seen = torch.from_numpy(_left_padded(seq.items, starts, ends, max(int(ends.max()), 1)))
         if self.with_labels:
             # Position p predicts sequence index end - L + p + 1; it is a target of this window if
             # that index is among the last `stride` (earlier ones belong to the next window back).
             following = _left_padded(seq.items, starts, ends + 1, self.max_len + 1)[:, 1:]
-            index = ends[:, None] - self.max_len + 1 + np.arange(self.max_len)[None, :]
-            labels = np.where((index > ends[:, None] - self.stride) & (index >= 1), following, 0)
-            labels = torch.from_numpy(labels)
+            label_index = ends[:, None] - self.max_len + 1 + np.arange(self.max_len)[None, :]
+            labels = torch.from_numpy(
+                np.where((label_index > ends[:, None] - self.stride) & (label_index >= 1), following, 0))
         cold = None if self.cold_item_ids is None else torch.from_numpy(np.isin(target, self.cold_item_ids))
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold, index)
@@ -363,7 +364,8 @@ class EpochShuffle(torch.utils.data.DistributedSampler):
     """
 
     def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
-        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        # DistributedSampler only takes len() of its dataset
+        super().__init__(cast("Dataset[int]", range(size)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.size = size
 
     def __iter__(self):

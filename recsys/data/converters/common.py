@@ -10,7 +10,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,16 @@ def _resolved(parameter: inspect.Parameter, fn: Callable) -> inspect.Parameter:
         return parameter
 
 
-def converter(read: Callable[..., Converted]) -> Callable[..., Path]:
+class Converter(Protocol):
+    """What :func:`converter` returns: the converter, with the reader as ``read``."""
+
+    __signature__: inspect.Signature
+    read: Callable[..., Converted]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path: ...
+
+
+def converter(read: Callable[..., Converted]) -> Converter:
     """Make a format reader into a registered converter.
 
     ``read(raw, *, <its format options>) -> Converted`` becomes ``convert(raw, out, *,
@@ -95,7 +104,7 @@ def converter(read: Callable[..., Converted]) -> Callable[..., Path]:
     """
 
     @functools.wraps(read)
-    def convert(*args, **kwargs) -> Path:
+    def wrapper(*args, **kwargs) -> Path:
         given = convert.__signature__.bind(*args, **kwargs)  # an unknown option fails here, by name
         given.apply_defaults()
         options = dict(given.arguments)
@@ -105,6 +114,7 @@ def converter(read: Callable[..., Converted]) -> Callable[..., Path]:
         return save_converted(out, data.inter, data.item, data.user, types=data.types, overwrite=given.arguments["overwrite"],
                               source=data.source, **filters)
 
+    convert = cast(Converter, wrapper)  # functools.wraps's type knows no attributes set on it
     own = inspect.signature(read)
     raw, *format_options = (_resolved(p, read) for p in own.parameters.values())
     hints = typing.get_type_hints(_shared_options)
@@ -114,7 +124,7 @@ def converter(read: Callable[..., Converted]) -> Callable[..., Path]:
                                "return": Path}
     convert.__doc__ = _with_shared_docs(read.__doc__ or "")
     convert.read = read
-    del convert.__wrapped__  # the signature above is the converter's, not the reader's
+    del wrapper.__wrapped__  # the signature above is the converter's, not the reader's
     return convert
 
 

@@ -118,11 +118,13 @@ def convert(
     if time_col is not None:
         inter[TIME] = _to_seconds(frame[time_col], inter_path, time_col, time_unit)
     else:
+        assert order_col is not None  # time_col is set to TIME above when neither is given
         inter[TIME] = to_number(frame[order_col], inter_path, order_col)
     del frame
     inter = drop_duplicate_interactions(inter, inter_path)
 
     item = None
+    items_path: Path | None
     if items is None:
         items_path = base / "items.csv"
         items_path = items_path if items_path.is_file() else None

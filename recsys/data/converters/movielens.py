@@ -95,7 +95,7 @@ def _int(value: str, path: Path, number: int, field: str) -> int:
 def _read_ratings(path: Path, sep: str, header: bool, columns: list[str]) -> pd.DataFrame:
     """user, item, rating, timestamp -> the ``inter`` frame (ids int64, rating and time float64)."""
     _require_file(path)
-    source = path
+    source: Path | io.StringIO = path
     if sep == "::":
         # The C parser takes one-character separators only; the fields here are all numeric.
         try:
