@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -38,13 +39,14 @@ class TopKWriter(BasePredictionWriter):
         self.k = k
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.predict_k = self.k
+        setattr(pl_module, "predict_k", self.k)  # read by the model's predict_step
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         predictions = [p for p in predictions if p is not None]
         if not predictions:
             return
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.csv")
+        flatten: Callable[[list[dict]], list[dict]]
         if all("items" in p for p in predictions):
             rows = self._top_k(trainer.datamodule.data, predictions)
             columns, flatten = ["user_id", "rank", "item_id", "title", "score"], self._per_rank

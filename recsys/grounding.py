@@ -61,7 +61,7 @@ class ExactTitleGrounder(Grounder):
             self.by_title[normalize_title(title)].append(index)
         return self
 
-    def ground(self, outputs: Sequence[str], k: int) -> tuple[Tensor, Tensor]:
+    def ground(self, outputs: Sequence[str] | Tensor, k: int) -> tuple[Tensor, Tensor]:
         ids = torch.zeros(len(outputs), k, dtype=torch.long)
         for row, text in enumerate(outputs):
             matches = self.by_title.get(normalize_title(str(text)), [])[:k]

@@ -27,7 +27,7 @@ def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None)
     if seen is not None:
         scores.scatter_(1, seen, float("-inf"))
     scores[:, 0] = float("-inf")
-    if keep is not None:
+    if keep is not None and target is not None:  # keep is set exactly when target is given
         scores.scatter_(1, target[:, None], keep)
     return scores
 

@@ -25,7 +25,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Union, cast
 
 import pluggy
 
@@ -420,32 +420,32 @@ def check_registrations(plugin_name: str) -> None:
 
 def get_models() -> dict[str, Registered]:
     """Model classes by class name."""
-    return _collect("register_models", _MAKERS["register_models"])
+    return cast("dict[str, Registered]", _collect("register_models", _MAKERS["register_models"]))
 
 
 def get_datasets() -> dict[str, Registered]:
     """Raw-data converters by dataset-format name."""
-    return _collect("register_datasets", _MAKERS["register_datasets"])
+    return cast("dict[str, Registered]", _collect("register_datasets", _MAKERS["register_datasets"]))
 
 
 def get_metrics() -> dict[str, Registered]:
     """Ranking metric functions by name (``hit``, ``ndcg``, ...)."""
-    return _collect("register_metrics", _MAKERS["register_metrics"])
+    return cast("dict[str, Registered]", _collect("register_metrics", _MAKERS["register_metrics"]))
 
 
 def get_grounders() -> dict[str, Registered]:
     """Grounder classes by class name."""
-    return _collect("register_grounders", _MAKERS["register_grounders"])
+    return cast("dict[str, Registered]", _collect("register_grounders", _MAKERS["register_grounders"]))
 
 
 def get_backbones() -> dict[str, BackboneSource]:
     """Named LLM sources by name (:class:`BackboneSource`)."""
-    return _collect("register_backbones", _MAKERS["register_backbones"])
+    return cast("dict[str, BackboneSource]", _collect("register_backbones", _MAKERS["register_backbones"]))
 
 
 def get_item_templates() -> dict[str, Registered]:
     """Item text templates by name; ``name@dataset`` keys are dataset-specific overrides."""
-    return _collect("register_item_templates", _MAKERS["register_item_templates"])
+    return cast("dict[str, Registered]", _collect("register_item_templates", _MAKERS["register_item_templates"]))
 
 
 def item_to_text(item: dict, dataset: str) -> str:

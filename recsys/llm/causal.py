@@ -3,6 +3,8 @@ under a peft wrapper, and the response-only training loss."""
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -14,6 +16,14 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (its LoRA layers stay in); any other model as is."""
     get_base_model = getattr(model, "get_base_model", None)
     return get_base_model() if callable(get_base_model) else model
+
+
+class _CausalLM(Protocol):
+    """What :func:`response_loss` uses of a transformers causal LM."""
+
+    base_model: nn.Module
+
+    def get_output_embeddings(self) -> nn.Module: ...
 
 
 def response_loss(
@@ -33,7 +43,7 @@ def response_loss(
     positions, :data:`IGNORE_INDEX` elsewhere (position t's output predicts token t + 1).
     position_ids: (B, T) or None (transformers' default: 0..T-1; give them for left padding).
     """
-    causal = unwrap_peft(lm)
+    causal = cast(_CausalLM, unwrap_peft(lm))
     extra = {} if position_ids is None else {"position_ids": position_ids}
     hidden = causal.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
     target = labels[:, 1:]

@@ -9,9 +9,14 @@ the backbone's source when the model is built, and filled back in before loading
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule as _MixinBase  # what the mixin is mixed into
+else:
+    _MixinBase = object
 
 #: Attention query/value projections by ``config.model_type`` (LoRA's default targets).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -62,11 +67,12 @@ def add_lora(
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold LoRA adapters into the base weights and return the plain model (for serving)."""
     if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
+        merged: nn.Module = getattr(model, "merge_and_unload")()  # a peft model's method
+        return merged
     return model
 
 
-class TrainableOnlyCheckpoint:
+class TrainableOnlyCheckpoint(_MixinBase):
     """LightningModule mixin: records where each backbone came from, and keeps the frozen
     weights of pretrained backbones out of checkpoints (``__init__`` reloads them anyway).
 

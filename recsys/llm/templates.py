@@ -43,8 +43,8 @@ def item_fields(item: Mapping[str, Any]) -> dict[str, Any]:
         year = year[:-2]
     if year and re.fullmatch(r"\d{4}", year) and not title.endswith(f"({year})"):
         title = f"{title} ({year})"
-    genres = _clean(item.get("genres") or item.get("class"))
-    genres = [g for g in re.split(r"[|,]\s*|\s+(?=[A-Z])", genres) if g] if genres else []
+    genre_text = _clean(item.get("genres") or item.get("class"))
+    genres = [g for g in re.split(r"[|,]\s*|\s+(?=[A-Z])", genre_text) if g] if genre_text else []
     return {
         "title": title,
         "year": year,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from typing import TYPE_CHECKING, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Sequence, cast
 
 import lightning.pytorch as pl
 import torch
@@ -148,7 +148,7 @@ class RecModule(pl.LightningModule):
         """
         saved = _saved_class(checkpoint_path, weights_only)
         target = saved if saved is not None and issubclass(saved, cls) else cls
-        load = super(RecModule, target).load_from_checkpoint.__func__
+        load = super(RecModule, target).load_from_checkpoint.__func__  # type: ignore[attr-defined]  # a bound classmethod
         return contextvars.Context().run(load, target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     def configure_optimizers(self):
@@ -165,7 +165,8 @@ def rng_states() -> dict:
 
     import numpy as np
 
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # legacy=True (the default) gives the tuple for the global MT19937 state
+    kind, keys, position, has_gauss, cached = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     version, state, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -199,13 +200,12 @@ def _saved_class(checkpoint_path, weights_only: bool | None) -> type | None:
     import importlib
     from pathlib import Path
 
-    load = dict(map_location="cpu", weights_only=weights_only)
     if hasattr(checkpoint_path, "read"):
         position = checkpoint_path.tell()
-        checkpoint = torch.load(checkpoint_path, **load)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=weights_only)
         checkpoint_path.seek(position)
     elif Path(checkpoint_path).is_file():
-        checkpoint = torch.load(checkpoint_path, mmap=True, **load)
+        checkpoint = torch.load(checkpoint_path, mmap=True, map_location="cpu", weights_only=weights_only)
     else:
         return None
     class_path = checkpoint.get("recsys_class_path")
@@ -349,7 +349,7 @@ class SeqRecModule(RecModule):
             ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user).to(ranks)
         return ranks
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:  # None: manual optimization (Pop)
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.target))
         return loss
@@ -382,10 +382,10 @@ class SeqRecModule(RecModule):
         local = torch.cat(rows) if rows else torch.empty(0, 3, dtype=torch.long, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             # all_gather needs equal shapes: pad every process's rows to the longest.
-            sizes = self.all_gather(torch.tensor(len(local), device=local.device)).reshape(-1)
+            sizes = cast(Tensor, self.all_gather(torch.tensor(len(local), device=local.device))).reshape(-1)
             padded = torch.full((int(sizes.max()), 3), -2, dtype=torch.long, device=local.device)
             padded[: len(local)] = local
-            gathered = self.all_gather(padded).reshape(-1, 3)
+            gathered = cast(Tensor, self.all_gather(padded)).reshape(-1, 3)  # a tensor in, a tensor out
             local = gathered[gathered[:, 0] != -2]
         indexed = local[:, 0] >= 0
         if indexed.any():

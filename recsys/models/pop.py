@@ -18,6 +18,8 @@ class Pop(SeqRecModule):
     (DDP refuses modules without trainable parameters).
     """
 
+    popularity: Tensor  #: (N + 1,) float buffer: the catalog's item popularity
+
     def __init__(self, num_items: int, **kwargs):
         super().__init__(num_items, **kwargs)
         self.save_hyperparameters()
