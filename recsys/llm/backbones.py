@@ -83,6 +83,7 @@ def resolve_backbone(name: str, revision: str | None = None) -> Resolved:
         kwargs = entry.local() if entry.local is not None else None
         if kwargs is not None:
             return _packaged(name, kwargs)
+        assert entry.hub_id is not None  # register_backbones requires a hub id when there is no build=
         return _from_hub(name, entry.hub_id, revision, install=entry.install)
     if os.path.isdir(name):
         return Resolved({"name": name, "kind": "local", "location": str(Path(name).resolve()),
@@ -172,6 +173,7 @@ def load_backbone(
     if resolved.build is not None:
         config, tokenizer = resolved.build()
     else:
+        assert resolved.path is not None  # every Resolved without build= has a path (a GGUF one since above)
         config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     causal = head == "causal-lm" or (head == "auto" and is_causal_config(config))

@@ -10,13 +10,16 @@ of taking position -1 of a right-padded batch) and positions need no shifting.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from recsys.llm.backbones import Backbone, load_backbone
+
+if TYPE_CHECKING:
+    from recsys.llm.cache import EmbeddingCache
 
 Pooling = Literal["mean", "cls", "last", "item_slot"]
 
@@ -55,8 +58,9 @@ def freeze_except_top(model: nn.Module, trainable_layers: int | None) -> None:
         for i, child in enumerate(parent._modules.values()):
             if child is layers:
                 for later in names[i + 1:]:
-                    if parent._modules[later] is not None and later != "rotary_emb":
-                        parent._modules[later].requires_grad_(True)
+                    following = parent._modules[later]
+                    if following is not None and later != "rotary_emb":
+                        following.requires_grad_(True)
 
 
 @contextmanager
@@ -238,7 +242,8 @@ class TextEncoder(nn.Module):
         """
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        store, namespace = (None, None)
+        store: EmbeddingCache | None = None
+        namespace = ""
         if cache and (key := self.cache_namespace()) is not None:
             from recsys.llm.cache import EmbeddingCache
 
