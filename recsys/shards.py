@@ -28,6 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -38,6 +39,9 @@ from torch.utils.data import DataLoader
 
 from recsys.data.atomic import DataFormatError
 from recsys.llm.templates import render_items
+
+if TYPE_CHECKING:
+    from recsys.llm.encoder import Pooling
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +251,7 @@ class ShardWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
             raise RuntimeError("ShardWriter runs in one process: under DDP every rank holds only part of each shard")
-        data = trainer.datamodule
+        data = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
         if not isinstance(data, ItemShardDataModule) or Path(data.shard_dir).resolve() != self.shard_dir.resolve():
             raise ValueError(f"ShardWriter({self.shard_dir}) needs an ItemShardDataModule with the same shard_dir")
         self.num_items, self.shard_size = data.num_items, data.shard_size
@@ -319,13 +323,17 @@ class TextItemEmbedder(pl.LightningModule):
         super().__init__()
         from recsys.llm.encoder import TextEncoder
 
-        self.encoder = TextEncoder(backbone, pooling=pooling, max_length=max_length, trainable_layers=0,
+        # TextEncoder checks the name
+        self.encoder = TextEncoder(backbone, pooling=cast("Pooling", pooling), max_length=max_length, trainable_layers=0,
                                    normalize=normalize)
         self.template = template
         self._texts: list[str] | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        self._texts = render_items(self.trainer.datamodule.catalog, self.template)
+        # the trainer's datamodule is set by Lightning's data connector
+        self._texts = render_items(self.trainer.datamodule.catalog, self.template)  # type: ignore[attr-defined]
 
     def predict_step(self, batch: Tensor, batch_idx: int = 0) -> Tensor:
+        if self._texts is None:
+            raise RuntimeError("TextItemEmbedder.predict_step before setup: the item texts are rendered in setup")
         return self.encoder.encode([self._texts[i] for i in batch.tolist()], batch_size=len(batch), progress=False)
