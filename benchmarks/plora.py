@@ -69,14 +69,18 @@ def run(name: str, args: list[str]) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = run_cli(args, run=False)
+        cached_before = _cache_size(cli.model)
         start = time.perf_counter()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         fit_s = time.perf_counter() - start
         best = cli.trainer.checkpoint_callback.best_model_path
         val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
         test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
-    return {"model": name, "train_s": fit_s, "epochs": cli.trainer.current_epoch, "best_checkpoint": best,
-            "command": "recsys fit " + " ".join(args), **{k: float(v) for k, v in {**val, **test}.items()}}
+    row = {"model": name, "train_s": fit_s, "epochs": cli.trainer.current_epoch, "best_checkpoint": best,
+           "command": "recsys fit " + " ".join(args), **{k: float(v) for k, v in {**val, **test}.items()}}
+    if cached_before is not None:  # RecLoRA: prompts not cached by an earlier row
+        row["new_cached_prompts"] = _cache_size(cli.model) - cached_before
+    return row
 
 
 def main() -> None:
@@ -129,10 +133,10 @@ def main() -> None:
                 continue
             root = args.out / f"n{n}" / name.lower().replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
             data = [*evaluation, f"--data.train_samples={n}"]
-            start_cache, start_s = _cache_size(), CACHE_SECONDS[0]
+            start_s = CACHE_SECONDS[0]
             row = run(name, cli_args("plora-minilm.yaml", root, data, [*extra, f"--model.crm_checkpoint={ckpt}"],
                                      args.epochs))
-            row.update(n=n, new_cached_prompts=_cache_size() - start_cache, cache_s=CACHE_SECONDS[0] - start_s,
+            row.update(n=n, cache_s=CACHE_SECONDS[0] - start_s,
                        val_samples=args.val_samples, test_samples=args.test_samples)
             record(row)
     print_table(rows, args)
@@ -158,10 +162,11 @@ def evaluate_crm(checkpoint: str, args) -> dict:
     return out
 
 
-def _cache_size() -> int:
-    from recsys_plora.model import _STATE_CACHES
-
-    return sum(len(c) for c in _STATE_CACHES.values())
+def _cache_size(model) -> int | None:
+    """Samples in the model's frozen-state cache (shared by the RecLoRA rows of this process);
+    None for a model without one (the CRM)."""
+    cache = getattr(model, "state_cache", None)
+    return None if cache is None else len(cache)
 
 
 def write(rows: list[dict], args) -> None:

@@ -2,13 +2,14 @@
 
 Trained on its own (``recsys fit --config plugins/recsys-plora/configs/ml-100k/ctr-din.yaml``) on every training
 sample (Few2Many: the LLM later trains on N of them); RecLoRA loads its checkpoint, frozen,
-and reads :meth:`DIN.user_representation` as the gate input.
+and reads :meth:`DIN.user_representation` as the gate input, through :class:`CRMGate`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -128,3 +129,66 @@ class DIN(recsys.CTRModule):
 
     def logits(self, batch: CTRBatch) -> Tensor:
         return self.out(self.hidden(batch)).squeeze(-1)
+
+
+#: Data settings a CRM checkpoint must share with the data RecLoRA trains on (pitfall 6:
+#: the CRM must have seen the same split, or it has seen the test period).
+PROTOCOL_FIELDS = ("path", "threshold", "min_history", "split", "tie_break", "user_fields")
+
+
+def load_frozen_crm(checkpoint: str, num_items: int) -> recsys.RecModule:
+    """The CRM of a checkpoint, frozen (no gradients, eval mode); it must offer
+    ``user_representation`` (a DIN) and know the same ``num_items``."""
+    crm = recsys.RecModule.load_from_checkpoint(checkpoint)
+    if not hasattr(crm, "user_representation"):
+        raise TypeError(f"model.crm_checkpoint {checkpoint!r} holds a {type(crm).__name__}, which has no "
+                        "user_representation(batch, target_aware); train a DIN first")
+    if crm.num_items != num_items:
+        raise ValueError(f"model.crm_checkpoint was trained on {crm.num_items} items, this data has {num_items}")
+    return crm.requires_grad_(False).eval()
+
+
+def check_same_protocol(checkpoint: str, datamodule_hparams: Mapping) -> None:
+    """Raise when the CRM checkpoint's data settings (:data:`PROTOCOL_FIELDS`) differ from
+    ``datamodule_hparams``; checkpoints saved without them are accepted."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("datamodule_hyper_parameters")
+    if not saved:
+        return
+    ours = dict(datamodule_hparams)
+    # a list saved as a tuple (or the reverse) is the same setting
+    differ = {k: (saved.get(k), ours.get(k)) for k in PROTOCOL_FIELDS
+              if k in ours and json.dumps(saved.get(k), default=str) != json.dumps(ours.get(k), default=str)
+              and not (isinstance(saved.get(k), (list, tuple)) and list(saved.get(k)) == list(ours.get(k) or []))}
+    if differ:
+        raise ValueError(f"model.crm_checkpoint was trained on other data settings (CRM vs here): {differ}; "
+                         "the CRM must see the same split, or it has seen the evaluation period")
+
+
+class CRMGate:
+    """The gate input of the personalized LoRAs: the frozen CRM's user representation (B, H).
+
+    Holds a reference to the CRM module; the model registers that same module as ``model.crm``
+    (so its checkpoint keys stay ``crm.*``) and keeps it in eval mode.
+
+    Args:
+        crm: a frozen CRM with ``user_representation`` (:func:`load_frozen_crm`).
+        checkpoint: where it came from (its data settings are checked by :meth:`check_protocol`).
+        target_aware: the target-aware representation (:meth:`DIN.hidden`) or the target-agnostic one.
+    """
+
+    def __init__(self, crm: nn.Module, checkpoint: str, target_aware: bool = True):
+        self.crm, self.checkpoint, self.target_aware = crm, checkpoint, target_aware
+
+    @property
+    def dim(self) -> int:
+        """H, the size of the representation the gate reads."""
+        return self.crm.representation_dim if self.target_aware else self.crm.agnostic_dim
+
+    def check_protocol(self, datamodule_hparams: Mapping) -> None:
+        """The CRM must have been trained on the same split as the data (:func:`check_same_protocol`)."""
+        check_same_protocol(self.checkpoint, datamodule_hparams)
+
+    def __call__(self, batch: CTRBatch) -> Tensor:
+        """(B, H) the user representation, without gradients (the CRM is frozen)."""
+        with torch.no_grad():
+            return self.crm.user_representation(batch, target_aware=self.target_aware)

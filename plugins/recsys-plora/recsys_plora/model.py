@@ -14,13 +14,18 @@ states for a sample every epoch, so their output is computed once per sample and
 process-wide cache (keyed by backbone, prompt settings and data), and a step runs only the
 adapted blocks. ``adapter``: ``personalized`` (RecLoRA), ``shared`` (one LoRA, peft: the
 TALLRec/ReLLa baseline) or ``none`` (frozen LLM, only the head trains).
+
+The pieces, each in its own module, wired by :class:`RecLoRA`:
+
+- :class:`~recsys_plora.prompts.ReLLaPrompter` (``model.prompter``): CTR batch -> B prompt texts;
+- :class:`~recsys_plora.state_cache.FrozenStateCache` (``model.state_cache``): per-sample token
+  ids and frozen-block states;
+- :class:`~recsys_plora.crm.CRMGate` (``model.crm_gate``): CTR batch -> (B, H) gate input;
+- :mod:`recsys_plora.answer_head`: the answer tokens and the (B, d) -> (B,) head.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -28,24 +33,14 @@ import torch
 from torch import Tensor, nn
 
 import recsys
-import recsys.llm
 from recsys import CTRBatch
+from recsys_plora.answer_head import answer_token_ids, linear_answer_head, yes_no_direction, yes_no_logits
+from recsys_plora.crm import PROTOCOL_FIELDS, CRMGate, load_frozen_crm
 from recsys_plora.lora import GateInput, Mixing, add_personalized_lora
-from recsys_plora.prompts import PROMPTS, Retrieval, select_history
+from recsys_plora.prompts import PROMPTS, ReLLaPrompter, Retrieval
+from recsys_plora.state_cache import CACHE_SECONDS, FrozenStateCache, cached_inputs, fingerprint
 
-#: Data settings a CRM checkpoint must share with the data RecLoRA trains on (pitfall 6:
-#: the CRM must have seen the same split, or it has seen the test period).
-PROTOCOL_FIELDS = ("path", "threshold", "min_history", "split", "tie_break", "user_fields")
-
-#: Per-sample prompt token ids and frozen-layer states, shared by every RecLoRA in the process
-#: with the same pretrained backbone, prompt and data settings (the benchmark trains many in a row).
-_STATE_CACHES: dict[str, dict[int, tuple[Tensor, Tensor | None]]] = {}
-#: Wall seconds spent filling those caches (the benchmark reports it apart from training).
-CACHE_SECONDS = [0.0]
-
-
-def _fingerprint(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+__all__ = ["CACHE_SECONDS", "PROTOCOL_FIELDS", "RecLoRA"]
 
 
 class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
@@ -83,9 +78,13 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         retrieval_backbone: text encoder of the retrieval embeddings (cached on disk; item text
             is the ``rella`` template).
         item_template: how items are named in the prompt (``recsys.llm.templates``).
+        item_noun: what the prompt calls items (``movie``, ``book`` ...); None = ``movie`` for
+            MovieLens data (dataset name ``ml-*``), else ``item``.
         max_length: prompt tokens kept (the start is cut when longer, never the question).
         chat_template: wrap the prompt in the tokenizer's chat template when it has one.
-        cache_states: cache the frozen blocks' outputs per sample (and prompt token ids).
+        cache_states: cache the frozen blocks' outputs per sample (and prompt token ids), in
+            ``model.state_cache`` (shared by the process's models unless set to another before
+            ``attach``; random-weight backbones keep theirs to the model).
     """
 
     def __init__(
@@ -119,6 +118,7 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         cache_states: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        item_noun: str | None = None,
     ):
         super().__init__(num_items, lr=lr, weight_decay=weight_decay)
         choices = {"head": (head, ("auto", "yes-no", "linear")), "pooling": (pooling, ("auto", "last", "mean", "cls")),
@@ -144,14 +144,14 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
                              f"pooling {pooling!r})")
         self.tokenizer = bb.tokenizer
         self.tokenizer.truncation_side = "left"  # a long prompt loses its start, never the question
-        self.use_chat = bool(chat_template and self.causal and getattr(self.tokenizer, "chat_template", None))
+        self.prompter = ReLLaPrompter(self.tokenizer, self.causal, chat_template=chat_template, prompt=prompt,
+                                      prompt_items=prompt_items, retrieval=retrieval,
+                                      retrieval_backbone=retrieval_backbone, item_template=item_template,
+                                      item_noun=item_noun)
         direction = None
         if self.causal:
-            yes, no = self._answer_ids()
-            out = bb.model.get_output_embeddings()
-            direction = (out.weight[yes] - out.weight[no]).detach().float().clone()
-            bias = float(out.bias[yes] - out.bias[no]) if getattr(out, "bias", None) is not None else 0.0
-            self.answer_ids = (yes, no)
+            self.answer_ids = answer_token_ids(self.tokenizer, self.prompter.wrap, self.use_chat)
+            direction, bias = yes_no_direction(bb.model.get_output_embeddings(), self.answer_ids)
         n_layers = len(transformer_layers(bb.base_model))
         adapted = n_layers if adapted_layers is None else adapted_layers
         if not 1 <= adapted <= n_layers:
@@ -163,67 +163,38 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         self.encoder.transformer.requires_grad_(False)  # only adapters and the head train
         self.track_backbone(bb.source, "encoder.transformer.")
         del bb
+        self.state_cache = FrozenStateCache.shared()
 
-        self.crm = None
-        if crm_checkpoint is not None:
-            crm = recsys.RecModule.load_from_checkpoint(crm_checkpoint)
-            if not hasattr(crm, "user_representation"):
-                raise TypeError(f"model.crm_checkpoint {crm_checkpoint!r} holds a {type(crm).__name__}, which has no "
-                                "user_representation(batch, target_aware); train a DIN first")
-            if crm.num_items != num_items:
-                raise ValueError(f"model.crm_checkpoint was trained on {crm.num_items} items, this data has {num_items}")
-            self.crm = crm.requires_grad_(False).eval()
+        # Built in this order (CRM, adapters, head): each draws from the seeded RNG.
+        self.crm = load_frozen_crm(crm_checkpoint, num_items) if crm_checkpoint is not None else None
+        self.crm_gate = (CRMGate(self.crm, crm_checkpoint, target_aware=gate_input == "target-aware")
+                         if self.crm is not None else None)
         self.gate = GateInput()
         if adapter == "personalized":
-            if self.crm is None:
+            if self.crm_gate is None:
                 raise ValueError("model.adapter 'personalized' needs model.crm_checkpoint: the gate reads the CRM's user "
                                  "representation (train one with plugins/recsys-plora/configs/ml-100k/ctr-din.yaml)")
-            gate_dim = self.crm.representation_dim if gate_input == "target-aware" else self.crm.agnostic_dim
-            add_personalized_lora(self.encoder.transformer, self._target_names(targets, adapted), self.gate, gate_dim,
-                                  num_loras=num_loras, rank=rank, alpha=lora_alpha, dropout=lora_dropout,
-                                  temperature=temperature, gate_hidden=gate_hidden, gate_dropout=gate_dropout,
-                                  mixing=mixing)
+            add_personalized_lora(self.encoder.transformer, self._target_names(targets, adapted), self.gate,
+                                  self.crm_gate.dim, num_loras=num_loras, rank=rank, alpha=lora_alpha,
+                                  dropout=lora_dropout, temperature=temperature, gate_hidden=gate_hidden,
+                                  gate_dropout=gate_dropout, mixing=mixing)
         elif adapter == "shared":
             from recsys.llm import add_lora
 
             add_lora(self.encoder.transformer, r=rank, alpha=int(lora_alpha), dropout=lora_dropout,
                      targets=self._target_names(targets, adapted))  # peft wraps the layers in place
+        # Checkpoint keys: `answer_direction`/`answer_bias` (yes-no) or `head.*` (linear).
         if self.head_kind == "yes-no":
             self.register_buffer("answer_direction", direction)
             self.register_buffer("answer_bias", torch.tensor(bias))
         else:
-            self.head = nn.Linear(self.encoder.dim, 1)
-            with torch.no_grad():
-                if direction is not None:  # RecLoRA's ctr head: start from the LM's Yes-No direction
-                    self.head.weight.copy_(direction[None])
-                else:
-                    nn.init.normal_(self.head.weight, std=0.02)
-                self.head.bias.zero_()
+            self.head = linear_answer_head(self.encoder.dim, direction)
         self._setup_done = False
 
-    # ---- construction helpers -------------------------------------------------------------
-
-    def _wrap(self, text: str) -> str:
-        if self.use_chat:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return text + "\nAnswer:" if self.causal else text
-
-    def _answer_ids(self) -> tuple[int, int]:
-        """Token ids of the answers as they follow the prompt (derived from this tokenizer,
-        after the assistant prefix, rather than by tokenising bare words)."""
-        prefix = self._wrap("Will the user like it?")
-        before = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        ids = []
-        for answer in (("Yes", "No") if self.use_chat else (" Yes", " No")):
-            full = self.tokenizer(prefix + answer, add_special_tokens=False)["input_ids"]
-            if full[:len(before)] != before or len(full) == len(before):
-                raise ValueError(f"the tokenizer merges the answer {answer!r} into the prompt's last token; "
-                                 "use head: linear")
-            ids.append(full[len(before)])
-        if ids[0] == ids[1]:
-            raise ValueError("the answers Yes and No start with the same token under this tokenizer; use head: linear")
-        return ids[0], ids[1]
+    @property
+    def use_chat(self) -> bool:
+        """The prompt is wrapped in the tokenizer's chat template."""
+        return self.prompter.use_chat
 
     def _target_names(self, targets: Sequence[str] | None, adapted: int) -> list[str]:
         """Full names of the target linears inside the top ``adapted`` blocks."""
@@ -255,99 +226,44 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
 
     def attach(self, dm) -> None:
         """Read what prompts need from a ``CTRDataModule`` (titles, user fields, retrieval
-        vectors); ``setup`` calls it with the trainer's data module."""
+        vectors) and pick the cached states of this data; ``setup`` calls it with the trainer's
+        data module."""
         data = getattr(dm, "data", None)
         if data is None or not hasattr(data, "samples") or not hasattr(data, "label"):
             raise ValueError("RecLoRA trains under the CTR protocol: use `data: CTRDataModule`")
-        self._check_crm(dm)
+        if self.crm_gate is not None:
+            self.crm_gate.check_protocol(dm.hparams)
         self._data = data
-        self._titles = recsys.llm.render_items(data.catalog, self.hparams.item_template)
-        self._noun = "movie" if data.name.startswith("ml-") else "item"
-        table = data.user_table
-        self._users = ([{}] * (len(data.users) + 1) if table is None
-                       else [{k: str(v) for k, v in row.items()} for row in table.to_dict("records")])
-        self._vectors = None
-        if self.hparams.retrieval == "similar":
-            self._vectors = recsys.embed_texts(self.hparams.retrieval_backbone,
-                                               recsys.llm.render_items(data.catalog, "rella"),
-                                               normalize=True, max_length=32)
+        self.prompter.attach(data)
         protocol = {k: v for k, v in dict(dm.hparams).items() if k in PROTOCOL_FIELDS + ("max_len",)}
-        key = _fingerprint({"backbone": self.encoder.source, "frozen": self.encoder.num_frozen_layers,
-                            "pooling": self.encoder.pooling, "max_length": self.encoder.max_length,
-                            "chat": self.use_chat, "data": protocol,
-                            **{k: self.hparams[k] for k in ("prompt_items", "prompt", "retrieval", "retrieval_backbone",
-                                                            "item_template")}})
+        key = fingerprint({"backbone": self.encoder.source, "frozen": self.encoder.num_frozen_layers,
+                           "pooling": self.encoder.pooling, "max_length": self.encoder.max_length,
+                           "chat": self.use_chat, "data": protocol,
+                           **{k: self.hparams[k] for k in ("prompt_items", "prompt", "retrieval", "retrieval_backbone",
+                                                           "item_template")},
+                           "item_noun": self.prompter.noun})
         if not self.hparams.cache_states:
-            self._cache = None
+            self._states = None
         elif self.encoder.source.get("pretrained"):
-            self._cache = _STATE_CACHES.setdefault(key, {})
+            self._states = self.state_cache.store(key)
         else:  # random weights differ per instance: their states are this model's alone
-            self._cache = {}
-
-    def _check_crm(self, dm) -> None:
-        path = self.hparams.crm_checkpoint
-        if self.crm is None or path is None:
-            return
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("datamodule_hyper_parameters")
-        if not saved:
-            return
-        ours = dict(dm.hparams)
-        differ = {k: (saved.get(k), ours.get(k)) for k in PROTOCOL_FIELDS
-                  if k in ours and json.dumps(saved.get(k), default=str) != json.dumps(ours.get(k), default=str)
-                  and not (isinstance(saved.get(k), (list, tuple)) and list(saved.get(k)) == list(ours.get(k) or []))}
-        if differ:
-            raise ValueError(f"model.crm_checkpoint was trained on other data settings (CRM vs here): {differ}; "
-                             "the CRM must see the same split, or it has seen the evaluation period")
+            self._states = {}
 
     def prompts(self, batch: CTRBatch) -> list[str]:
         """The (wrapped) prompt of every sample in the batch."""
-        positions, valid = select_history(batch.history, batch.history_mask, batch.item, self.hparams.prompt_items,
-                                          self.hparams.retrieval, self._vectors)
-        items = batch.history.gather(1, positions).tolist()
-        ratings = batch.history_rating.gather(1, positions).tolist()
-        texts = []
-        for row, (user, target) in enumerate(zip(batch.user.tolist(), batch.item.tolist())):
-            shown = [(self._titles[i], r) for i, r, v in zip(items[row], ratings[row], valid[row].tolist()) if v]
-            texts.append(self._wrap(PROMPTS[self.hparams.prompt](self._users[user], shown, self._titles[target],
-                                                                 self._noun)))
-        return texts
+        return self.prompter(batch)
 
-    def _inputs(self, batch: CTRBatch) -> tuple[Tensor, Tensor, Tensor | None]:
-        """-> right-padded ids (B, T), mask (B, T), frozen-block states (B, T, d) or None."""
-        cached = self.encoder.num_frozen_layers > 0
-        keys = batch.sample.tolist()
-        store = self._cache if self._cache is not None else {}
-        missing = [i for i, k in enumerate(keys) if k not in store]
-        if missing:
-            started = time.perf_counter()
-            texts = self.prompts(batch)
-            tok = self.encoder.tokenize([texts[i] for i in missing])
-            states = None
-            if cached:
-                was_training = self.encoder.transformer.training
-                self.encoder.transformer.eval()  # cached states must not depend on dropout
-                states = self.encoder.frozen_states(tok["input_ids"], tok["attention_mask"]).cpu()
-                self.encoder.transformer.train(was_training)
-            fresh = {}
-            for j, i in enumerate(missing):
-                n = int(tok["attention_mask"][j].sum())
-                fresh[keys[i]] = (tok["input_ids"][j, :n].clone(), states[j, :n].clone() if cached else None)
-            if self._cache is not None:
-                self._cache.update(fresh)
-            store = {**{k: store[k] for k in keys if k in store}, **fresh}
-            CACHE_SECONDS[0] += time.perf_counter() - started
-        rows = [store[k] for k in keys]
-        width = max(len(ids) for ids, _ in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        states = torch.zeros(len(rows), width, self.encoder.dim) if cached else None
-        for j, (row_ids, row_states) in enumerate(rows):
-            ids[j, :len(row_ids)] = row_ids
-            mask[j, :len(row_ids)] = 1
-            if cached:
-                states[j, :len(row_ids)] = row_states
-        return ids, mask, states
+    def _encode(self, batch: CTRBatch, rows: list[int]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Batch rows -> right-padded ids (M, T), mask (M, T), frozen-block states (M, T, d) or None."""
+        texts = self.prompts(batch)
+        tok = self.encoder.tokenize([texts[i] for i in rows])
+        if self.encoder.num_frozen_layers == 0:
+            return tok["input_ids"], tok["attention_mask"], None
+        was_training = self.encoder.transformer.training
+        self.encoder.transformer.eval()  # cached states must not depend on dropout
+        states = self.encoder.frozen_states(tok["input_ids"], tok["attention_mask"]).cpu()
+        self.encoder.transformer.train(was_training)
+        return tok["input_ids"], tok["attention_mask"], states
 
     # ---- model -----------------------------------------------------------------------------
 
@@ -355,12 +271,12 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         """(B, H) the CRM's user representation the gates read (None without a personalized adapter)."""
         if self.hparams.adapter != "personalized":
             return None
-        with torch.no_grad():
-            return self.crm.user_representation(batch, target_aware=self.hparams.gate_input == "target-aware")
+        return self.crm_gate(batch)
 
     def pooled(self, batch: CTRBatch) -> Tensor:
         """(B, d) the backbone's vector at the answer position (causal) or pooled (encoders)."""
-        ids, mask, states = self._inputs(batch)
+        ids, mask, states = cached_inputs(batch.sample.tolist(), self._states, lambda rows: self._encode(batch, rows),
+                                          self.tokenizer.pad_token_id, self.encoder.dim)
         self.gate.value = self.gate_vector(batch)
         try:
             return self.encoder(ids, mask, frozen_states=states)
@@ -368,7 +284,8 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
             self.gate.value = None
 
     def logits(self, batch: CTRBatch) -> Tensor:
+        """(B,) the logit of P(like)."""
         pooled = self.pooled(batch)
         if self.head_kind == "yes-no":
-            return pooled @ self.answer_direction + self.answer_bias
+            return yes_no_logits(pooled, self.answer_direction, self.answer_bias)
         return self.head(pooled).squeeze(-1)

@@ -1,4 +1,5 @@
-"""What the LLM reads: the short history (long-short retrieval) and the ReLLa prompt."""
+"""What the LLM reads: the short history (long-short retrieval), the ReLLa prompt, and
+:class:`ReLLaPrompter`, which builds every sample's prompt text from a CTR batch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+import recsys
+import recsys.llm
+from recsys import CTRBatch
+
 Retrieval = Literal["similar", "recent"]
+PromptKind = Literal["rella", "compact"]
 
 
 def select_history(history: Tensor, mask: Tensor, target: Tensor, k: int, mode: Retrieval,
@@ -87,3 +93,77 @@ def compact_prompt(user: Mapping[str, str], history: Sequence[tuple[str, float]]
 
 
 PROMPTS = {"rella": rella_prompt, "compact": compact_prompt}
+
+
+def default_item_noun(dataset_name: str) -> str:
+    """What items are called when not configured: ``movie`` on MovieLens (``ml-*``), else ``item``."""
+    return "movie" if dataset_name.startswith("ml-") else "item"
+
+
+class ReLLaPrompter:
+    """The prompt text of every sample in a CTR batch: the user's profile, the K retrieved
+    history items with their ratings, the target item; wrapped for the backbone.
+
+    Args:
+        tokenizer: the backbone's tokenizer (its chat template wraps the prompt).
+        causal: the backbone is a causal LM (it answers after the prompt).
+        chat_template: wrap in the tokenizer's chat template when it has one (causal only).
+        prompt: ``rella`` or ``compact`` (:data:`PROMPTS`).
+        prompt_items: K history items shown.
+        retrieval: how the K are chosen (:func:`select_history`).
+        retrieval_backbone: text encoder of the ``similar`` retrieval's item vectors.
+        item_template: how items are named (``recsys.llm.templates``).
+        item_noun: what the prompt calls items ("movie", "book" ...); None = from the dataset's
+            name (:func:`default_item_noun`).
+
+    :meth:`attach` reads what it needs from the data before the first call.
+    """
+
+    def __init__(self, tokenizer, causal: bool, chat_template: bool = True, prompt: PromptKind = "rella",
+                 prompt_items: int = 5, retrieval: Retrieval = "similar",
+                 retrieval_backbone: str = "all-minilm-l6-v2", item_template: str = "title",
+                 item_noun: str | None = None):
+        self.tokenizer = tokenizer
+        self.causal = causal
+        self.use_chat = bool(chat_template and causal and getattr(tokenizer, "chat_template", None))
+        self.prompt, self.prompt_items, self.retrieval = prompt, prompt_items, retrieval
+        self.retrieval_backbone, self.item_template, self.item_noun = retrieval_backbone, item_template, item_noun
+        self.titles: list[str] | None = None
+        self.users: list[dict[str, str]] = []
+        self.vectors: Tensor | None = None
+        self.noun: str | None = item_noun  # set by attach when None
+
+    def attach(self, data) -> None:
+        """Read item names, user fields and (``similar``) item vectors from a CTR dataset."""
+        self.titles = recsys.llm.render_items(data.catalog, self.item_template)
+        self.noun = self.item_noun if self.item_noun is not None else default_item_noun(data.name)
+        table = data.user_table
+        # one row per user id, 0 = padding; no user table = no profile
+        self.users = ([{}] * (len(data.users) + 1) if table is None
+                      else [{k: str(v) for k, v in row.items()} for row in table.to_dict("records")])
+        self.vectors = None
+        if self.retrieval == "similar":
+            self.vectors = recsys.embed_texts(self.retrieval_backbone, recsys.llm.render_items(data.catalog, "rella"),
+                                              normalize=True, max_length=32)
+
+    def wrap(self, text: str) -> str:
+        """The text as the backbone reads it: in the chat template, or followed by ``Answer:``
+        (causal LMs without one), or as is (encoders)."""
+        if self.use_chat:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return text + "\nAnswer:" if self.causal else text
+
+    def __call__(self, batch: CTRBatch) -> list[str]:
+        """B wrapped prompts, one per sample of the batch (history (B, L) -> K shown items)."""
+        if self.titles is None:
+            raise RuntimeError("ReLLaPrompter.attach(data) must run before prompts are built")
+        positions, valid = select_history(batch.history, batch.history_mask, batch.item, self.prompt_items,
+                                          self.retrieval, self.vectors)  # (B, K) each
+        items = batch.history.gather(1, positions).tolist()
+        ratings = batch.history_rating.gather(1, positions).tolist()
+        texts = []
+        for row, (user, target) in enumerate(zip(batch.user.tolist(), batch.item.tolist())):
+            shown = [(self.titles[i], r) for i, r, v in zip(items[row], ratings[row], valid[row].tolist()) if v]
+            texts.append(self.wrap(PROMPTS[self.prompt](self.users[user], shown, self.titles[target], self.noun)))
+        return texts

@@ -202,7 +202,7 @@ def test_smollm2_yes_no_head_and_chat_template(plora_plugin):
     model = RecLoRA(num_items=30, backbone="smollm2-135m-instruct", adapter="none", retrieval="recent")
     assert model.use_chat and model.head_kind == "yes-no"
     tok = model.tokenizer
-    prefix = model._wrap("Do you like it?")
+    prefix = model.prompter.wrap("Do you like it?")
     for answer, token in zip(("Yes", "No"), model.answer_ids):
         assert tok(prefix + answer, add_special_tokens=False)["input_ids"][-1] == token
 
