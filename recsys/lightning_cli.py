@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -50,7 +51,7 @@ def _registered_names(key: str) -> list[str]:
     return []
 
 
-def _class_at(class_path: str) -> type | None:
+def _class_at(class_path: str) -> type[Any] | None:
     """The class a ``class_path`` names (None when its module has no such name)."""
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name, None)
@@ -59,6 +60,8 @@ def _class_at(class_path: str) -> type | None:
 def _accepted_options(class_path: str) -> list[str]:
     try:
         cls = _class_at(class_path)
+        if cls is None:
+            return []
         return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
     except Exception:  # only a hint: never let it hide the real error
         return []
@@ -95,7 +98,7 @@ def follow_model_monitor(config) -> None:
     block. A monitor set explicitly to anything else is kept as written. Edits ``config`` (one
     subcommand's parsed configuration) in place."""
     model = config.get("model") if hasattr(config, "get") else None
-    class_path = model.get("class_path") if hasattr(model, "get") else None
+    class_path = model.get("class_path") if model is not None and hasattr(model, "get") else None
     if not class_path:
         return
     try:
@@ -175,7 +178,7 @@ class RecsysCLI(LightningCLI):
         if not isinstance(self.model, RecModule):
             return
         logged = self.model.logged_metrics("train") | self.model.logged_metrics("val")
-        for callback in self.trainer.callbacks:
+        for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's callback connector
             monitor = getattr(callback, "monitor", None)
             if monitor and monitor not in logged:
                 raise ConfigError(
@@ -187,11 +190,12 @@ class RecsysCLI(LightningCLI):
         """``--ckpt_path last`` resumes from the newest ``last*.ckpt`` of any earlier run under
         this run's root directory. (Lightning looks only in the new run's own checkpoint folder,
         which a fresh logger version leaves empty, and would silently start from scratch.)"""
+        assert self.subcommand is not None  # the before_/after_ hooks run only for a subcommand
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
         roots = {Path(self.trainer.default_root_dir)}
-        roots |= {Path(logger.save_dir) for logger in self.trainer.loggers if getattr(logger, "save_dir", None)}
+        roots |= {Path(save_dir) for logger in self.trainer.loggers if (save_dir := getattr(logger, "save_dir", None))}
         found = [path for root in roots if root.is_dir() for path in root.rglob("last*.ckpt")]
         if found:
             last = max(found, key=lambda path: path.stat().st_mtime)
@@ -208,10 +212,12 @@ class RecsysCLI(LightningCLI):
             config["ckpt_path"] = None
 
     def after_fit(self) -> None:
-        if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:
+        assert self.subcommand is not None  # the before_/after_ hooks run only for a subcommand
+        # Trainer.fast_dev_run is set by Lightning's trainer setup
+        if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:  # type: ignore[attr-defined]
             return
         checkpoint = self.trainer.checkpoint_callback
-        ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+        ckpt_path = "best" if checkpoint is not None and bool(getattr(checkpoint, "best_model_path", "")) else None
         self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
