@@ -27,7 +27,7 @@ __all__ = ["isolated_cache", "pytest_configure", "tiny_path"]
 
 
 def pytest_configure(config) -> None:
-    sys._called_from_test = True  # read by recsys.plugins.load_plugins
+    setattr(sys, "_called_from_test", True)  # read by recsys.plugins.load_plugins
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -133,7 +133,7 @@ class TrainingProbe(pl.Callback):
     """Added to the contract's fits: records what training did and the metrics of the last
     validation and test runs (those of the best checkpoint, after ``fit``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.batches = 0
         self.bad_losses = 0
         self.changed: list[str] = []
@@ -184,7 +184,7 @@ class _Fit:
 class _Runs:
     """The model under test and its two fits, each made once (and a failure remembered)."""
 
-    def __init__(self, model: type, plugin: object | None, init_args: dict | None, max_epochs: int, root: Path,
+    def __init__(self, model: type | None, plugin: object | None, init_args: dict | None, max_epochs: int, root: Path,
                  learn: dict | None = None):
         from recsys.models.base import SeqRecModule
 
@@ -258,6 +258,7 @@ def _rotate_test_targets(source: Path, out: Path) -> Path:
     target) takes the item of another user's: training and validation data are unchanged."""
     from recsys.data.atomic import read_atomic, write_atomic
     from recsys.data.dataset import load_sequences
+    from recsys.data.sequences import LeaveOneOut
 
     name = source.name
     (out / name).mkdir(parents=True, exist_ok=True)
@@ -269,6 +270,7 @@ def _rotate_test_targets(source: Path, out: Path) -> Path:
     inter.loc[last, "item_id"] = np.roll(inter.loc[last, "item_id"].to_numpy(), 1)
     write_atomic(inter, out / name / f"{name}.inter", types)
     before, after = load_sequences(source), load_sequences(out / name)
+    assert isinstance(before.split, LeaveOneOut) and isinstance(after.split, LeaveOneOut)  # the default protocol
     same_training = (np.array_equal(before.catalog.popularity, after.catalog.popularity)
                      and before.split.evaluated.tolist() == after.split.evaluated.tolist()
                      and np.array_equal(before.sequences.offsets, after.sequences.offsets))
@@ -495,6 +497,7 @@ class ModelContract:
 
     #: the model class (a subclass of recsys.SeqRecModule)
     model: ClassVar[type | None] = None
+    _contract_runs: ClassVar[_Runs]  # set on each subclass by its first test
     #: the module (or object) your ``recsys`` entry point names; None if already registered
     plugin: ClassVar[Any] = None
     #: the model's init arguments, besides num_items: keep it small
