@@ -13,6 +13,10 @@ renormalised over the trie's allowed tokens at each level (the same score a cons
 beam carries), so the full ranking has no beam-search noise. Both are ranked by the engine's
 rules for every model: ties by ``ties``, a short beam list's fillers unlisted, a repeated
 target (one in ``seen``) ranked from an unexcluded list or unexcluded scores.
+
+This module is the LightningModule wiring (the LM, samples, loss, checkpoints, the choice of
+ranking); the rankings themselves are :class:`~recsys_semantic_ids.beam_ranker.TrieBeamRanker`
+and :class:`~recsys_semantic_ids.exact_scorer.ExactScorer`.
 """
 
 from __future__ import annotations
@@ -22,47 +26,21 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import recsys
+from recsys_semantic_ids.beam_ranker import TrieBeamRanker
 from recsys_semantic_ids.codes import CodeTable, random_codes
-from recsys_semantic_ids.prompts import TASKS, PromptBuilder
-from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
+from recsys_semantic_ids.exact_scorer import ExactScorer, PrefixStructure
+from recsys_semantic_ids.prompts import IGNORE, TASKS, PromptBuilder, collate
+from recsys_semantic_ids.trie import CodeTrie
 
-IGNORE = -100
-#: transformers' beam search scores slots that never held a live beam -1e9 (or -inf once masked)
-UNFILLED = -1e8
+__all__ = ["IGNORE", "TIGER", "SemanticIDGenerator", "code_token_names", "collate"]
 
 
 def code_token_names(levels: Sequence[int]) -> list[list[str]]:
     """``<a_0> ... <a_{K-1}>``, ``<b_0> ...``: one name per (level, code)."""
     return [[f"<{chr(ord('a') + level)}_{code}>" for code in range(size)] for level, size in enumerate(levels)]
-
-
-def collate(samples: Sequence[tuple[list[int], ...]], pad_id: int) -> dict[str, Tensor]:
-    """(prompt, response[, labels]) id lists -> one batch laid out as [pad.. prompt | response ..pad].
-
-    ``labels`` (as long as the response, IGNORE where a token is not learned) defaults to the
-    response itself. Returns input_ids and attention_mask (B, P + R), position_ids counting real
-    tokens from 0, labels (B, R) (IGNORE at response padding) and ``response_length`` R. The
-    logits that predict the response are those at positions P - 1 .. P + R - 2, i.e. the last
-    R + 1 positions without the final one.
-    """
-    p = max(len(sample[0]) for sample in samples)
-    r = max(len(sample[1]) for sample in samples)
-    ids = torch.full((len(samples), p + r), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full((len(samples), r), IGNORE, dtype=torch.long)
-    for row, (prompt, response, *targets) in enumerate(samples):
-        ids[row, p - len(prompt):p] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, p - len(prompt):p] = 1
-        if response:
-            ids[row, p:p + len(response)] = torch.tensor(response, dtype=torch.long)
-            mask[row, p:p + len(response)] = 1
-            labels[row, :len(response)] = torch.tensor(targets[0] if targets else response, dtype=torch.long)
-    positions = (mask.cumsum(1) - 1).clamp_min(0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
-            "response_length": r}
 
 
 class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
@@ -141,6 +119,7 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         self.register_buffer("item_tokens", code_tokens.gather(1, codes.T.clamp_min(0)).T.contiguous(),
                              persistent=False)  # (N + 1, L): each item's code-token ids
         self._trie: CodeTrie | None = None
+        self._prefix_structure: PrefixStructure | None = None
         self._titles: list[str] | None = None
 
     # ---- the language model ------------------------------------------------------------------
@@ -282,134 +261,28 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
     @torch.no_grad()
     def beam_search(self, batch: recsys.Batch, k: int) -> tuple[Tensor, Tensor]:
         """(B, k) items from trie-constrained beams (history excluded, de-duplicated), best first,
-        with their beam scores. Rows with fewer than k items are filled (the contract asks for k
-        distinct items) with unlisted items scored -inf, which the engine ranks as unlisted: all
-        tied at the bottom, never hits by position."""
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        prompts = self._prompts(batch)
-        encoded = collate([(p, []) for p in prompts], self.pad_id)
-        device = self.codes.device
-        length = self.item_tokens.shape[1]
-        beams = max(self.num_beams, k)
-        seen = batch.seen if batch.seen is not None else None
-        exclusions = [self.trie.exclusion(row.tolist()) for row in seen.cpu()] if seen is not None else None
-        constraint = TrieConstraint(self.trie, encoded["input_ids"].shape[1], beams, exclusions)
-        config = GenerationConfig(num_beams=beams, num_return_sequences=beams, max_new_tokens=length,
-                                  min_new_tokens=length, do_sample=False, early_stopping=True, length_penalty=0.0,
-                                  pad_token_id=self.pad_id, eos_token_id=None, bos_token_id=None,
-                                  return_dict_in_generate=True, output_scores=True)
-        out = self.lm.generate(input_ids=encoded["input_ids"].to(device),
-                               attention_mask=encoded["attention_mask"].to(device), generation_config=config,
-                               logits_processor=LogitsProcessorList([constraint]))
-        generated = out.sequences[:, -length:].reshape(len(prompts), beams, length).tolist()
-        scores = out.sequences_scores.float().reshape(len(prompts), beams).tolist()
-        k = min(k, self.num_items)
-        valid: list[float] = []  # one 0/1 per returned beam: a real item, not excluded
-        ids = torch.zeros(len(prompts), k, dtype=torch.long)
-        top = torch.full((len(prompts), k), float("-inf"))
-        for row in range(len(prompts)):
-            excluded = set(seen[row].tolist()) if seen is not None else set()
-            listed: list[int] = []
-            for sequence, score in zip(generated[row], scores[row]):
-                if not score > UNFILLED:
-                    continue  # an empty beam slot: fewer continuations than beams existed
-                item = self.trie.item_of.get(tuple(sequence))
-                valid.append(float(item is not None and item not in excluded))
-                if valid[-1]:
-                    if item not in listed and len(listed) < k:  # beams de-duplicated
-                        top[row, len(listed)] = score
-                        listed.append(item)
-            if len(listed) < k:  # fill (score -inf) with unlisted items, unseen ones first
-                rest = [i for i in range(1, self.num_items + 1) if i not in listed]
-                rest.sort(key=lambda i: i in excluded)
-                listed += rest[:k - len(listed)]
-            ids[row] = torch.tensor(listed)
+        with their beam scores (B, k); see :meth:`TrieBeamRanker.rank` for short rows."""
+        ranker = TrieBeamRanker(self.lm, self.trie, self.pad_id, self.num_beams)
+        result = ranker.rank(self._prompts(batch), k, batch.seen, device=self.codes.device)
         # the batch's own beam search reports (a repeat's re-query, which excludes nothing, does not)
-        self.report_metric("valid_rate", torch.tensor(valid, device=device))
-        return ids.to(device), top.to(device)
+        self.report_metric("valid_rate", result.valid)
+        return result.items, result.scores
 
     @torch.no_grad()
     def score(self, batch: recsys.Batch) -> Tensor:
         """(B, N + 1) log-probability of every item's code tuple under the trie-constrained
         model (teacher forcing); seen items are excluded from the renormalisation, as in
         beam search (and masked by the caller)."""
-        out = torch.full((len(batch.target), self.num_items + 1), float("-inf"), device=self.codes.device)
-        seen = batch.seen.cpu() if batch.seen is not None else None
-        for row, prompt in enumerate(self._prompts(batch)):
-            alive = torch.ones(self.num_items + 1, dtype=torch.bool)
-            alive[0] = False
-            if seen is not None:
-                alive[seen[row][seen[row] != 0]] = False
-            out[row] = self._item_log_probs(prompt, alive.to(self.codes.device))
-        return out
+        return self.exact_scorer().score(self._prompts(batch), batch.seen)
 
-    def _level_structure(self) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per level l: (group (N,) id of each item's l-prefix, pair (N,) id of its (l+1)-prefix,
-        pair_group (U,) the group of each pair). Computed once from the codes."""
-        if getattr(self, "_levels_cache", None) is None:
-            codes = self.codes[1:].cpu()
-            out = []
-            for level in range(codes.shape[1]):
-                group = (torch.unique(codes[:, :level], dim=0, return_inverse=True)[1] if level
-                         else torch.zeros(len(codes), dtype=torch.long))
-                pair = torch.unique(codes[:, :level + 1], dim=0, return_inverse=True)[1]
-                pair_group = torch.zeros(int(pair.max()) + 1, dtype=torch.long).scatter_(0, pair, group)
-                out.append((group, pair, pair_group))
-            prefixes, row_of = torch.unique(self.item_tokens[1:, :-1].cpu(), dim=0, return_inverse=True)
-            self._levels_cache = (out, prefixes, row_of)
-        return self._levels_cache
-
-    def _head(self, hidden: Tensor, tokens: Tensor) -> Tensor:
-        """hidden (M, d), tokens (M,) -> (M,) logits of one token per row, without computing
-        the whole vocabulary when the output layer is a plain linear map."""
-        head = self._causal().get_output_embeddings()
-        if type(head) is nn.Linear:
-            logits = (hidden * head.weight[tokens]).sum(-1)
-            return logits + head.bias[tokens] if head.bias is not None else logits
-        return head(hidden).gather(1, tokens[:, None])[:, 0]
-
-    def _item_log_probs(self, prompt: list[int], alive: Tensor) -> Tensor:
-        """(N + 1,) constrained log-probability of every item after one prompt."""
-        device = self.codes.device
-        trunk = self._causal().base_model
-        structure, prefixes, row_of = self._level_structure()
-        ids = torch.tensor([prompt], device=device)
-        first = trunk(input_ids=ids, use_cache=True)
-        cache, t = first.cache, len(prompt)
-        n, length = self.num_items, self.item_tokens.shape[1]
-        states = []  # hidden states after each prefix: (P, L - 1, d)
-        if length > 1:
-            prefixes = prefixes.to(device)
-            for start in range(0, len(prefixes), self.score_chunk):
-                chunk = prefixes[start:start + self.score_chunk]
-                chunk_cache = copy.deepcopy(cache)
-                chunk_cache.batch_repeat_interleave(len(chunk))
-                positions = torch.arange(t, t + length - 1, device=device).expand(len(chunk), -1)
-                mask = torch.ones(len(chunk), t + length - 1, dtype=torch.long, device=device)
-                states.append(trunk(input_ids=chunk, cache=chunk_cache, position_ids=positions,
-                                    attention_mask=mask, use_cache=True).last_hidden_state)
-            states = torch.cat(states)
-        tokens = self.item_tokens[1:]  # (N, L)
-        live = alive[1:]
-        total = torch.zeros(n, device=device)
-        for level, (group, pair, pair_group) in enumerate(structure):
-            hidden = (first.last_hidden_state[0, -1].expand(n, -1) if level == 0
-                      else states[row_of.to(device), level - 1])
-            logits = self._head(hidden, tokens[:, level]).float()  # (N,)
-            group, pair, pair_group = group.to(device), pair.to(device), pair_group.to(device)
-            pairs = len(pair_group)
-            pair_logit = torch.zeros(pairs, device=device).scatter_(0, pair, logits)
-            pair_alive = torch.zeros(pairs, dtype=torch.bool, device=device).scatter_(0, pair[live], True)
-            masked = pair_logit.masked_fill(~pair_alive, float("-inf"))
-            groups = int(pair_group.max()) + 1
-            top = torch.full((groups,), float("-inf"), device=device).scatter_reduce(0, pair_group, masked, "amax")
-            safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-            sums = torch.zeros(groups, device=device).scatter_add_(0, pair_group, (masked - safe_top[pair_group]).exp())
-            lse = safe_top + sums.log()
-            total = total + logits - lse[group]
-        total = total.masked_fill(~live, float("-inf"))
-        return torch.cat([torch.tensor([float("-inf")], device=device), total])
+    def exact_scorer(self) -> ExactScorer:
+        """The exact scorer over the current LM and device (built per call: cheap; the prefix
+        structure it needs is computed once)."""
+        if self._prefix_structure is None:
+            self._prefix_structure = PrefixStructure.from_codes(self.codes[1:], self.item_tokens[1:])
+        causal = self._causal()
+        return ExactScorer(causal.base_model, causal.get_output_embeddings(), self.item_tokens,
+                           self._prefix_structure, self.score_chunk)
 
     # ---- evaluation logging ------------------------------------------------------------------
 

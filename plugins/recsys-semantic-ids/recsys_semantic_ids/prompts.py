@@ -1,4 +1,5 @@
-"""LC-Rec's tasks as token-id samples: (prompt ids, response ids), never re-tokenised together.
+"""LC-Rec's tasks as token-id samples: (prompt ids, response ids), never re-tokenised together,
+and :func:`collate`, which lays samples out as one batch.
 
 A prompt is written as segments: text (tokenised alone) and code-token ids (used as they
 are). The response is tokenised separately and appended, so the labels are exactly the
@@ -14,7 +15,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, Union
 
+import torch
+from torch import Tensor
+
 Segment = Union[str, list[int]]
+
+#: the label of a token that is not learned (cross-entropy's ignore_index)
+IGNORE = -100
 
 #: The Alpaca wrapper LC-Rec uses around every instruction.
 ALPACA_HEAD = ("Below is an instruction that describes a task. Write a response that appropriately "
@@ -101,3 +108,29 @@ class PromptBuilder:
     def fusion_codes(self, history: Sequence[list[int]], title: str, template: int = 0) -> tuple[list[int], list[int]]:
         head, tail = FUSION_CODES[template % len(FUSION_CODES)]
         return self.render([head, self._join(history), tail]), self.response_text(title)
+
+
+def collate(samples: Sequence[tuple[list[int], ...]], pad_id: int) -> dict[str, Tensor]:
+    """(prompt, response[, labels]) id lists -> one batch laid out as [pad.. prompt | response ..pad].
+
+    ``labels`` (as long as the response, IGNORE where a token is not learned) defaults to the
+    response itself. Returns input_ids and attention_mask (B, P + R), position_ids counting real
+    tokens from 0, labels (B, R) (IGNORE at response padding) and ``response_length`` R. The
+    logits that predict the response are those at positions P - 1 .. P + R - 2, i.e. the last
+    R + 1 positions without the final one.
+    """
+    p = max(len(sample[0]) for sample in samples)
+    r = max(len(sample[1]) for sample in samples)
+    ids = torch.full((len(samples), p + r), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(samples), r), IGNORE, dtype=torch.long)
+    for row, (prompt, response, *targets) in enumerate(samples):
+        ids[row, p - len(prompt):p] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, p - len(prompt):p] = 1
+        if response:
+            ids[row, p:p + len(response)] = torch.tensor(response, dtype=torch.long)
+            mask[row, p:p + len(response)] = 1
+            labels[row, :len(response)] = torch.tensor(targets[0] if targets else response, dtype=torch.long)
+    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
+            "response_length": r}
