@@ -213,8 +213,8 @@ class RecsysCLI(LightningCLI):
 
     def after_fit(self) -> None:
         assert self.subcommand is not None  # the before_/after_ hooks run only for a subcommand
-        # Trainer.fast_dev_run is set by Lightning's trainer setup
-        if not self.config_init[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:  # type: ignore[attr-defined]
+        fast_dev_run = self.trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's trainer setup
+        if not self.config_init[self.subcommand].get("test_after_fit", True) or fast_dev_run:
             return
         checkpoint = self.trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and bool(getattr(checkpoint, "best_model_path", "")) else None

@@ -323,9 +323,9 @@ class TextItemEmbedder(pl.LightningModule):
         super().__init__()
         from recsys.llm.encoder import TextEncoder
 
-        # TextEncoder checks the name
-        self.encoder = TextEncoder(backbone, pooling=cast("Pooling", pooling), max_length=max_length, trainable_layers=0,
-                                   normalize=normalize)
+        # TextEncoder checks the pooling name
+        self.encoder = TextEncoder(backbone, pooling=cast("Pooling", pooling), max_length=max_length,
+                                   trainable_layers=0, normalize=normalize)
         self.template = template
         self._texts: list[str] | None = None
 

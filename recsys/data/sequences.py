@@ -365,7 +365,8 @@ class EpochShuffle(torch.utils.data.DistributedSampler):
 
     def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         # DistributedSampler only takes len() of its dataset
-        super().__init__(cast("Dataset[int]", range(size)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        super().__init__(cast("Dataset[int]", range(size)), num_replicas=num_replicas, rank=rank, shuffle=False,
+                         seed=seed)
         self.size = size
 
     def __iter__(self):

@@ -148,7 +148,8 @@ class RecModule(pl.LightningModule):
         """
         saved = _saved_class(checkpoint_path, weights_only)
         target = saved if saved is not None and issubclass(saved, cls) else cls
-        load = super(RecModule, target).load_from_checkpoint.__func__  # type: ignore[attr-defined]  # a bound classmethod
+        # a bound classmethod: its __func__ takes the class to build
+        load = super(RecModule, target).load_from_checkpoint.__func__  # type: ignore[attr-defined]
         return contextvars.Context().run(load, target, checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     def configure_optimizers(self):
