@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,8 @@ class RQVAE(recsys.RecModule):
         codes_path: where ``recsys predict`` writes the codes (default ``<log dir>/codes.json``).
     """
 
+    monitor: ClassVar[tuple[str, str]] = ("val/loss", "min")  # no ranking metrics: the CLI's default callbacks follow this
+
     def __init__(
         self,
         num_items: int,
@@ -177,8 +179,7 @@ class RQVAE(recsys.RecModule):
         self.vectors[1:] = vectors.to(self.vectors.device)
 
     def logged_metrics(self, stage: str) -> set[str]:
-        """No ranking metrics: losses and the collision rate only (monitor ``val/loss``, as
-        plugins/recsys-semantic-ids/configs/ml-100k/rqvae.yaml does)."""
+        """No ranking metrics: losses and the collision rate only (``monitor`` is ``val/loss``)."""
         if stage == "train":
             return super().logged_metrics(stage) | {"train/recon_loss"}
         return {f"{stage}/{m}" for m in ("loss", "recon_loss", "collision_rate")}

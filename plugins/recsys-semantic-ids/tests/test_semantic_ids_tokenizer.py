@@ -148,14 +148,37 @@ def test_rqkmeans_needs_no_training(semantic_ids_plugin, tiny_data, tmp_path):
     assert collision_rate(table.codes) == 0 and table.stats["method"] == "rqkmeans"
 
 
+def _rqvae_args(tiny_data, tmp_path) -> list[str]:
+    return ["--model=RQVAE", "--model.encoder=tiny-bert", "--model.hidden=[16]", "--model.e_dim=4",
+            "--model.levels=1", "--model.codebook_size=2", "--data=recsys_semantic_ids.ItemDataModule",
+            f"--data.path={tiny_data}", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+
+
+def test_rqvae_checkpoints_on_its_loss_by_default(semantic_ids_plugin, tiny_data, tmp_path, capsys):
+    """RQVAE.monitor: the CLI's default checkpoint and early stopping follow val/loss (min), so a
+    config needs no callbacks block."""
+    import yaml
+
+    from recsys.testing import run_cli
+
+    with pytest.raises(SystemExit):
+        run_cli(["fit", *_rqvae_args(tiny_data, tmp_path), "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    watched = {c["class_path"].rsplit(".", 1)[-1]: (c["init_args"]["monitor"], c["init_args"]["mode"])
+               for c in callbacks if "monitor" in c.get("init_args", {})}
+    assert watched == {"ModelCheckpoint": ("val/loss", "min"), "EarlyStopping": ("val/loss", "min")}
+    cli = run_cli(["fit", *_rqvae_args(tiny_data, tmp_path)])
+    assert cli.trainer.checkpoint_callback.monitor == "val/loss"
+    assert cli.trainer.checkpoint_callback.best_model_path
+
+
 def test_rqvae_refuses_a_ranking_monitor(semantic_ids_plugin, tiny_data, tmp_path):
     from recsys.testing import run_cli
 
-    with pytest.raises(ValueError, match="val/ndcg@10.*which the model does not log"):
-        run_cli(["fit", "--model=RQVAE", "--model.encoder=tiny-bert", "--model.hidden=[16]", "--model.e_dim=4",
-                 "--model.levels=1", "--model.codebook_size=2", "--data=recsys_semantic_ids.ItemDataModule",
-                 f"--data.path={tiny_data}", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-                 "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+    with pytest.raises(ValueError, match="val/hit@10.*which the model does not log"):
+        run_cli(["fit", *_rqvae_args(tiny_data, tmp_path), "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint",
+                 "--trainer.callbacks.monitor=val/hit@10"])
 
 
 CONFIGS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
