@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 import recsys
@@ -33,6 +35,7 @@ class UserLLM(nn.Module):
                  intermediate_size: int = 1536, max_len: int = 50, attn_implementation: str = "sdpa"):
         super().__init__()
         self.source: dict = {"name": decoder, "kind": "random", "pretrained": False}
+        self.decoder: Any  # a transformers base model (no LM head), fed inputs_embeds
         if decoder == "random-llama":
             self.decoder = random_llama(item_dim, num_layers, num_heads, intermediate_size, max_len,
                                         attn_implementation)

@@ -47,7 +47,7 @@ def answer_token_ids(tokenizer, wrap: Callable[[str], str], chat: bool) -> Answe
     return AnswerTokens(ids[0], ids[1])
 
 
-def yes_no_direction(lm_head: nn.Module, tokens: AnswerTokens) -> tuple[Tensor, float]:
+def yes_no_direction(lm_head: nn.Linear, tokens: AnswerTokens) -> tuple[Tensor, float]:
     """-> direction (d,) float32 and bias with ``h @ direction + bias == logit(Yes) - logit(No)``
     for a last hidden state h (d,). Detached copies: the LM head itself stays frozen and shared."""
     direction = (lm_head.weight[tokens.yes] - lm_head.weight[tokens.no]).detach().float().clone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -93,13 +94,17 @@ class DIN(recsys.CTRModule):
     @property
     def agnostic_dim(self) -> int:
         """Size of the target-agnostic representation (user fields + mean history)."""
-        return (len(self.fields) + 1) * self.dim
+        return (len(self.built()[0]) + 1) * self.dim
+
+    def built(self) -> tuple[nn.ModuleList, nn.Sequential, nn.Linear]:
+        """The layers sized by the data (user fields, MLP, output); an error before they exist."""
+        if self.fields is None or self.mlp is None or self.out is None:
+            raise RuntimeError("DIN is not built: run it through a Trainer with a CTRDataModule, or pass field_sizes")
+        return self.fields, self.mlp, self.out
 
     def _parts(self, batch: CTRBatch) -> tuple[Tensor, Tensor, Tensor]:
         """-> user field embeddings (B, F*d), history entries (B, L, d), mask (B, L, 1)."""
-        if self.fields is None:
-            raise RuntimeError("DIN is not built: run it through a Trainer with a CTRDataModule, or pass field_sizes")
-        fields = [emb(batch.user_fields[:, f]) for f, emb in enumerate(self.fields)]
+        fields = [emb(batch.user_fields[:, f]) for f, emb in enumerate(self.built()[0])]
         user = torch.cat(fields, -1) if fields else batch.item.new_zeros(len(batch.item), 0).float()
         ratings = batch.history_rating.round().clamp(0, 10).long()
         history = self.item_embedding(batch.history) + self.rating_embedding(ratings)
@@ -117,7 +122,7 @@ class DIN(recsys.CTRModule):
         query = target.unsqueeze(1).expand_as(history)
         weights = self.attention(torch.cat([query, history, query - history, query * history], -1)) * mask
         attended = (weights * history).sum(1)
-        return self.mlp(torch.cat([user, target, attended, self._mean(history, mask)], -1))
+        return self.built()[1](torch.cat([user, target, attended, self._mean(history, mask)], -1))
 
     def user_representation(self, batch: CTRBatch, target_aware: bool = True) -> Tensor:
         """The vector RecLoRA's gate reads: :meth:`hidden` (target-aware), or the user fields'
@@ -128,7 +133,7 @@ class DIN(recsys.CTRModule):
         return torch.cat([user, self._mean(history, mask)], -1)
 
     def logits(self, batch: CTRBatch) -> Tensor:
-        return self.out(self.hidden(batch)).squeeze(-1)
+        return self.built()[2](self.hidden(batch)).squeeze(-1)
 
 
 #: Data settings a CRM checkpoint must share with the data RecLoRA trains on (pitfall 6:
@@ -136,7 +141,7 @@ class DIN(recsys.CTRModule):
 PROTOCOL_FIELDS = ("path", "threshold", "min_history", "split", "tie_break", "user_fields")
 
 
-def load_frozen_crm(checkpoint: str, num_items: int) -> recsys.RecModule:
+def load_frozen_crm(checkpoint: str, num_items: int) -> DIN:
     """The CRM of a checkpoint, frozen (no gradients, eval mode); it must offer
     ``user_representation`` (a DIN) and know the same ``num_items``."""
     crm = recsys.RecModule.load_from_checkpoint(checkpoint)
@@ -145,7 +150,8 @@ def load_frozen_crm(checkpoint: str, num_items: int) -> recsys.RecModule:
                         "user_representation(batch, target_aware); train a DIN first")
     if crm.num_items != num_items:
         raise ValueError(f"model.crm_checkpoint was trained on {crm.num_items} items, this data has {num_items}")
-    return crm.requires_grad_(False).eval()
+    # duck-typed: any CRM offering DIN's user_representation and sizes will do
+    return cast(DIN, crm.requires_grad_(False).eval())
 
 
 def check_same_protocol(checkpoint: str, datamodule_hparams: Mapping) -> None:
@@ -176,7 +182,7 @@ class CRMGate:
         target_aware: the target-aware representation (:meth:`DIN.hidden`) or the target-agnostic one.
     """
 
-    def __init__(self, crm: nn.Module, checkpoint: str, target_aware: bool = True):
+    def __init__(self, crm: DIN, checkpoint: str, target_aware: bool = True):
         self.crm, self.checkpoint, self.target_aware = crm, checkpoint, target_aware
 
     @property

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 import recsys
 from recsys import CTRBatch
 from recsys_plora.answer_head import answer_token_ids, linear_answer_head, yes_no_direction, yes_no_logits
-from recsys_plora.crm import PROTOCOL_FIELDS, CRMGate, load_frozen_crm
+from recsys_plora.crm import DIN, PROTOCOL_FIELDS, CRMGate, load_frozen_crm
 from recsys_plora.lora import GateInput, Mixing, add_personalized_lora
 from recsys_plora.prompts import PROMPTS, ReLLaPrompter, Retrieval
 from recsys_plora.state_cache import CACHE_SECONDS, FrozenStateCache, cached_inputs, fingerprint
@@ -166,9 +166,11 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         self.state_cache = FrozenStateCache.shared()
 
         # Built in this order (CRM, adapters, head): each draws from the seeded RNG.
-        self.crm = load_frozen_crm(crm_checkpoint, num_items) if crm_checkpoint is not None else None
-        self.crm_gate = (CRMGate(self.crm, crm_checkpoint, target_aware=gate_input == "target-aware")
-                         if self.crm is not None else None)
+        self.crm: DIN | None = None
+        self.crm_gate: CRMGate | None = None
+        if crm_checkpoint is not None:
+            self.crm = load_frozen_crm(crm_checkpoint, num_items)
+            self.crm_gate = CRMGate(self.crm, crm_checkpoint, target_aware=gate_input == "target-aware")
         self.gate = GateInput()
         if adapter == "personalized":
             if self.crm_gate is None:
@@ -271,6 +273,8 @@ class RecLoRA(recsys.TrainableOnlyCheckpoint, recsys.CTRModule):
         """(B, H) the CRM's user representation the gates read (None without a personalized adapter)."""
         if self.hparams.adapter != "personalized":
             return None
+        if self.crm_gate is None:
+            raise RuntimeError("a personalized adapter needs crm_checkpoint (the CRM its gates read)")
         return self.crm_gate(batch)
 
     def pooled(self, batch: CTRBatch) -> Tensor:

@@ -156,7 +156,7 @@ class ReLLaPrompter:
 
     def __call__(self, batch: CTRBatch) -> list[str]:
         """B wrapped prompts, one per sample of the batch (history (B, L) -> K shown items)."""
-        if self.titles is None:
+        if self.titles is None or self.noun is None:
             raise RuntimeError("ReLLaPrompter.attach(data) must run before prompts are built")
         positions, valid = select_history(batch.history, batch.history_mask, batch.item, self.prompt_items,
                                           self.retrieval, self.vectors)  # (B, K) each

@@ -102,6 +102,7 @@ def pad_entries(rows: Sequence[Entry], pad_id: int, dim: int) -> tuple[Tensor, T
     for j, (row_ids, row_states) in enumerate(rows):
         ids[j, :len(row_ids)] = row_ids
         mask[j, :len(row_ids)] = 1
-        if with_states:
+        if states is not None:
+            assert row_states is not None  # entries have states all or none (with_states)
             states[j, :len(row_ids)] = row_states
     return ids, mask, states

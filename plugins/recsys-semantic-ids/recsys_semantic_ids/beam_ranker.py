@@ -9,9 +9,10 @@ Shapes: B prompts, k items asked for, L levels, N items.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recsys_semantic_ids.prompts import collate
 from recsys_semantic_ids.trie import CodeTrie, TrieConstraint
@@ -30,6 +31,12 @@ class BeamRanking:
     valid: Tensor
 
 
+class Generator(Protocol):
+    """What the ranker needs of the LM: transformers' ``generate``."""
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class TrieBeamRanker:
     """Constrained beam search over a causal LM.
 
@@ -39,7 +46,7 @@ class TrieBeamRanker:
     num_beams: beams per prompt (at least k are used).
     """
 
-    def __init__(self, lm: nn.Module, trie: CodeTrie, pad_id: int, num_beams: int):
+    def __init__(self, lm: Generator, trie: CodeTrie, pad_id: int, num_beams: int):
         self.lm, self.trie, self.pad_id, self.num_beams = lm, trie, pad_id, num_beams
 
     @property
@@ -83,7 +90,7 @@ class TrieBeamRanker:
                     continue  # an empty beam slot: fewer continuations than beams existed
                 item = self.trie.item_of.get(tuple(sequence))
                 valid.append(float(item is not None and item not in excluded))
-                if valid[-1]:
+                if item is not None and valid[-1]:
                     if item not in listed and len(listed) < k:  # beams de-duplicated
                         top[row, len(listed)] = score
                         listed.append(item)

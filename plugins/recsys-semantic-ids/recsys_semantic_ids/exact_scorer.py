@@ -161,7 +161,11 @@ class ExactScorer:
         live = alive[1:]
         total = torch.zeros(n, device=device)
         for level, groups in enumerate(self.structure.levels):
-            hidden = first.last_hidden_state[0, -1].expand(n, -1) if level == 0 else states[row_of, level - 1]
+            if level == 0:
+                hidden = first.last_hidden_state[0, -1].expand(n, -1)
+            else:
+                assert states is not None  # computed whenever there is a level > 0
+                hidden = states[row_of, level - 1]
             logits = token_logits(self.output_layer, hidden, tokens[:, level]).float()  # (N,)
             groups = LevelGroups(groups.group.to(device), groups.pair.to(device), groups.pair_group.to(device))
             total = total + logits - group_log_normaliser(logits, groups, live)[groups.group]

@@ -226,8 +226,9 @@ class SemanticIDGenerator(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
 
     # ---- training ----------------------------------------------------------------------------
 
-    def response_loss(self, samples: Sequence[tuple[list[int], list[int]]]) -> Tensor:
-        """Mean next-token cross-entropy over response tokens only."""
+    def response_loss(self, samples: Sequence[tuple[list[int], ...]]) -> Tensor:
+        """Mean next-token cross-entropy over response tokens only: samples are (prompt,
+        response[, labels]) id lists, as :func:`~recsys_semantic_ids.prompts.collate` takes."""
         batch = collate(samples, self.pad_id)
         r = batch["response_length"]
         device = self.codes.device
@@ -358,7 +359,8 @@ class TIGER(SemanticIDGenerator):
             items = history[real].tolist()
             if labels[real[-1]] != 0:
                 items.append(int(labels[real[-1]]))
-            codes, targets = [], []
+            codes: list[int] = []
+            targets: list[int] = []
             for j, item in enumerate(items):
                 item_codes = tokens[item].tolist()
                 codes += item_codes

@@ -13,7 +13,7 @@ task; we keep a few, drawn at random per training sample; evaluation uses the fi
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence, TypedDict, Union
 
 import torch
 from torch import Tensor
@@ -64,6 +64,7 @@ class PromptBuilder:
         self._text_cache: dict[str, list[int]] = {}
 
     def _text(self, text: str) -> list[int]:
+        assert self.text_ids is not None, "id-only prompts have no text"
         ids = self._text_cache.get(text)
         if ids is None:
             ids = self._text_cache[text] = list(self.text_ids(text))
@@ -72,7 +73,12 @@ class PromptBuilder:
     def render(self, segments: Sequence[Segment]) -> list[int]:
         """Segments -> ids; instruction prompts are wrapped in the Alpaca template."""
         if self.text_ids is None:
-            return ([self.bos] if self.bos is not None else []) + [t for s in segments for t in s]
+            ids = [self.bos] if self.bos is not None else []
+            for segment in segments:
+                if isinstance(segment, str):
+                    raise TypeError(f"an id-only prompt (no text tokenizer) got text: {segment!r}")
+                ids.extend(segment)
+            return ids
         ids = self._text(ALPACA_HEAD)
         for segment in segments:
             ids = ids + (self._text(segment) if isinstance(segment, str) else list(segment))
@@ -110,7 +116,17 @@ class PromptBuilder:
         return self.render([head, self._join(history), tail]), self.response_text(title)
 
 
-def collate(samples: Sequence[tuple[list[int], ...]], pad_id: int) -> dict[str, Tensor]:
+class Collated(TypedDict):
+    """What :func:`collate` returns (B samples, P prompt and R response positions)."""
+
+    input_ids: Tensor  # (B, P + R)
+    attention_mask: Tensor  # (B, P + R)
+    position_ids: Tensor  # (B, P + R)
+    labels: Tensor  # (B, R)
+    response_length: int  # R
+
+
+def collate(samples: Sequence[tuple[list[int], ...]], pad_id: int) -> Collated:
     """(prompt, response[, labels]) id lists -> one batch laid out as [pad.. prompt | response ..pad].
 
     ``labels`` (as long as the response, IGNORE where a token is not learned) defaults to the

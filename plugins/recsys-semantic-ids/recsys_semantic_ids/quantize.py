@@ -68,6 +68,9 @@ class ResidualQuantizer(nn.Module):
     ``codebooks``: (L, K, E). Sinkhorn, when asked, applies to the last level only.
     """
 
+    codebooks: Tensor  # (L, K, E)
+    initialised: Tensor  # () bool buffer: k-means initialisation done
+
     def __init__(self, levels: int, codebook_size: int, dim: int):
         super().__init__()
         self.codebooks = nn.Parameter(torch.zeros(levels, codebook_size, dim))
@@ -100,7 +103,8 @@ class ResidualQuantizer(nn.Module):
 
         The codebook loss is the mean over levels of ||sg(r_l) - v||^2; the commitment term
         ||r_l - sg(v)||^2 comes from :meth:`losses` (the caller weighs it by beta)."""
-        residual, quantised, codes, code_loss, commit_loss = z, torch.zeros_like(z), [], 0.0, 0.0
+        residual, quantised, codes = z, torch.zeros_like(z), []
+        code_loss = commit_loss = z.new_zeros(())
         for level in range(self.levels):
             distances = self._distances(residual, level)
             if level == self.levels - 1 and sinkhorn_epsilon > 0:
@@ -131,6 +135,8 @@ class RQVAENet(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int], e_dim: int, levels: int, codebook_size: int,
                  dropout: float = 0.0, identity_encoder: bool = False):
         super().__init__()
+        self.encoder: nn.Module
+        self.decoder: nn.Module
         if identity_encoder:
             self.encoder, self.decoder = nn.Identity(), nn.Identity()
             e_dim = in_dim
