@@ -1,5 +1,6 @@
-"""The public extension points plugins build on (API 1.5): the catalog hook, declared metrics,
-the dense/generative flag, model-reported evaluation metrics and the causal-LM loss."""
+"""The public extension points plugins build on (API 1.5-1.6): the catalog hook, declared metrics,
+the dense/generative flag, model-reported evaluation metrics, the causal-LM loss and the
+per-window ranks of the last evaluation (1.6)."""
 
 from __future__ import annotations
 
@@ -181,3 +182,26 @@ def test_response_loss_is_the_causal_lm_loss_over_labelled_tokens():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert recsys.llm.unwrap_peft(torch.nn.Linear(2, 2)).in_features == 2
+
+
+def test_evaluated_ranks_are_the_test_epochs_windows_and_give_the_logged_metrics(tiny, tmp_path):
+    import lightning.pytorch as pl
+
+    model = Counting(tiny.num_items)
+    assert model.evaluated_ranks("test") is None
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    logged = trainer.test(model, datamodule=tiny, verbose=False)[0]
+    rows = model.evaluated_ranks("test")
+    # computed here, window by window, from the public rank(): the same (index, rank, user) rows
+    expected = []
+    for batch in tiny.test_dataloader():
+        for index, rank, user in zip(batch.index.tolist(), model.rank(batch).tolist(), batch.user.tolist()):
+            expected.append((index, rank, user))
+    assert sorted(map(tuple, rows[:, [0, 1, 3]].tolist())) == sorted(expected)
+    assert len({user for _, _, user in expected}) == len(expected)  # loo: one test window per user
+    ranks = rows[:, 1].float()
+    ndcg10 = torch.where(ranks <= 10, 1 / torch.log2(ranks + 1), torch.zeros_like(ranks)).mean()
+    assert float(ndcg10) == pytest.approx(logged["test/ndcg@10"], abs=1e-6)
+    assert float((ranks <= 5).float().mean()) == pytest.approx(logged["test/hit@5"], abs=1e-6)
+    assert model.evaluated_ranks("val") is None  # only test ran

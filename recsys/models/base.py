@@ -368,7 +368,8 @@ class SeqRecModule(RecModule):
             self._reporting_stage = None
         index = batch.index if batch.index is not None else torch.full_like(ranks, -1)
         cold = batch.cold if batch.cold is not None else torch.zeros_like(ranks, dtype=torch.bool)
-        self._eval_ranks.setdefault(stage, []).append(torch.stack([index, ranks.long(), cold.long()], dim=1))
+        rows = torch.stack([index, ranks.long(), cold.long(), batch.user.long()], dim=1)
+        self._eval_ranks.setdefault(stage, []).append(rows)
 
     @property
     def _eval_ranks(self) -> dict[str, list[Tensor]]:
@@ -377,16 +378,16 @@ class SeqRecModule(RecModule):
         return self._eval_buffer
 
     def _gathered(self, stage: str) -> Tensor:
-        """(n, 3) int64 rows (window index, rank, cold) of this epoch's ``stage`` windows, from
-        every process, each window once (rows without an index are all kept)."""
+        """(n, 4) int64 rows (window index, rank, cold, user) of this epoch's ``stage`` windows,
+        from every process, each window once (rows without an index are all kept)."""
         rows = self._eval_ranks.pop(stage, [])
-        local = torch.cat(rows) if rows else torch.empty(0, 3, dtype=torch.long, device=self.device)
+        local = torch.cat(rows) if rows else torch.empty(0, 4, dtype=torch.long, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             # all_gather needs equal shapes: pad every process's rows to the longest.
             sizes = cast(Tensor, self.all_gather(torch.tensor(len(local), device=local.device))).reshape(-1)
-            padded = torch.full((int(sizes.max()), 3), -2, dtype=torch.long, device=local.device)
+            padded = torch.full((int(sizes.max()), 4), -2, dtype=torch.long, device=local.device)
             padded[: len(local)] = local
-            gathered = cast(Tensor, self.all_gather(padded)).reshape(-1, 3)  # a tensor in, a tensor out
+            gathered = cast(Tensor, self.all_gather(padded)).reshape(-1, 4)  # a tensor in, a tensor out
             local = gathered[gathered[:, 0] != -2]
         indexed = local[:, 0] >= 0
         if indexed.any():
@@ -396,8 +397,23 @@ class SeqRecModule(RecModule):
             local = torch.cat([local[indexed][first], local[~indexed]])
         return local
 
+    def evaluated_ranks(self, stage: str) -> Tensor | None:
+        """The last finished ``stage`` ("val" or "test") epoch's windows: (n, 4) int64 rows
+        (window index, rank of the target (1 = best), cold, user index), every window once,
+        gathered from every process, on the CPU; None before one has finished. Any rank metric
+        and any paired comparison of two models over the same windows can be recomputed from
+        these (``recsys study`` saves the test ones of every run)."""
+        return self._evaluated.get(stage)
+
+    @property
+    def _evaluated(self) -> dict[str, Tensor]:
+        if not hasattr(self, "_evaluated_rows"):
+            self._evaluated_rows: dict[str, Tensor] = {}
+        return self._evaluated_rows
+
     def _log_epoch_metrics(self, stage: str) -> None:
         rows = self._gathered(stage)
+        self._evaluated[stage] = rows.cpu()
         if len(rows) == 0:
             return
         ranks, cold = rows[:, 1], rows[:, 2].bool()
