@@ -149,6 +149,12 @@ def cmd_plugin(argv: list[str]) -> int:
     return 0
 
 
+def cmd_study(argv: list[str]) -> int:
+    from recsys.study.cli import main as study_main
+
+    return study_main(argv)
+
+
 def cmd_embed_items(argv: list[str]) -> int:
     """``recsys embed-items``: a ``predict`` run writing item text embeddings as resumable shards."""
     from lightning.pytorch.cli import LightningCLI
@@ -183,6 +189,7 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
     "backbones": cmd_backbones,
     "convert": cmd_convert,
     "embed-items": cmd_embed_items,
+    "study": cmd_study,
 }
 
 USAGE = """usage: recsys COMMAND [options]
@@ -202,6 +209,9 @@ Plugins and data:
   embed-items  item text embeddings as resumable .npy shards (--data.shard_dir DIR --data.path DATA)
   plugin     for plugin authors: `recsys plugin new NAME` writes a package that passes its tests
 
+Compare models fairly (equal tuning budget, seeds, paired tests, cost; docs/studies.md):
+  study      recsys study run|status|report STUDY.yaml [--jobs N]
+
 Example: recsys fit --config configs/ml-100k/sasrec.yaml
 Errors in data or configuration print one line; RECSYS_DEBUG=1 shows the traceback.
 """
@@ -215,6 +225,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     errors: tuple[type[Exception], ...] = (DataFormatError, PluginError, FileNotFoundError, FileExistsError)
     if "recsys.lightning_cli" in sys.modules:
         errors += (sys.modules["recsys.lightning_cli"].ConfigError,)
+    if "recsys.study.spec" in sys.modules:
+        errors += (sys.modules["recsys.study.spec"].StudyError,)
     return errors
 
 

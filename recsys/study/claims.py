@@ -1,0 +1,171 @@
+"""Who runs what: every run of a study is a slot of an Optuna study in one shared database.
+
+Per dataset and model there are two Optuna studies: ``<study>/<dataset>/<model>/tune``
+(``budget.trials`` slots, when the model has a search space) and ``.../seeds`` (one slot per seed,
+with the best tuning trial's parameters). A worker claims a slot by asking the Optuna study for a
+trial: the database numbers trials atomically, so two workers (threads, processes or machines
+sharing a PostgreSQL URL) never get the same slot, and a trial numbered past the budget is
+refused. That is what keeps the budget equal: a model gets exactly ``budget.trials`` slots.
+
+A crash loses only the run in flight. Running trials send heartbeats; one whose heartbeat stops
+(its worker died) is failed by the next worker that looks, and its slot is queued again with the
+same parameters. A worker also fails at once the running trials of dead processes on its own
+host, so ``recsys study run`` after a ``kill -9`` resumes without waiting for the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from recsys.study.spec import ModelSpec, Param, StudySpec
+
+Phase = Literal["tune", "seed"]
+HOST = socket.gethostname()
+
+# Attributes a study keeps on its trials.
+SLOT, OVER_BUDGET, RUN_FAILED, PID, HOST_ATTR = "slot", "over_budget", "run_failed", "pid", "host"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (dataset, model) pair of a study."""
+
+    dataset: str
+    model: ModelSpec
+
+    def study_name(self, spec: StudySpec, phase: Phase) -> str:
+        return f"{spec.name}/{self.dataset}/{self.model.name}/{phase}"
+
+    def budget(self, spec: StudySpec, phase: Phase) -> int:
+        if phase == "tune":
+            return spec.trials if self.model.search else 0
+        return len(spec.seeds)
+
+
+@dataclass(frozen=True)
+class PhaseState:
+    """Slots of one phase: finished (a value, pruned, or a run that failed), running, total."""
+
+    finished: frozenset[int]
+    running: frozenset[int]
+    budget: int
+
+    @property
+    def done(self) -> bool:
+        return len(self.finished) >= self.budget
+
+    @property
+    def claimable(self) -> bool:
+        return len(self.finished | self.running) < self.budget
+
+
+def tasks(spec: StudySpec) -> list[Task]:
+    return [Task(d, m) for d in spec.datasets for m in spec.models.values()]
+
+
+def slot_of(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(SLOT, trial.number))
+
+
+def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
+    """The study's database, with heartbeats; a stale trial's slot is queued again."""
+    if spec.storage.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(spec.storage.removeprefix("sqlite:///")) or ".", exist_ok=True)
+    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if spec.storage.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat,
+                                          grace_period=spec.grace, heartbeat_stale_trial_callback=requeue)
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's slot again with its parameters (called once per stale trial)."""
+    budget = int(study.user_attrs.get("budget", 0))
+    if trial.user_attrs.get(OVER_BUDGET) or slot_of(trial) >= budget:
+        return
+    study.enqueue_trial(trial.params, user_attrs={SLOT: slot_of(trial), "retry_of": trial.number},
+                        skip_if_exists=False)
+
+
+def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages.BaseStorage,
+               worker: int = 0) -> optuna.Study:
+    """The phase's Optuna study (created on first use). Its TPE sampler is seeded from the study's
+    first seed, the number of trials so far and the worker, so a serial study suggests the same
+    parameters every time it is run and two workers of one runner do not draw the same point."""
+    direction: Literal["maximize", "minimize"] = "maximize" if spec.select_mode == "max" else "minimize"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            study_name=task.study_name(spec, phase), storage=store, direction=direction, load_if_exists=True,
+            pruner=(optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.trials // 4), n_warmup_steps=2)
+                    if spec.pruning and phase == "tune" else optuna.pruners.NopPruner()))
+    if "budget" not in study.user_attrs:
+        study.set_user_attr("budget", task.budget(spec, phase))
+    seed = int.from_bytes(f"{spec.seeds[0]}/{len(study.trials)}/{worker}".encode(), "little") % 2**32
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, spec.trials // 3)))
+    return study
+
+
+def phase_state(study: optuna.Study) -> PhaseState:
+    budget = int(study.user_attrs.get("budget", 0))
+    finished, running = set(), set()
+    for trial in study.get_trials(deepcopy=False):
+        slot = slot_of(trial)
+        if slot >= budget or trial.user_attrs.get(OVER_BUDGET):
+            continue
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+                trial.state == TrialState.FAIL and trial.user_attrs.get(RUN_FAILED)):
+            finished.add(slot)
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            running.add(slot)
+    return PhaseState(frozenset(finished), frozenset(running - finished), budget)
+
+
+def best_trial(study: optuna.Study, maximize: bool) -> FrozenTrial | None:
+    """The best finished in-budget trial (ties: the lower slot), or None when none finished."""
+    budget = int(study.user_attrs.get("budget", 0))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if slot_of(t) < budget and t.value is not None]
+    if not done:
+        return None
+    return sorted(done, key=lambda t: ((-t.value if maximize else t.value), slot_of(t)))[0]  # type: ignore[operator]
+
+
+def suggest(trial: optuna.Trial, param: Param) -> Any:
+    if param.choices is not None:
+        return trial.suggest_categorical(param.key, list(param.choices))
+    assert param.low is not None and param.high is not None  # a range, checked by the spec
+    if param.is_int:
+        return trial.suggest_int(param.key, int(param.low), int(param.high), log=param.log,
+                                 step=int(param.step or 1))
+    return trial.suggest_float(param.key, float(param.low), float(param.high), log=param.log, step=param.step)
+
+
+def fail_orphans(study: optuna.Study, store: optuna.storages.BaseStorage) -> None:
+    """Fail (and queue again) running trials whose worker process on this host is gone."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get(PID)
+        if trial.user_attrs.get(HOST_ATTR) != HOST or pid is None or pid == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            if store.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                requeue(study, store.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker finished or failed it first
+            continue
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,57 @@
+"""``recsys study run|status|report STUDY.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="recsys study", description="Fair comparisons: every model gets the same tuning budget, is selected "
+        "on validation only, re-run with several seeds, and reported with intervals, paired tests and cost.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run every slot not finished yet (resumable; workers may share a study)")
+    run.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/tiny.yaml")
+    run.add_argument("--jobs", type=int, default=1, help="runs at a time in this process (default 1)")
+    status = commands.add_parser("status", help="finished / running / budget slots per dataset, model and phase")
+    status.add_argument("study", type=Path)
+    status.add_argument("--json", action="store_true", help="print JSON rows")
+    report = commands.add_parser("report", help="tables and plots: Markdown, CSV, PNG and one HTML page")
+    report.add_argument("study", type=Path)
+    report.add_argument("--out", type=Path, help="output folder (default: <study output>/report)")
+    for sub in (run, status, report):
+        sub.add_argument("--root", type=Path, default=Path.cwd(),
+                         help="the folder the study's relative paths start from (default: here)")
+        sub.add_argument("--output", type=Path, help="where runs, the database and the report go "
+                         "(default: the study's `output`, else runs/studies/<name>)")
+    args = parser.parse_args(argv)
+
+    from recsys.study.spec import load_study
+
+    spec = load_study(args.study, args.root, args.output)
+    if args.command == "run":
+        from recsys.study.runner import run_study
+
+        ran = run_study(spec, args.jobs)
+        print(f"recsys: study {spec.name}: {ran} run(s) here; `recsys study report {args.study}` writes the report")
+        return 0
+    if args.command == "status":
+        from recsys.study.runner import status as study_status
+
+        rows = study_status(spec)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(f"{'dataset':<20} {'model':<24} {'phase':<5} {'finished':>8} {'running':>7} {'budget':>6} "
+              f"{'failed':>6} {'pruned':>6}")
+        for r in rows:
+            print(f"{r['dataset']:<20} {r['model']:<24} {r['phase']:<5} {r['finished']:>8} {r['running']:>7} "
+                  f"{r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
+        return 0
+    from recsys.study.report import write_report
+
+    out = write_report(spec, args.out)
+    print(f"recsys: wrote {out / 'index.md'} and {out / 'index.html'}")
+    return 0

@@ -1,0 +1,383 @@
+"""``recsys study report``: leaderboards with intervals, paired tests, cost, plots, hygiene checks.
+
+Everything is recomputed from what the runs saved (``ranks.csv``, ``record.json``, ``run.json``),
+never from a cached table, so a report is always the runs' own numbers. Per dataset:
+
+- the leaderboard: each report metric's mean ± std over seeds (from each run's test ranks), a 95%
+  bootstrap interval over users (of the per-user value averaged over seeds), the difference from
+  the reference model with Wilcoxon signed-rank and paired t p-values (Holm-corrected across the
+  models compared) and Cohen's d_z, all on the same test users; cost: parameters, seconds to the
+  selected checkpoint, seconds per training epoch, test seconds, peak memory;
+- the tuning budget each model got (trials finished, pruned, failed);
+- checks: protocol settings, test users per model, runs that failed or are still running, a
+  selected epoch that is the last one allowed (budget-limited, not converged), different splits;
+- plots: the primary metric with intervals, metric@K curves, accuracy against training time,
+  validation curves.
+
+Written as Markdown + CSV + PNG, and one self-contained HTML page (images inlined).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.study import stats
+from recsys.study.records import RANKS, RECORD, RUN, read_json, read_ranks
+from recsys.study.spec import StudySpec
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it."""
+
+    path: Path
+    run: dict[str, Any]
+    record: dict[str, Any]
+    ranks: pd.DataFrame | None
+
+    @property
+    def status(self) -> str:
+        return str(self.run.get("status", "unknown"))
+
+
+@dataclass
+class ModelResult:
+    """A model's seed runs on one dataset."""
+
+    name: str
+    runs: list[Run]
+    expected_seeds: int
+    tune: list[Run] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "done" and r.ranks is not None]
+
+    def users(self) -> pd.DataFrame | None:
+        """Window -> per-user ranks of every finished seed (columns: one per seed), or None."""
+        frames = [r.ranks.set_index("window")["rank"].rename(r.run.get("seed")) for r in self.done
+                  if r.ranks is not None]
+        return pd.concat(frames, axis=1) if frames else None
+
+
+def load_runs(spec: StudySpec, dataset: str, model: str) -> list[Run]:
+    """Every run directory of (dataset, model), crashed attempts (``*.crashed-*``) left out."""
+    root = spec.output / "runs" / dataset / model
+    runs = []
+    for path in sorted(root.glob("*")) if root.is_dir() else []:
+        if ".crashed-" in path.name or not (path / RUN).is_file():
+            continue
+        run = read_json(path / RUN) or {}
+        record = read_json(path / RECORD) or {}
+        ranks = read_ranks(path / RANKS) if (path / RANKS).is_file() else None
+        runs.append(Run(path, run, record, ranks))
+    return runs
+
+
+def collect(spec: StudySpec, dataset: str) -> list[ModelResult]:
+    results = []
+    for name in spec.models:
+        runs = load_runs(spec, dataset, name)
+        results.append(ModelResult(name, [r for r in runs if r.run.get("phase") == "seed"], len(spec.seeds),
+                                   [r for r in runs if r.run.get("phase") == "tune"]))
+    return results
+
+
+def _mean(values: list[Any]) -> float | None:
+    """Mean of the numbers among ``values`` (None and NaN left out), or None."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per model (see the module docstring) and the dataset's warnings."""
+    warnings: list[str] = []
+    reference = next((m for m in results if m.name == spec.reference), None)
+    ref_users = reference.users() if reference is not None else None
+    rows: list[dict[str, Any]] = []
+    pending: list[int] = []
+    for model in results:
+        row: dict[str, Any] = {"model": model.name, "seeds": f"{len(model.done)}/{model.expected_seeds}"}
+        users = model.users()
+        for metric in spec.report_metrics:
+            per_seed = [float(stats.per_user(r.ranks["rank"].to_numpy(), metric).mean())
+                        for r in model.done if r.ranks is not None]
+            mean, std = stats.mean_std(per_seed) if per_seed else (math.nan, math.nan)
+            row[metric] = mean
+            row[f"{metric} std"] = std
+        if users is not None:
+            per_user = np.mean([stats.per_user(users[c].to_numpy(), spec.primary) for c in users.columns], axis=0)
+            row["ci_low"], row["ci_high"] = stats.bootstrap_ci(per_user)
+            if ref_users is not None and model.name != spec.reference:
+                if set(users.index) != set(ref_users.index):
+                    warnings.append(f"{model.name} and {spec.reference} were tested on different windows: "
+                                    "no paired test")
+                else:
+                    ref = np.mean([stats.per_user(ref_users.loc[users.index, c].to_numpy(), spec.primary)
+                                   for c in ref_users.columns], axis=0)
+                    test = stats.paired_test(per_user, ref)
+                    row.update(diff=test.diff, diff_low=test.diff_ci[0], diff_high=test.diff_ci[1],
+                               wilcoxon_p=test.wilcoxon_p, t_p=test.t_p, effect_dz=test.effect_dz,
+                               test_users=test.n)
+                    pending.append(len(rows))
+            row.setdefault("test_users", len(users))
+        records = [r.record for r in model.done]
+        row.update(
+            params_total=_first(records, "params_total"), params_trainable=_first(records, "params_trainable"),
+            seconds_to_best=_mean([r.get("seconds_to_best") for r in records]),
+            s_per_epoch=_mean([r.get("train_s_per_epoch") for r in records]),
+            test_s=_mean([r.get("test_s") for r in records]),
+            wall_s=_mean([r.run.get("wall_s") for r in model.done]),
+            peak_rss_mb=max((r.get("peak_rss_mb") or 0 for r in records), default=None) or None,
+            best_epoch=_mean([r.get("best_epoch") for r in records]),
+            epochs=_mean([r.get("epochs_run") for r in records]))
+        for run in model.done:
+            best, allowed = run.record.get("best_epoch"), run.record.get("max_epochs")
+            trains = (run.record.get("params_trainable") or 0) > 0 and (allowed or 0) > 1  # not Pop-like
+            if trains and best is not None and best + 1 >= allowed:
+                warnings.append(f"{model.name} seed {run.run.get('seed')}: selected epoch {best} is the last one "
+                                f"allowed ({allowed} epochs): budget-limited, not converged")
+        for run in model.runs:
+            if run.status != "done":
+                warnings.append(f"{model.name} seed {run.run.get('seed')}: {run.status}"
+                                + (f": {run.run['error']}" if run.run.get("error") else ""))
+        missing = model.expected_seeds - len(model.runs)
+        if missing > 0:
+            warnings.append(f"{model.name}: {missing} seed run(s) not started")
+        rows.append(row)
+    # Holm across every model compared with the reference, separately for each test.
+    for key in ("wilcoxon_p", "t_p"):
+        adjusted = stats.holm([rows[i][key] for i in pending]) if pending else []
+        for i, p in zip(pending, adjusted):
+            rows[i][f"{key}_holm"] = p
+    splits = {r.record.get("split_hash") for m in results for r in m.done if r.record.get("split_hash")}
+    if len(splits) > 1:
+        warnings.append(f"runs were tested on {len(splits)} different splits: the comparison is not like for like")
+    return pd.DataFrame(rows), warnings
+
+
+def _first(records: list[dict[str, Any]], key: str) -> Any:
+    return next((r[key] for r in records if r.get(key) is not None), None)
+
+
+def tuning(results: list[ModelResult], spec: StudySpec) -> pd.DataFrame:
+    """Trials each model got: the equal-budget check, visible."""
+    rows = []
+    for model in results:
+        statuses = [r.status for r in model.tune]
+        budget = spec.trials if spec.models[model.name].search else 0
+        rows.append({"model": model.name, "budget": budget, "done": statuses.count("done"),
+                     "pruned": statuses.count("pruned"), "failed": statuses.count("failed"),
+                     "running": statuses.count("running"),
+                     "searched": ", ".join(p.key for p in spec.models[model.name].search) or "-"})
+    return pd.DataFrame(rows)
+
+
+def protocol(results: list[ModelResult]) -> dict[str, Any]:
+    """The data settings the runs were evaluated under (the first finished run's; differences warned)."""
+    keys = ("protocol", "mask_history", "max_len", "cold_items", "eval_sample", "path")
+    for model in results:
+        for run in model.done:
+            data = run.record.get("data", {})
+            return {k: data.get(k) for k in keys if k in data}
+    return {}
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+def plots(spec: StudySpec, dataset: str, board: pd.DataFrame, results: list[ModelResult], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    done = board[board[spec.primary].notna()] if spec.primary in board else board.iloc[0:0]
+    if len(done):
+        fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.8 + 0.45 * len(done))))
+        y = np.arange(len(done))
+        means = done[spec.primary].to_numpy(float)
+        low = done.get("ci_low", pd.Series(means)).to_numpy(float)
+        high = done.get("ci_high", pd.Series(means)).to_numpy(float)
+        ax.errorbar(means, y, xerr=[np.clip(means - low, 0, None), np.clip(high - means, 0, None)], fmt="o",
+                    capsize=4)
+        ax.set_yticks(y, done["model"])
+        ax.set_xlabel(f"test {spec.primary} (mean over seeds; bars: 95% bootstrap interval over users)")
+        ax.set_title(f"{dataset}: {spec.primary}")
+        written.append(_save(fig, out / f"{dataset}-{spec.primary.replace('@', '_at_')}.png"))
+    if len(done) and len(spec.cutoffs) > 1:
+        fig, axes = plt.subplots(1, len(spec.metrics), figsize=(4.2 * len(spec.metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], spec.metrics):
+            for _, row in done.iterrows():
+                ax.plot(spec.cutoffs, [row[f"{metric}@{k}"] for k in spec.cutoffs], marker="o", label=row["model"])
+            ax.set_xlabel("cutoff K")
+            ax.set_ylabel(f"test {metric}@K")
+            ax.set_title(f"{dataset}: {metric}@K")
+        axes[0][0].legend(fontsize="small")
+        written.append(_save(fig, out / f"{dataset}-at-k.png"))
+    timed = done[done["seconds_to_best"].notna()] if "seconds_to_best" in done else done.iloc[0:0]
+    if len(timed):
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for _, row in timed.iterrows():
+            ax.scatter(max(row["seconds_to_best"], 1e-3), row[spec.primary], s=36)
+            ax.annotate(row["model"], (max(row["seconds_to_best"], 1e-3), row[spec.primary]), fontsize="small",
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds to the selected checkpoint (mean over seeds, log scale)")
+        ax.set_ylabel(f"test {spec.primary}")
+        ax.set_title(f"{dataset}: accuracy against training time")
+        written.append(_save(fig, out / f"{dataset}-cost.png"))
+    curves = [(m.name, r) for m in results for r in m.done if r.record.get("epochs")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        colours: dict[str, Any] = {}
+        for name, run in curves:
+            epochs = [e for e in run.record["epochs"] if spec.select in e["val"]]
+            line, = ax.plot([e["epoch"] for e in epochs], [e["val"][spec.select] for e in epochs], marker="o",
+                            markersize=3, color=colours.get(name), alpha=0.8, label=None if name in colours else name)
+            colours.setdefault(name, line.get_color())
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(spec.select)
+        ax.set_title(f"{dataset}: validation curves (one line per seed)")
+        ax.legend(fontsize="small")
+        written.append(_save(fig, out / f"{dataset}-validation.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2g}" if value >= 1e-4 else "<1e-4"
+
+
+def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
+    metrics = spec.report_metrics
+    head = ["model", "seeds", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
+            "p t (Holm)", "d_z", "params (trainable)", "s to best", "s/epoch", "test s", "peak RSS MB", "epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in board.iterrows():
+        cells = [str(r["model"]), str(r["seeds"])]
+        cells += [f"{_fmt(r[m])} ± {_fmt(r[f'{m} std'])}" if not pd.isna(r[m]) else "-" for m in metrics]
+        cells.append(f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" if not pd.isna(r.get("ci_low", np.nan))
+                     else "-")
+        if not pd.isna(r.get("diff", np.nan)):
+            cells += [f"{r['diff']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]", _p(r.get("wilcoxon_p_holm")),
+                      _p(r.get("t_p_holm")), f"{r['effect_dz']:+.2f}"]
+        else:
+            cells += ["reference" if r["model"] == spec.reference else "-", "-", "-", "-"]
+        cells += [f"{_fmt(r.get('params_total'))} ({_fmt(r.get('params_trainable'))})", _fmt(r.get("seconds_to_best"), 1),
+                  _fmt(r.get("s_per_epoch"), 2), _fmt(r.get("test_s"), 1), _fmt(r.get("peak_rss_mb"), 0),
+                  f"{_fmt(r.get('best_epoch'), 1)} / {_fmt(r.get('epochs'), 1)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def frame_markdown(frame: pd.DataFrame) -> list[str]:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return lines
+
+
+def write_report(spec: StudySpec, out: Path | None = None) -> Path:
+    """Write ``index.md``, ``index.html``, ``leaderboard.csv`` and the PNGs; returns the folder."""
+    out = out or spec.output / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# Study `{spec.name}`", "",
+          f"Study file `{spec.path}` (fingerprint `{spec.fingerprint()}`). Selection: `{spec.select}` "
+          f"({spec.select_mode}) on validation only; each model tuned with the same budget of {spec.trials} "
+          f"trial(s) when it has a search space, then its best trial re-run with seeds {list(spec.seeds)}. "
+          f"Test metrics: mean ± std over seeds. Interval: 95% bootstrap over test users of the per-user "
+          f"`{spec.primary}` averaged over seeds. Paired tests against `{spec.reference}` over the same test "
+          f"users, Holm-corrected across models; d_z = mean difference / std of differences.", ""]
+    boards = []
+    for dataset in spec.datasets:
+        results = collect(spec, dataset)
+        board, warnings = leaderboard(spec, results)
+        board.insert(0, "dataset", dataset)
+        boards.append(board)
+        md += [f"## {dataset}", "", f"Protocol: `{protocol(results)}`", ""]
+        md += board_markdown(spec, board) + [""]
+        md += ["Tuning budget (trials per model):", ""] + frame_markdown(tuning(results, spec)) + [""]
+        if warnings:
+            md += ["Checks:", ""] + [f"- {w}" for w in warnings] + [""]
+        for image in plots(spec, dataset, board, results, out):
+            md += [f"![{image.stem}]({image.name})", ""]
+    pd.concat(boards).to_csv(out / "leaderboard.csv", index=False)
+    (out / "index.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (out / "index.html").write_text(to_html(md, out), encoding="utf-8")
+    return out
+
+
+def to_html(md: list[str], folder: Path) -> str:
+    """A self-contained page from the report's Markdown lines (tables, headings, lists, images)."""
+    body, table = [], False
+    for line in md:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= {"-"}:
+                continue
+            if not table:
+                body.append("<table>")
+                table, tag = True, "th"
+            else:
+                tag = "td"
+            body.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            body.append("</table>")
+            table = False
+        if line.startswith("!["):
+            name = line[line.index("(") + 1:-1]
+            data = base64.b64encode((folder / name).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{_inline(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line:
+            body.append(f"<p>{_inline(line)}</p>")
+    if table:
+        body.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}")
+    return f"<!doctype html><meta charset=utf-8><title>study</title><style>{style}</style>\n" + "\n".join(body)
+
+
+def _inline(text: str) -> str:
+    """Markdown `code` spans -> <code>; everything else escaped."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))

@@ -1,0 +1,313 @@
+"""``recsys study run``: claim slots, run each as its own ``recsys fit`` process, record it.
+
+Order per (dataset, model): the tuning trials (when the model has a search space), then the best
+trial's parameters once per seed. Tuning trials never run the test set (``--test_after_fit
+false``): test metrics exist only for the runs selected on validation. Workers (``--jobs``
+threads here, or more ``recsys study run`` processes on any machine sharing the storage) take the
+next claimable slot; a worker with nothing claimable waits for running slots of other workers
+(their results decide what comes next) and stops when every slot is finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from recsys.study import claims
+from recsys.study.claims import Phase, Task
+from recsys.study.pruning import PRUNED
+from recsys.study.records import RECORD, RUN, read_json, write_json
+from recsys.study.spec import StudySpec
+
+POLL_SECONDS = 2.0
+
+
+class RunFailed(Exception):
+    """The run's process failed; its slot counts as finished (the budget was spent)."""
+
+
+class OverBudget(Exception):
+    """The database numbered this trial past the phase's budget: it is not run."""
+
+
+@dataclass
+class Unit:
+    """One run: a slot of a phase of a task."""
+
+    task: Task
+    phase: Phase
+    slot: int
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.task.dataset}/{self.task.model.name}/{self.directory_name}"
+
+    @property
+    def directory_name(self) -> str:
+        return f"tune-{self.slot}" if self.phase == "tune" else f"seed-{self.seed}"
+
+    def directory(self, spec: StudySpec) -> Path:
+        return spec.output / "runs" / self.task.dataset / self.task.model.name / self.directory_name
+
+
+def cli_args(values: dict[str, Any]) -> list[str]:
+    """``{"model.lr": 0.01, "model.hidden": [64, 32]}`` -> ``--model.lr=0.01 --model.hidden=[64, 32]``."""
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
+
+
+def command(spec: StudySpec, unit: Unit, trial_id: int | None) -> list[str]:
+    """The ``recsys fit`` command of a unit (what run.json records and a user can re-run)."""
+    config = unit.task.model.config_for(unit.task.dataset, spec.root)
+    data = {f"data.{k}": v for k, v in spec.datasets[unit.task.dataset].items()}
+    recorder = {"class_path": "recsys.study.RunRecorder",
+                "init_args": {"select": spec.select, "select_mode": spec.select_mode}}
+    args = [sys.executable, "-m", "recsys.cli", "fit", f"--config={config}", *cli_args(data),
+            *cli_args(unit.task.model.overrides), *cli_args(unit.params), f"--seed_everything={unit.seed}",
+            f"--trainer.default_root_dir={unit.directory(spec)}", "--trainer.enable_progress_bar=false",
+            f"--trainer.callbacks+={json.dumps(recorder)}", f"--test_after_fit={unit.phase == 'seed'}"]
+    if unit.phase == "tune" and spec.pruning and trial_id is not None:
+        pruning = {"class_path": "recsys.study.OptunaPruning",
+                   "init_args": {"storage": spec.storage, "study_name": unit.task.study_name(spec, "tune"),
+                                 "trial_id": trial_id, "monitor": spec.select}}
+        args.append(f"--trainer.callbacks+={json.dumps(pruning)}")
+    return args
+
+
+def versions() -> dict[str, str]:
+    """recsys, its main dependencies and every installed recsys plugin distribution."""
+    from importlib.metadata import PackageNotFoundError, entry_points, version
+
+    found = {}
+    for name in ("recsys-llm", "torch", "lightning", "transformers", "peft", "optuna"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    for ep in entry_points(group="recsys"):
+        if ep.dist is not None:
+            found[ep.dist.name] = ep.dist.version
+    found["python"] = sys.version.split()[0]
+    return found
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """The commit the study runs from and whether the tree had uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))} if commit else {}
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the runner dies (Linux), so a killed runner
+    leaves no orphan run writing into a directory the next runner reuses."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str]) -> dict[str, Any]:
+    """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails."""
+    directory = unit.directory(spec)
+    if directory.exists():  # a run that was in flight when its worker died: kept aside, started again
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        shutil.move(str(directory), str(directory.with_name(f"{directory.name}.crashed-{stamp}")))
+    directory.mkdir(parents=True)
+    args = command(spec, unit, trial_id)
+    run: dict[str, Any] = {
+        "study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
+        "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
+        "params": unit.params, "command": args[2:], "host": claims.HOST, "status": "running",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+        "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
+    write_json(directory / RUN, run)
+    start = time.perf_counter()
+    with open(directory / "stdout.txt", "wb") as out, open(directory / "stderr.txt", "wb") as err:
+        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode,
+               finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"))
+    if configs:
+        run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
+        run["config_path"] = str(configs[0].relative_to(directory))
+    record = read_json(directory / RECORD) or {}
+    pruned = (directory / PRUNED).exists()
+    run["status"] = "failed" if process.returncode else ("pruned" if pruned else "done")
+    if process.returncode:
+        tail = (directory / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
+        run["error"] = tail[0]
+    run["value"] = record.get("best_score")
+    write_json(directory / RUN, run)
+    if process.returncode:
+        raise RunFailed(f"{unit.label}: exit {process.returncode}: {run['error']}")
+    return run
+
+
+class Worker:
+    """Claims and runs units until the study is finished. One per ``--jobs`` thread."""
+
+    def __init__(self, spec: StudySpec, store: optuna.storages.BaseStorage, env: dict[str, str],
+                 log: Callable[[str], None], stop: threading.Event, index: int = 0):
+        self.spec, self.store, self.env, self.log, self.stop, self.index = spec, store, env, log, stop, index
+        self.ran = 0
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            progressed, waiting = self.step()
+            if progressed:
+                continue
+            if not waiting:
+                return
+            time.sleep(POLL_SECONDS)
+
+    def step(self) -> tuple[bool, bool]:
+        """Run one claimable unit. Returns (ran something, something is still running elsewhere)."""
+        waiting = False
+        for task in claims.tasks(self.spec):
+            for phase in ("tune", "seed"):
+                if task.budget(self.spec, phase) == 0:
+                    continue
+                study = claims.open_study(self.spec, task, phase, self.store, self.index)
+                claims.fail_orphans(study, self.store)
+                state = claims.phase_state(study)
+                if state.done:
+                    continue
+                if phase == "seed" and not self._tuned(task):
+                    waiting = True
+                    break
+                if not state.claimable:
+                    waiting = True
+                    break  # the seeds need the tuning trials still running elsewhere
+                if self._run_one(task, phase, study):
+                    return True, True
+                waiting = True
+                break
+        return False, waiting
+
+    def _tuned(self, task: Task) -> bool:
+        if task.budget(self.spec, "tune") == 0:
+            return True
+        return claims.phase_state(claims.open_study(self.spec, task, "tune", self.store)).done
+
+    def best_params(self, task: Task) -> dict[str, Any]:
+        if task.budget(self.spec, "tune") == 0:
+            return {}
+        study = claims.open_study(self.spec, task, "tune", self.store)
+        best = claims.best_trial(study, self.spec.select_mode == "max")
+        if best is None:
+            raise RunFailed(f"{task.dataset}/{task.model.name}: no tuning trial finished with a value "
+                            f"(see {self.spec.output / 'runs' / task.dataset / task.model.name}/tune-*/stderr.txt)")
+        return dict(best.params)
+
+    def _run_one(self, task: Task, phase: Phase, study: optuna.Study) -> bool:
+        """Claim one slot through ``study.optimize`` (heartbeats, stale-trial recovery) and run it."""
+        ran = []
+
+        def objective(trial: optuna.Trial) -> float:
+            slot = int(trial.user_attrs.get(claims.SLOT, trial.number))
+            if slot >= task.budget(self.spec, phase):
+                trial.set_user_attr(claims.OVER_BUDGET, True)
+                raise OverBudget(slot)
+            trial.set_user_attr(claims.SLOT, slot)
+            trial.set_user_attr(claims.PID, os.getpid())
+            trial.set_user_attr(claims.HOST_ATTR, claims.HOST)
+            if phase == "tune":
+                params = {p.key: claims.suggest(trial, p) for p in task.model.search}
+                seed = self.spec.seeds[0]
+            else:
+                params, seed = self.best_params(task), self.spec.seeds[slot]
+            unit = Unit(task, phase, slot, seed, params)
+            self.log(f"start {unit.label}" + (f" {params}" if params else ""))
+            ran.append(unit)
+            try:
+                run = execute(self.spec, unit, trial._trial_id, self.env)
+            except RunFailed as error:
+                trial.set_user_attr(claims.RUN_FAILED, True)
+                self.log(f"FAILED {error}")
+                raise
+            self.log(f"{run['status']} {unit.label} in {run['wall_s']:.0f} s: {self.spec.select} {run['value']}")
+            if run["status"] == "pruned":
+                raise optuna.TrialPruned()
+            if run["value"] is None:
+                trial.set_user_attr(claims.RUN_FAILED, True)
+                raise RunFailed(f"{unit.label}: the run logged no {self.spec.select}")
+            return float(run["value"])
+
+        study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed))
+        self.ran += len(ran)
+        return bool(ran)
+
+
+def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print) -> int:
+    """Run every unclaimed slot of the study with ``jobs`` worker threads; returns how many ran."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner says what happens itself
+    store = claims.storage(spec)
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # parallel runs share the cores instead of fighting
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            log(f"[{datetime.now().strftime('%H:%M:%S')}] {message}")
+
+    workers = [Worker(spec, store, env, say, stop, i) for i in range(jobs)]
+    threads = [threading.Thread(target=w.loop, name=f"study-worker-{i}") for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    return sum(w.ran for w in workers)
+
+
+def status(spec: StudySpec) -> list[dict[str, Any]]:
+    """Per dataset, model and phase: finished / running / budget slots, and failed runs."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = claims.storage(spec)
+    rows = []
+    for task in claims.tasks(spec):
+        for phase in ("tune", "seed"):
+            if task.budget(spec, phase) == 0:
+                continue
+            study = claims.open_study(spec, task, phase, store)
+            state = claims.phase_state(study)
+            failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                         if t.user_attrs.get(claims.RUN_FAILED))
+            pruned = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+            rows.append({"dataset": task.dataset, "model": task.model.name, "phase": phase,
+                         "finished": len(state.finished), "running": len(state.running), "budget": state.budget,
+                         "failed": failed, "pruned": pruned})
+    return rows
