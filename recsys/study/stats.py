@@ -166,7 +166,7 @@ def paired_test(a: ArrayLike, b: ArrayLike, level: float = 0.95, n_boot: int = 2
 
     if not np.any(d != 0):
         # Identical models on every user: scipy would fail or warn; "no evidence" is p = 1.
-        wilcoxon_p = 0.0
+        wilcoxon_p = 1.0
     else:
         wilcoxon_p = float(stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD, alternative="two-sided").pvalue)
 
