@@ -30,7 +30,7 @@ Phase = Literal["tune", "seed"]
 HOST = socket.gethostname()
 
 # Attributes a study keeps on its trials.
-SLOT, OVER_BUDGET, RUN_FAILED, PID, HOST_ATTR = "slot", "over_budget", "run_failed", "pid", "host"
+SLOT, RETRY_OF, OVER_BUDGET, RUN_FAILED, PID, HOST_ATTR = "slot", "retry_of", "over_budget", "run_failed", "pid", "host"
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,12 @@ class Task:
 
 @dataclass(frozen=True)
 class PhaseState:
-    """Slots of one phase: finished (a value, pruned, or a run that failed), running, total."""
+    """Slots of one phase: finished (a value, pruned, or a run that failed), running, queued
+    again after a crash (waiting for a worker), and the budget."""
 
     finished: frozenset[int]
     running: frozenset[int]
+    waiting: frozenset[int]
     budget: int
 
     @property
@@ -63,15 +65,21 @@ class PhaseState:
 
     @property
     def claimable(self) -> bool:
-        return len(self.finished | self.running) < self.budget
+        """A queued slot, or a slot never handed out."""
+        return bool(self.waiting) or len(self.finished | self.running) < self.budget
 
 
 def tasks(spec: StudySpec) -> list[Task]:
     return [Task(d, m) for d in spec.datasets for m in spec.models.values()]
 
 
-def slot_of(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(SLOT, trial.number))
+def slot_of(study: optuna.Study, trial: FrozenTrial) -> int:
+    """The trial's slot: the one it was queued again for, else its place among the trials the
+    database created fresh (not re-queued) before it. Trial numbers are given out atomically and a
+    re-queued trial is marked at creation, so every worker computes the same slot, without a lock."""
+    if SLOT in trial.user_attrs:
+        return int(trial.user_attrs[SLOT])
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and RETRY_OF not in t.user_attrs)
 
 
 def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
@@ -88,10 +96,10 @@ def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial's slot again with its parameters (called once per stale trial)."""
     budget = int(study.user_attrs.get("budget", 0))
-    if trial.user_attrs.get(OVER_BUDGET) or slot_of(trial) >= budget:
+    slot = slot_of(study, trial)
+    if trial.user_attrs.get(OVER_BUDGET) or slot >= budget:
         return
-    study.enqueue_trial(trial.params, user_attrs={SLOT: slot_of(trial), "retry_of": trial.number},
-                        skip_if_exists=False)
+    study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number}, skip_if_exists=False)
 
 
 def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages.BaseStorage,
@@ -115,27 +123,32 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
 
 def phase_state(study: optuna.Study) -> PhaseState:
     budget = int(study.user_attrs.get("budget", 0))
-    finished, running = set(), set()
+    finished, running, waiting = set(), set(), set()
     for trial in study.get_trials(deepcopy=False):
-        slot = slot_of(trial)
+        if SLOT not in trial.user_attrs:  # over budget, or claimed an instant ago
+            continue
+        slot = int(trial.user_attrs[SLOT])
         if slot >= budget or trial.user_attrs.get(OVER_BUDGET):
             continue
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
                 trial.state == TrialState.FAIL and trial.user_attrs.get(RUN_FAILED)):
             finished.add(slot)
-        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        elif trial.state == TrialState.RUNNING:
             running.add(slot)
-    return PhaseState(frozenset(finished), frozenset(running - finished), budget)
+        elif trial.state == TrialState.WAITING:
+            waiting.add(slot)
+    return PhaseState(frozenset(finished), frozenset(running - finished), frozenset(waiting - finished - running),
+                      budget)
 
 
 def best_trial(study: optuna.Study, maximize: bool) -> FrozenTrial | None:
     """The best finished in-budget trial (ties: the lower slot), or None when none finished."""
     budget = int(study.user_attrs.get("budget", 0))
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if slot_of(t) < budget and t.value is not None]
+            if int(t.user_attrs.get(SLOT, budget)) < budget and t.value is not None]
     if not done:
         return None
-    return sorted(done, key=lambda t: ((-t.value if maximize else t.value), slot_of(t)))[0]  # type: ignore[operator]
+    return sorted(done, key=lambda t: ((-t.value if maximize else t.value), t.user_attrs[SLOT]))[0]  # type: ignore[operator]
 
 
 def suggest(trial: optuna.Trial, param: Param) -> Any:

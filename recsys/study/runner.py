@@ -141,7 +141,7 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     run: dict[str, Any] = {
         "study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
         "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
-        "params": unit.params, "command": args[2:], "host": claims.HOST, "status": "running",
+        "params": unit.params, "command": args[2:], "host": claims.HOST, "worker_pid": os.getpid(), "status": "running",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
         "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
     write_json(directory / RUN, run)
@@ -229,7 +229,7 @@ class Worker:
         ran = []
 
         def objective(trial: optuna.Trial) -> float:
-            slot = int(trial.user_attrs.get(claims.SLOT, trial.number))
+            slot = claims.slot_of(study, self.store.get_trial(trial._trial_id))
             if slot >= task.budget(self.spec, phase):
                 trial.set_user_attr(claims.OVER_BUDGET, True)
                 raise OverBudget(slot)
@@ -308,6 +308,7 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
                          if t.user_attrs.get(claims.RUN_FAILED))
             pruned = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
             rows.append({"dataset": task.dataset, "model": task.model.name, "phase": phase,
-                         "finished": len(state.finished), "running": len(state.running), "budget": state.budget,
+                         "finished": len(state.finished), "running": len(state.running),
+                         "queued": len(state.waiting), "budget": state.budget,
                          "failed": failed, "pruned": pruned})
     return rows

@@ -1,0 +1,182 @@
+"""recsys study: study files, the runner (equal budget, selection on validation, resume, two
+workers, kill -9) and the report, on studies/tiny.yaml (Pop and SASRec with a 2-trial search x 2
+seeds on data/tiny)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys.study import load_study
+from recsys.study.spec import StudyError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "studies" / "tiny.yaml"
+
+
+def runs_of(output: Path) -> list[dict]:
+    return [json.loads(p.read_text()) | {"dir": p.parent} for p in sorted(output.glob("runs/*/*/*/run.json"))
+            if ".crashed-" not in p.parent.name]
+
+
+# ---- study files ----------------------------------------------------------------------------------
+
+GOOD = {"datasets": {"tiny": {"path": "data/tiny"}},
+        "models": {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+                   "SASRec": {"config": "configs/ml-100k/sasrec.yaml", "search": {"model.lr": {"low": 0.001, "high": 0.1}}}},
+        "budget": {"trials": 2, "seeds": [0, 1]}}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"select": "test/ndcg@10"}, "select"),
+    ({"reference": "BERT4Rec"}, "reference"),
+    ({"budget": {"trials": 0, "seeds": [0]}}, "budget.trials"),
+    ({"budget": {"trials": 2, "seeds": [0, 0]}}, "budget.seeds"),
+    ({"models": {"Pop": {"config": "configs/nope.yaml"}}}, "models.Pop.config"),
+    ({"models": {"Pop": {"config": "configs/ml-100k/pop.yaml", "serach": {}}}}, "models.Pop"),
+    ({"models": {"S": {"config": "configs/ml-100k/sasrec.yaml", "search": {"model.lr": {"low": 1, "high": 0.1}}}}},
+     "models.S.search.model.lr"),
+    ({"models": {"S": {"config": "configs/ml-100k/sasrec.yaml", "search": {"model.lr": {"low": 0, "high": 1,
+                                                                                         "log": True}}}}},
+     "models.S.search.model.lr"),
+    ({"datasets": {}}, "datasets"),
+    ({"epochs": 3}, "top level"),
+])
+def test_a_bad_study_file_names_the_file_and_the_field(tmp_path, change, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(StudyError) as error:
+        load_study(path, ROOT)
+    assert str(error.value).startswith(f"{path}: {field}:"), str(error.value)
+
+
+def test_a_good_study_file():
+    spec = load_study(TINY, ROOT)
+    assert spec.trials == 2 and spec.seeds == (0, 1) and spec.reference == "SASRec"
+    assert [p.key for p in spec.models["SASRec"].search] == ["model.lr", "model.dropout"]
+    assert spec.report_metrics == ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"]
+    assert spec.storage == f"sqlite:///{ROOT / 'runs' / 'studies' / 'tiny' / 'study.db'}"
+
+
+# ---- one run of the tiny study ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """studies/tiny.yaml run once (in this process's runner, each run its own recsys fit)."""
+    from recsys.study.runner import run_study
+
+    spec = load_study(TINY, ROOT, tmp_path_factory.mktemp("study"))
+    ran = run_study(spec, jobs=1, log=lambda line: None)
+    return spec, ran
+
+
+def test_every_model_gets_the_same_budget_and_every_slot_runs_once(tiny_study):
+    from recsys.study.runner import status
+
+    spec, ran = tiny_study
+    assert ran == 2 + 2 + 2  # SASRec: 2 trials + 2 seeds; Pop (nothing to tune): 2 seeds
+    rows = {(r["model"], r["phase"]): r for r in status(spec)}
+    assert rows[("SASRec", "tune")]["finished"] == rows[("SASRec", "tune")]["budget"] == spec.trials
+    assert ("Pop", "tune") not in rows  # no search space: no trials
+    assert all(r["finished"] == r["budget"] and r["running"] == 0 for r in rows.values())
+    slots = [(r["model"], r["phase"], r["slot"]) for r in runs_of(spec.output)]
+    assert len(slots) == len(set(slots)) == 6
+
+
+def test_selection_reads_validation_only_and_seeds_rerun_the_best_trial(tiny_study):
+    spec, _ = tiny_study
+    runs = runs_of(spec.output)
+    tune = [r for r in runs if r["phase"] == "tune"]
+    for run in tune:  # tuning trials are never tested
+        record = json.loads((run["dir"] / "record.json").read_text())
+        assert "test" not in record and not (run["dir"] / "ranks.csv").exists()
+        assert "--test_after_fit=False" in run["command"]
+    best = max(tune, key=lambda r: (r["value"], -r["slot"]))  # from the runs' own validation values
+    for run in (r for r in runs if r["phase"] == "seed" and r["model"] == "SASRec"):
+        assert run["params"] == best["params"]
+        assert f"--seed_everything={run['seed']}" in run["command"]
+
+
+def test_saved_ranks_give_the_metrics_the_run_logged(tiny_study):
+    import numpy as np
+
+    spec, _ = tiny_study
+    for run in (r for r in runs_of(spec.output) if r["phase"] == "seed"):
+        ranks = pd.read_csv(run["dir"] / "ranks.csv")
+        logged = json.loads((run["dir"] / "record.json").read_text())["test"]
+        assert len(ranks) == logged["test/windows"] == 8 and ranks["user"].is_unique
+        r = ranks["rank"].to_numpy(float)
+        assert np.mean(np.where(r <= 10, 1 / np.log2(r + 1), 0)) == pytest.approx(logged["test/ndcg@10"], abs=1e-6)
+        assert np.mean(r <= 5) == pytest.approx(logged["test/hit@5"], abs=1e-6)
+
+
+def test_running_again_runs_nothing(tiny_study):
+    from recsys.study.runner import run_study
+
+    spec, _ = tiny_study
+    before = {r["dir"]: r["finished"] for r in runs_of(spec.output)}
+    assert run_study(spec, jobs=2, log=lambda line: None) == 0
+    assert {r["dir"]: r["finished"] for r in runs_of(spec.output)} == before
+
+
+def test_report_tables_plots_and_html(tiny_study):
+    spec, _ = tiny_study
+    from recsys.study.report import write_report
+
+    out = write_report(spec)
+    board = pd.read_csv(out / "leaderboard.csv").set_index("model")
+    for model in ("Pop", "SASRec"):  # the leaderboard's mean is the runs' logged test metric, averaged
+        logged = [json.loads((r["dir"] / "record.json").read_text())["test"]["test/ndcg@10"]
+                  for r in runs_of(spec.output) if r["model"] == model and r["phase"] == "seed"]
+        assert board.loc[model, "ndcg@10"] == pytest.approx(sum(logged) / 2, abs=1e-6)
+        assert board.loc[model, "ci_low"] <= board.loc[model, "ndcg@10"] <= board.loc[model, "ci_high"]
+    assert pd.isna(board.loc["SASRec", "wilcoxon_p"]) and 0 < board.loc["Pop", "wilcoxon_p_holm"] <= 1
+    assert board.loc["Pop", "test_users"] == 8
+    text = (out / "index.md").read_text()
+    assert "| SASRec | 2/2 |" in text and "reference" in text and "| SASRec | 2 | 2 |" in text
+    for png in ("tiny-ndcg_at_10.png", "tiny-at-k.png", "tiny-cost.png", "tiny-validation.png"):
+        assert (out / png).stat().st_size > 5000
+    assert (out / "index.html").read_text().count("data:image/png;base64,") == 4
+
+
+# ---- two workers, one killed ------------------------------------------------------------------------
+
+def test_two_workers_share_a_study_and_a_killed_one_loses_only_its_run_in_flight(tmp_path):
+    """Two `recsys study run` processes on one SQLite study; one is killed (-9) while a run of its
+    is in flight. The other finishes the study, re-running that one slot; nothing runs twice."""
+    output = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "recsys.cli", "study", "run", str(TINY), "--output", str(output)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # the first creates the database; the second joins it
+    second = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for a run of the first worker to be in flight
+            mine = [r for r in runs_of(output) if r.get("worker_pid") == first.pid and r["status"] == "running"]
+            if mine:
+                break
+            time.sleep(0.2)
+        assert mine, "the first worker never started a run"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert second.wait(timeout=150) == 0, second.stderr.read().decode()[-2000:] if second.stderr else ""
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    runs = runs_of(output)
+    assert all(r["status"] == "done" for r in runs), [(r["dir"], r["status"]) for r in runs]
+    slots = [(r["model"], r["phase"], r["slot"]) for r in runs]
+    assert len(slots) == len(set(slots)) == 6  # every slot once: none lost, none twice
+    crashed = list(output.glob("runs/*/*/*.crashed-*"))
+    assert [p.name.split(".crashed-")[0] for p in crashed] == [mine[0]["dir"].name]
