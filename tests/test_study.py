@@ -66,29 +66,57 @@ def test_a_good_study_file():
     assert spec.storage == f"sqlite:///{ROOT / 'runs' / 'studies' / 'tiny' / 'study.db'}"
 
 
-# ---- one run of the tiny study ----------------------------------------------------------------------
+# ---- the tiny study, run by two workers, one of them killed -------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    """studies/tiny.yaml run once (in this process's runner, each run its own recsys fit)."""
-    from recsys.study.runner import run_study
+    """studies/tiny.yaml run by two `recsys study run` processes sharing its SQLite database; the
+    first is killed (-9) while a run of its own is in flight, the second finishes the study.
+    Returns the spec and that killed run's run.json."""
+    output = tmp_path_factory.mktemp("study")
+    spec = load_study(TINY, ROOT, output)
+    cmd = [sys.executable, "-m", "recsys.cli", "study", "run", str(TINY), "--output", str(output)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # the first creates the database; the second joins it
+    second = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, mine = time.time() + 120, []
+        while time.time() < deadline and not mine:  # wait for a run of the first worker to be in flight
+            mine = [r for r in runs_of(output) if r.get("worker_pid") == first.pid and r["status"] == "running"]
+            time.sleep(0.2)
+        assert mine, "the first worker never started a run"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert second.wait(timeout=150) == 0, second.stderr.read().decode()[-2000:] if second.stderr else ""
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return spec, mine[0]
 
-    spec = load_study(TINY, ROOT, tmp_path_factory.mktemp("study"))
-    ran = run_study(spec, jobs=1, log=lambda line: None)
-    return spec, ran
+
+def test_a_killed_worker_loses_only_its_run_in_flight_and_nothing_runs_twice(tiny_study):
+    spec, killed = tiny_study
+    runs = runs_of(spec.output)
+    assert all(r["status"] == "done" for r in runs), [(r["dir"], r["status"]) for r in runs]
+    slots = [(r["model"], r["phase"], r["slot"]) for r in runs]
+    assert len(slots) == len(set(slots)) == 6  # every slot once: none lost, none twice
+    crashed = list(spec.output.glob("runs/*/*/*.crashed-*"))  # the killed run, kept aside and run again
+    assert [p.name.split(".crashed-")[0] for p in crashed] == [killed["dir"].name]
 
 
 def test_every_model_gets_the_same_budget_and_every_slot_runs_once(tiny_study):
     from recsys.study.runner import status
 
-    spec, ran = tiny_study
-    assert ran == 2 + 2 + 2  # SASRec: 2 trials + 2 seeds; Pop (nothing to tune): 2 seeds
+    spec, _ = tiny_study
     rows = {(r["model"], r["phase"]): r for r in status(spec)}
     assert rows[("SASRec", "tune")]["finished"] == rows[("SASRec", "tune")]["budget"] == spec.trials
     assert ("Pop", "tune") not in rows  # no search space: no trials
     assert all(r["finished"] == r["budget"] and r["running"] == 0 for r in rows.values())
-    slots = [(r["model"], r["phase"], r["slot"]) for r in runs_of(spec.output)]
-    assert len(slots) == len(set(slots)) == 6
+    phases = sorted((r["model"], r["phase"]) for r in runs_of(spec.output))
+    assert phases == [("Pop", "seed")] * 2 + [("SASRec", "seed")] * 2 + [("SASRec", "tune")] * 2
 
 
 def test_selection_reads_validation_only_and_seeds_rerun_the_best_trial(tiny_study):
@@ -145,38 +173,3 @@ def test_report_tables_plots_and_html(tiny_study):
     for png in ("tiny-ndcg_at_10.png", "tiny-at-k.png", "tiny-cost.png", "tiny-validation.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "index.html").read_text().count("data:image/png;base64,") == 4
-
-
-# ---- two workers, one killed ------------------------------------------------------------------------
-
-def test_two_workers_share_a_study_and_a_killed_one_loses_only_its_run_in_flight(tmp_path):
-    """Two `recsys study run` processes on one SQLite study; one is killed (-9) while a run of its
-    is in flight. The other finishes the study, re-running that one slot; nothing runs twice."""
-    output = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "recsys.cli", "study", "run", str(TINY), "--output", str(output)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)  # the first creates the database; the second joins it
-    second = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait for a run of the first worker to be in flight
-            mine = [r for r in runs_of(output) if r.get("worker_pid") == first.pid and r["status"] == "running"]
-            if mine:
-                break
-            time.sleep(0.2)
-        assert mine, "the first worker never started a run"
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        assert second.wait(timeout=150) == 0, second.stderr.read().decode()[-2000:] if second.stderr else ""
-    finally:
-        for process in (first, second):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    runs = runs_of(output)
-    assert all(r["status"] == "done" for r in runs), [(r["dir"], r["status"]) for r in runs]
-    slots = [(r["model"], r["phase"], r["slot"]) for r in runs]
-    assert len(slots) == len(set(slots)) == 6  # every slot once: none lost, none twice
-    crashed = list(output.glob("runs/*/*/*.crashed-*"))
-    assert [p.name.split(".crashed-")[0] for p in crashed] == [mine[0]["dir"].name]
