@@ -73,6 +73,23 @@ def tasks(spec: StudySpec) -> list[Task]:
     return [Task(d, m) for d in spec.datasets for m in spec.models.values()]
 
 
+class OverBudget(Exception):
+    """The database numbered this trial past the phase's budget: it is not run."""
+
+
+def take_slot(study: optuna.Study, store: optuna.storages.BaseStorage, trial: optuna.Trial) -> int:
+    """The slot of a trial just handed out by ``study.ask`` (inside ``optimize``), marked on the
+    trial with this worker's host and process; raises OverBudget (marking it) past the budget."""
+    slot = slot_of(study, store.get_trial(trial._trial_id))
+    if slot >= int(study.user_attrs.get("budget", 0)):
+        trial.set_user_attr(OVER_BUDGET, True)
+        raise OverBudget(slot)
+    trial.set_user_attr(SLOT, slot)
+    trial.set_user_attr(PID, os.getpid())
+    trial.set_user_attr(HOST_ATTR, HOST)
+    return slot
+
+
 def slot_of(study: optuna.Study, trial: FrozenTrial) -> int:
     """The trial's slot: the one it was queued again for, else its place among the trials the
     database created fresh (not re-queued) before it. Trial numbers are given out atomically and a
@@ -114,7 +131,7 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
             study_name=task.study_name(spec, phase), storage=store, direction=direction, load_if_exists=True,
             pruner=(optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.trials // 4), n_warmup_steps=2)
                     if spec.pruning and phase == "tune" else optuna.pruners.NopPruner()))
-    if "budget" not in study.user_attrs:
+    if study.user_attrs.get("budget") != task.budget(spec, phase):  # new, or the file's budget changed
         study.set_user_attr("budget", task.budget(spec, phase))
     seed = int.from_bytes(f"{spec.seeds[0]}/{len(study.trials)}/{worker}".encode(), "little") % 2**32
     study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, spec.trials // 3)))

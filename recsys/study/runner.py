@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from recsys.study import claims
-from recsys.study.claims import Phase, Task
+from recsys.study.claims import OverBudget, Phase, Task
 from recsys.study.pruning import PRUNED
 from recsys.study.records import RECORD, RUN, read_json, write_json
 from recsys.study.spec import StudySpec
@@ -38,10 +38,6 @@ POLL_SECONDS = 2.0
 
 class RunFailed(Exception):
     """The run's process failed; its slot counts as finished (the budget was spent)."""
-
-
-class OverBudget(Exception):
-    """The database numbered this trial past the phase's budget: it is not run."""
 
 
 @dataclass
@@ -229,13 +225,7 @@ class Worker:
         ran = []
 
         def objective(trial: optuna.Trial) -> float:
-            slot = claims.slot_of(study, self.store.get_trial(trial._trial_id))
-            if slot >= task.budget(self.spec, phase):
-                trial.set_user_attr(claims.OVER_BUDGET, True)
-                raise OverBudget(slot)
-            trial.set_user_attr(claims.SLOT, slot)
-            trial.set_user_attr(claims.PID, os.getpid())
-            trial.set_user_attr(claims.HOST_ATTR, claims.HOST)
+            slot = claims.take_slot(study, self.store, trial)
             if phase == "tune":
                 params = {p.key: claims.suggest(trial, p) for p in task.model.search}
                 seed = self.spec.seeds[0]

@@ -1,0 +1,149 @@
+"""Slots of a study's phase, claimed by concurrent workers through one database: every slot is
+run exactly once, nothing past the budget runs, and a dead worker's slot is queued again. On
+SQLite always; on a throwaway PostgreSQL server when `initdb` and psycopg2 are installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from recsys.study import claims
+
+
+def _phase(url: str, budget: int) -> str:
+    store = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="s/d/m/seed", storage=store, load_if_exists=True)
+    study.set_user_attr("budget", budget)
+    return "s/d/m/seed"
+
+
+def _claim_until_done(url: str, name: str, workers: int) -> list[int]:
+    """``workers`` threads, each with its own storage and study object, claim until the phase is done."""
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        store = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                           if url.startswith("sqlite") else {})
+        study = optuna.load_study(study_name=name, storage=store)
+
+        def objective(trial: optuna.Trial) -> float:
+            slot = claims.take_slot(study, store, trial)
+            trial.suggest_float("x", 0, 1)  # a re-queued slot gets its first parameters back
+            time.sleep(0.05)  # a run: long enough for the others to ask meanwhile
+            with lock:
+                ran.append(slot)
+            return float(slot)
+
+        while not claims.phase_state(study).done:
+            if claims.phase_state(study).claimable:
+                study.optimize(objective, n_trials=1, catch=(claims.OverBudget,))
+            else:
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return ran
+
+
+def _check_every_slot_once(url: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = _phase(url, budget=6)
+    ran = _claim_until_done(url, name, workers=4)
+    assert sorted(ran) == list(range(6))  # each slot once, none past the budget
+    study = optuna.load_study(study_name=name, storage=url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs[claims.SLOT] for t in complete) == list(range(6))
+    assert all(t.user_attrs.get(claims.OVER_BUDGET) for t in study.trials if t.state == TrialState.FAIL)
+
+
+def test_sqlite_four_workers_claim_every_slot_exactly_once(tmp_path):
+    _check_every_slot_once(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_a_dead_workers_running_slot_is_queued_again_with_its_parameters(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    name = _phase(url, budget=2)
+    store = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=store)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(claims.SLOT, 0)
+    trial.set_user_attr(claims.PID, dead.pid)
+    trial.set_user_attr(claims.HOST_ATTR, claims.HOST)
+    assert claims.phase_state(study).running == {0}
+    claims.fail_orphans(study, store)
+    state = claims.phase_state(study)
+    assert state.running == frozenset() and state.waiting == {0} and state.claimable
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert queued[0].user_attrs[claims.RETRY_OF] == trial.number
+    ran = _claim_until_done(url, name, workers=2)
+    assert sorted(ran) == [0, 1]  # slot 0 re-run once, slot 1 (a fresh slot after the retry) once
+    rerun = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and t.user_attrs[claims.SLOT] == 0]
+    assert len(rerun) == 1 and rerun[0].params == trial.params
+
+
+def test_a_live_workers_slot_is_left_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    name = _phase(url, budget=1)
+    store = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=store)
+    trial = study.ask()
+    for key, value in ((claims.SLOT, 0), (claims.PID, os.getpid() + 0), (claims.HOST_ATTR, claims.HOST)):
+        trial.set_user_attr(key, value)
+    claims.fail_orphans(study, store)  # our own process: alive
+    assert claims.phase_state(study).running == {0} and not claims.phase_state(study).claimable
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A PostgreSQL server in a temporary directory (socket only), or a skip saying what is missing."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed (initdb, pg_ctl)")
+    pytest.importorskip("psycopg2")
+    # not under pytest's own temporary folder: the server's user must be able to reach it
+    root = Path(tempfile.mkdtemp(prefix="recsys-pg-"))
+    data, sockets = root / "data", root / "sock"
+    sockets.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-p {port} -k {sockets} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@/postgres?host={sockets}&port={port}"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_four_workers_claim_every_slot_exactly_once(postgres_url):
+    _check_every_slot_once(postgres_url)
