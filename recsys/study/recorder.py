@@ -56,10 +56,22 @@ class RunRecorder(pl.Callback):
             model=type(pl_module).__qualname__, model_class=f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             params_total=sum(p.numel() for p in params), params_trainable=sum(p.numel() for p in params if p.requires_grad),
             device=str(pl_module.device), accelerator=type(trainer.accelerator).__name__,
-            max_epochs=trainer.max_epochs, data=dict(datamodule.hparams) if datamodule is not None else {},
+            max_epochs=trainer.max_epochs, data=self._data_settings(datamodule),
             data_class=type(datamodule).__qualname__ if datamodule is not None else None)
         self._fit_start = time.perf_counter()
         self._write(trainer)
+
+    @staticmethod
+    def _data_settings(datamodule: Any) -> dict[str, Any]:
+        """The data module's arguments, with settings its protocol resolved (e.g. mask_history
+        None -> the protocol's default) as the run used them."""
+        if datamodule is None:
+            return {}
+        settings = dict(datamodule.hparams)
+        for name in ("mask_history",):
+            if hasattr(datamodule, name):
+                settings[name] = getattr(datamodule, name)
+        return settings
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
