@@ -44,11 +44,11 @@ def main(argv: list[str]) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
             return 0
-        print(f"{'dataset':<20} {'model':<24} {'phase':<5} {'finished':>8} {'running':>7} {'budget':>6} "
-              f"{'failed':>6} {'pruned':>6}")
+        print(f"{'dataset':<20} {'model':<24} {'phase':<5} {'finished':>8} {'running':>7} {'queued':>6} "
+              f"{'budget':>6} {'failed':>6} {'pruned':>6}")
         for r in rows:
             print(f"{r['dataset']:<20} {r['model']:<24} {r['phase']:<5} {r['finished']:>8} {r['running']:>7} "
-                  f"{r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
+                  f"{r['queued']:>6} {r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
         return 0
     from recsys.study.report import write_report
 
