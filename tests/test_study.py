@@ -173,3 +173,19 @@ def test_report_tables_plots_and_html(tiny_study):
     for png in ("tiny-ndcg_at_10.png", "tiny-at-k.png", "tiny-cost.png", "tiny-validation.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "index.html").read_text().count("data:image/png;base64,") == 4
+
+
+def test_the_command_line_status_and_a_bad_file(tiny_study, tmp_path, capsys):
+    from recsys.cli import main
+
+    spec, _ = tiny_study
+    assert main(["study", "status", str(TINY), "--output", str(spec.output), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["model"], r["phase"], r["finished"], r["budget"]) for r in rows} == {
+        ("Pop", "seed", 2, 2), ("SASRec", "tune", 2, 2), ("SASRec", "seed", 2, 2)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndatasets: {tiny: {path: data/tiny}}\nmodels: {Pop: {config: configs/ml-100k/pop.yaml}}\n"
+                   "select: test/ndcg@10\n")
+    assert main(["study", "status", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"recsys: error: {bad}: select:") and err.count("\n") == 1
