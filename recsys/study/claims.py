@@ -24,6 +24,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from recsys.study.pruning import median_pruner
 from recsys.study.spec import ModelSpec, Param, StudySpec
 
 Phase = Literal["tune", "seed"]
@@ -96,7 +97,10 @@ def slot_of(study: optuna.Study, trial: FrozenTrial) -> int:
     re-queued trial is marked at creation, so every worker computes the same slot, without a lock."""
     if SLOT in trial.user_attrs:
         return int(trial.user_attrs[SLOT])
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and RETRY_OF not in t.user_attrs)
+    # Trials refused as over budget hold no slot: after the file's budget is raised, the next
+    # fresh trial takes the first new slot (counting them would put every later trial past it).
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number
+               and RETRY_OF not in t.user_attrs and not t.user_attrs.get(OVER_BUDGET))
 
 
 def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
@@ -129,8 +133,7 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
             study_name=task.study_name(spec, phase), storage=store, direction=direction, load_if_exists=True,
-            pruner=(optuna.pruners.MedianPruner(n_startup_trials=max(2, spec.trials // 4), n_warmup_steps=2)
-                    if spec.pruning and phase == "tune" else optuna.pruners.NopPruner()))
+            pruner=(median_pruner(spec.trials) if spec.pruning and phase == "tune" else optuna.pruners.NopPruner()))
     if study.user_attrs.get("budget") != task.budget(spec, phase):  # new, or the file's budget changed
         study.set_user_attr("budget", task.budget(spec, phase))
     seed = int.from_bytes(f"{spec.seeds[0]}/{len(study.trials)}/{worker}".encode(), "little") % 2**32

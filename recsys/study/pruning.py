@@ -9,27 +9,42 @@ and writes ``pruned.json``; the runner then marks the trial PRUNED.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
 
 from recsys.study.records import write_json
 
+if TYPE_CHECKING:
+    import optuna
+
 PRUNED = "pruned.json"
+
+
+def median_pruner(trials: int) -> optuna.pruners.MedianPruner:
+    """The pruner of a study's tuning phase with a budget of ``trials``. Optuna keeps no pruner in
+    the database, so the runner and every run process must build the same one from this."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=max(2, trials // 4), n_warmup_steps=2)
 
 
 class OptunaPruning(pl.Callback):
     """storage: the study's SQLAlchemy URL; study_name, trial_id: the trial this run is;
-    monitor: the validation metric reported (the study's ``select``)."""
+    monitor: the validation metric reported (the study's ``select``); trials: the study's trial
+    budget (decides the pruner's startup trials, as in the runner)."""
 
-    def __init__(self, storage: str, study_name: str, trial_id: int, monitor: str = "val/ndcg@10"):
+    def __init__(self, storage: str, study_name: str, trial_id: int, monitor: str = "val/ndcg@10", trials: int = 0):
         self.storage, self.study_name, self.trial_id, self.monitor = storage, study_name, trial_id, monitor
+        self.trials = trials
         self._trial = None
 
     def _get_trial(self):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                      pruner=median_pruner(self.trials))
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
 

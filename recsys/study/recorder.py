@@ -50,6 +50,11 @@ class RunRecorder(pl.Callback):
         if monitors and monitors != {self.select}:
             raise ValueError(f"the study selects on {self.select!r} but the run's checkpoint monitors "
                              f"{sorted(monitors)}: set the study's select (or the config's monitor) to match")
+        modes = {c.mode for c in checkpoints if c.monitor}
+        if modes and modes != {self.select_mode}:  # else the tested checkpoint is the worst, not the selected
+            raise ValueError(f"the study selects the {self.select_mode} of {self.select!r} but the run's checkpoint "
+                             f"keeps the {sorted(modes)} one: set the study's select_mode (or the config's mode) "
+                             "to match")
         params = list(pl_module.parameters())
         datamodule = getattr(trainer, "datamodule", None)
         self.record.update(

@@ -23,8 +23,14 @@ from typing import Any
 import pandas as pd
 
 from recsys.data.atomic import atomic_path
+from recsys.study.spec import StudyError
 
 RECORD, RANKS, RUN = "record.json", "ranks.csv", "run.json"
+
+
+class RecordError(StudyError):
+    """A run's file is unreadable (truncated, corrupt); the message names the file. A StudyError,
+    so ``recsys study`` prints it as one line."""
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
@@ -39,10 +45,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not JSON ({error}); delete it to re-run this run") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RecordError(f"{path}: not JSON ({error}); delete it to re-run this run") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object; delete it to re-run this run")
+        raise RecordError(f"{path}: expected a JSON object; delete it to re-run this run")
     return value
 
 
@@ -56,12 +62,12 @@ def read_ranks(path: Path) -> pd.DataFrame:
     """A run's test ranks: columns window (int), user (str), rank (int >= 1), cold (bool)."""
     try:
         frame = pd.read_csv(path, dtype={"window": "int64", "user": "string", "rank": "int64", "cold": "bool"})
-    except (ValueError, KeyError) as error:
-        raise ValueError(f"{path}: not a ranks file (window,user,rank,cold): {error}") from None
+    except (ValueError, KeyError) as error:  # pandas' parser and dtype errors are ValueErrors
+        raise RecordError(f"{path}: not a ranks file (window,user,rank,cold): {error}") from None
     missing = {"window", "user", "rank", "cold"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+        raise RecordError(f"{path}: missing column(s) {sorted(missing)}")
     if (frame["rank"] < 1).any():
         line = int(frame.index[frame["rank"] < 1][0]) + 2  # header is line 1
-        raise ValueError(f"{path}:{line}: rank must be >= 1")
+        raise RecordError(f"{path}:{line}: rank must be >= 1")
     return frame

@@ -65,7 +65,8 @@ class ModelResult:
         """Window -> per-user ranks of every finished seed (columns: one per seed), or None."""
         frames = [r.ranks.set_index("window")["rank"].rename(r.run.get("seed")) for r in self.done
                   if r.ranks is not None]
-        return pd.concat(frames, axis=1) if frames else None
+        # seeds tested on different windows: only the windows every seed has (the report warns)
+        return pd.concat(frames, axis=1, join="inner") if frames else None
 
 
 def load_runs(spec: StudySpec, dataset: str, model: str) -> list[Run]:
@@ -102,11 +103,17 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
     warnings: list[str] = []
     reference = next((m for m in results if m.name == spec.reference), None)
     ref_users = reference.users() if reference is not None else None
+    if ref_users is None and len(results) > 1:
+        warnings.append(f"the reference {spec.reference} has no finished seed run: no paired tests")
     rows: list[dict[str, Any]] = []
     pending: list[int] = []
     for model in results:
         row: dict[str, Any] = {"model": model.name, "seeds": f"{len(model.done)}/{model.expected_seeds}"}
         users = model.users()
+        windows = {frozenset(r.ranks["window"]) for r in model.done if r.ranks is not None}
+        if len(windows) > 1 and users is not None:
+            warnings.append(f"{model.name}'s seed runs were tested on different windows: its interval and tests "
+                            f"use the {len(users)} they share")
         for metric in spec.report_metrics:
             per_seed = [float(stats.per_user(r.ranks["rank"].to_numpy(), metric).mean())
                         for r in model.done if r.ranks is not None]
@@ -148,6 +155,10 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         for run in model.runs:
             if run.status != "done":
                 warnings.append(f"{model.name} seed {run.run.get('seed')}: {run.status}"
+                                + (f": {run.run['error']}" if run.run.get("error") else ""))
+        for run in model.tune:  # a pruned trial is the protocol working; a failed one is a check
+            if run.status not in ("done", "pruned"):
+                warnings.append(f"{model.name} tuning trial {run.run.get('slot')}: {run.status}"
                                 + (f": {run.run['error']}" if run.run.get("error") else ""))
         missing = model.expected_seeds - len(model.runs)
         if missing > 0:

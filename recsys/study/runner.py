@@ -80,7 +80,7 @@ def command(spec: StudySpec, unit: Unit, trial_id: int | None) -> list[str]:
     if unit.phase == "tune" and spec.pruning and trial_id is not None:
         pruning = {"class_path": "recsys.study.OptunaPruning",
                    "init_args": {"storage": spec.storage, "study_name": unit.task.study_name(spec, "tune"),
-                                 "trial_id": trial_id, "monitor": spec.select}}
+                                 "trial_id": trial_id, "monitor": spec.select, "trials": spec.trials}}
         args.append(f"--trainer.callbacks+={json.dumps(pruning)}")
     return args
 
@@ -151,17 +151,34 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     if configs:
         run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
         run["config_path"] = str(configs[0].relative_to(directory))
-    record = read_json(directory / RECORD) or {}
+    try:
+        record = read_json(directory / RECORD) or {}
+    except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
+        record = {"error": str(error)}
     pruned = (directory / PRUNED).exists()
     run["status"] = "failed" if process.returncode else ("pruned" if pruned else "done")
     if process.returncode:
         tail = (directory / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
         run["error"] = tail[0]
     run["value"] = record.get("best_score")
+    if run["status"] == "done" and run["value"] is None:  # exit 0, yet nothing to select on
+        run["status"], run["error"] = "failed", record.get("error") or f"the run logged no {spec.select}"
     write_json(directory / RUN, run)
-    if process.returncode:
+    if run["status"] == "failed":
         raise RunFailed(f"{unit.label}: exit {process.returncode}: {run['error']}")
     return run
+
+
+def record_failure(spec: StudySpec, unit: Unit, error: str) -> None:
+    """A unit that failed before its run could start (e.g. seeds without a finished tuning trial):
+    its run.json says so, so ``status`` and the report show it like any failed run."""
+    directory = unit.directory(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / RUN, {
+        "study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
+        "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
+        "params": unit.params, "host": claims.HOST, "worker_pid": os.getpid(), "status": "failed", "error": error,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 class Worker:
@@ -230,7 +247,16 @@ class Worker:
                 params = {p.key: claims.suggest(trial, p) for p in task.model.search}
                 seed = self.spec.seeds[0]
             else:
-                params, seed = self.best_params(task), self.spec.seeds[slot]
+                seed = self.spec.seeds[slot]
+                try:
+                    params = self.best_params(task)
+                except RunFailed as error:  # every tuning trial failed: each seed slot fails, visibly
+                    unit = Unit(task, phase, slot, seed)
+                    ran.append(unit)
+                    trial.set_user_attr(claims.RUN_FAILED, True)
+                    record_failure(self.spec, unit, str(error))
+                    self.log(f"FAILED {unit.label}: {error}")
+                    raise
             unit = Unit(task, phase, slot, seed, params)
             self.log(f"start {unit.label}" + (f" {params}" if params else ""))
             ran.append(unit)
@@ -243,9 +269,6 @@ class Worker:
             self.log(f"{run['status']} {unit.label} in {run['wall_s']:.0f} s: {self.spec.select} {run['value']}")
             if run["status"] == "pruned":
                 raise optuna.TrialPruned()
-            if run["value"] is None:
-                trial.set_user_attr(claims.RUN_FAILED, True)
-                raise RunFailed(f"{unit.label}: the run logged no {self.spec.select}")
             return float(run["value"])
 
         study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed))

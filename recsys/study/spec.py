@@ -157,7 +157,8 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
     unknown = set(raw) - known
     if unknown:
         raise _fail(path, "top level", f"unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-    root = Path(root) if root is not None else Path.cwd()
+    # absolute: runs start in `root`, so a relative one would be applied twice to their paths
+    root = (Path(root) if root is not None else Path.cwd()).resolve()
     name = raw.get("name") or path.stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise _fail(path, "name", f"{name!r}: letters, digits, '-' and '_' only")

@@ -1,0 +1,408 @@
+"""recsys study when things go wrong: failed runs (spent budget, shown everywhere, seeds after a
+tuning phase that only failed), pruning wired end to end, the recorder's refusals, min-mode
+selection, unreadable run files, a budget raised on resume, --jobs 2, a relative --root.
+
+One real study (a model whose override `recsys fit` rejects, and Pop) runs once for the module;
+everything else uses fake runs (``runner.execute`` replaced) or hand-written run directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from recsys.study import claims, load_study, runner
+from recsys.study.spec import StudySpec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "studies" / "tiny.yaml"
+DATA = {"tiny": {"path": "data/tiny", "max_len": 5, "train_stride": 5, "batch_size": 8, "eval_batch_size": 8}}
+
+
+def study_file(folder: Path, **fields) -> Path:
+    """A study file (JSON is YAML) in ``folder``: Pop and a searched SASRec on data/tiny by default."""
+    body = {"name": "adv", "datasets": DATA,
+            "models": {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+                       "SASRec": {"config": "configs/ml-100k/sasrec.yaml",
+                                  "search": {"model.lr": {"low": 0.001, "high": 0.01}}}},
+            "budget": {"trials": 2, "seeds": [0, 1]}, "reference": "Pop",
+            "report": {"metrics": ["hit", "ndcg"], "cutoffs": [5, 10]}, "heartbeat": {"interval": 5, "grace": 20}}
+    body.update(fields)
+    path = folder / f"{body['name']}.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def runs_of(output: Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(output / "runs")): json.loads(p.read_text())
+            for p in sorted(output.glob("runs/*/*/*/run.json")) if ".crashed-" not in p.parent.name}
+
+
+# ---- one real study: every tuning run of a model fails ------------------------------------------
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    """`recsys study run` on Pop (fine) and Broken (an override `recsys fit` rejects, so its one
+    tuning trial fails and its seeds have no parameters to run). Returns (spec, process)."""
+    folder = tmp_path_factory.mktemp("failing")
+    path = study_file(folder, name="failing", budget={"trials": 1, "seeds": [0]}, models={
+        "Pop": {"config": "configs/ml-100k/pop.yaml"},
+        "Broken": {"config": "configs/ml-100k/sasrec.yaml", "overrides": {"model.nonexistent": 1},
+                   "search": {"model.lr": {"low": 0.001, "high": 0.01}}}})
+    output = folder / "out"
+    try:
+        done = subprocess.run([sys.executable, "-m", "recsys.cli", "study", "run", str(path), "--output", str(output),
+                               "--root", str(ROOT)], cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=150)
+    except subprocess.TimeoutExpired as error:  # the seeds of a model whose trials all failed used to spin forever
+        pytest.fail(f"the study hung: {str(error.stdout)[-1500:]}")
+    return load_study(path, ROOT, output), done
+
+
+def test_a_failed_run_spends_its_slot_and_says_why(failing):
+    spec, done = failing
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = runs_of(spec.output)
+    tune = runs["tiny/Broken/tune-0"]
+    assert tune["status"] == "failed" and "nonexistent" in tune["error"] and tune["returncode"] != 0
+    seed = runs["tiny/Broken/seed-0"]  # no tuning trial finished: the seed slot fails, naming the cause
+    assert seed["status"] == "failed" and "no tuning trial finished" in seed["error"]
+    assert runs["tiny/Pop/seed-0"]["status"] == "done"
+    assert "FAILED tiny/Broken/tune-0" in done.stdout and "FAILED tiny/Broken/seed-0" in done.stdout
+
+
+def test_status_counts_failed_runs_as_finished(failing, capsys):
+    from recsys.cli import main
+    from recsys.study.runner import status
+
+    spec, _ = failing
+    rows = {(r["model"], r["phase"]): r for r in status(spec)}
+    for key in (("Broken", "tune"), ("Broken", "seed")):
+        assert rows[key]["finished"] == rows[key]["budget"] == rows[key]["failed"] == 1 and rows[key]["running"] == 0
+    assert rows[("Pop", "seed")]["failed"] == 0
+    assert main(["study", "status", str(spec.path), "--output", str(spec.output), "--root", str(ROOT)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "Broken" in x and "tune" in x)
+    assert line.split()[-2:] == ["1", "0"]  # failed 1, pruned 0
+
+
+def test_running_a_finished_failing_study_again_runs_nothing(failing):
+    spec, _ = failing
+    assert runner.run_study(spec, log=lambda line: None) == 0
+
+
+def test_the_report_lists_failed_runs_under_checks(failing, tmp_path):
+    from recsys.study.report import write_report
+
+    spec, _ = failing
+    text = (write_report(spec, tmp_path) / "index.md").read_text()
+    checks = text.split("Checks:", 1)[1]
+    assert "- Broken tuning trial 0: failed: " in checks and "nonexistent" in checks
+    assert "- Broken seed 0: failed: " in checks and "no tuning trial finished" in checks
+    assert "| Broken | 1 | 0 | 0 | 1 | 0 |" in text  # the tuning budget table: budget 1, failed 1
+    assert pd.read_csv(tmp_path / "leaderboard.csv").set_index("model").loc["Pop", "seeds"] == "1/1"
+
+
+# ---- runs as the runner sees them (a stand-in process) -------------------------------------------
+
+def fake_process(monkeypatch, script: str) -> None:
+    """Make every run the Python ``script`` (run in the unit's directory, given as argv[1])."""
+    monkeypatch.setattr(runner, "command", lambda spec, unit, trial_id: [
+        sys.executable, "-c", script, str(unit.directory(spec))])
+
+
+def one_unit(tmp_path: Path) -> tuple[StudySpec, runner.Unit]:
+    spec = load_study(study_file(tmp_path), ROOT, tmp_path / "out")
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    return spec, runner.Unit(task, "tune", 0, 0, {"model.lr": 0.002})
+
+
+@pytest.mark.parametrize("script, status, error", [
+    ("import sys; sys.stderr.write('Traceback\\nValueError: bad value\\n'); sys.exit(3)", "failed", "ValueError: bad value"),
+    ("pass", "failed", "the run logged no val/ndcg@10"),  # exit 0 without a value is no success
+    ("import json, sys; open(sys.argv[1] + '/record.json', 'w').write('{\"best_sc')", "failed", "record.json: not JSON"),
+    ("import json, sys; d = sys.argv[1]; json.dump({'best_score': 0.25}, open(d + '/record.json', 'w'));"
+     "json.dump({'epoch': 2}, open(d + '/pruned.json', 'w'))", "pruned", None),
+])
+def test_execute_status_of_a_run(tmp_path, monkeypatch, script, status, error):
+    spec, unit = one_unit(tmp_path)
+    fake_process(monkeypatch, script)
+    if status == "failed":
+        with pytest.raises(runner.RunFailed, match="exit"):
+            runner.execute(spec, unit, None, {})
+    else:
+        assert runner.execute(spec, unit, None, {})["value"] == 0.25
+    run = json.loads((unit.directory(spec) / "run.json").read_text())
+    assert run["status"] == status and (error is None or error in run["error"]), run
+
+
+def fake_execute(monkeypatch, value, status=lambda unit: "done", delay: float = 0.0) -> list[runner.Unit]:
+    """Replace the run process: ``value(unit)`` is the run's selection value. Returns the units run."""
+    ran: list[runner.Unit] = []
+    lock = threading.Lock()
+
+    def execute(spec, unit, trial_id, env):
+        time.sleep(delay)
+        with lock:
+            ran.append(unit)
+        return {"status": status(unit), "wall_s": 0.0, "value": value(unit)}
+
+    monkeypatch.setattr(runner, "execute", execute)
+    return ran
+
+
+def trials_by_slot(spec: StudySpec, model: str, phase: claims.Phase) -> dict[int, optuna.trial.FrozenTrial]:
+    task = next(t for t in claims.tasks(spec) if t.model.name == model)
+    study = claims.open_study(spec, task, phase, claims.storage(spec))
+    return {t.user_attrs[claims.SLOT]: t for t in study.get_trials() if claims.SLOT in t.user_attrs}
+
+
+def test_a_pruned_run_is_a_pruned_trial(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, budget={"trials": 2, "seeds": [0]}), ROOT, tmp_path / "out")
+    fake_execute(monkeypatch, lambda u: 0.5, status=lambda u: "pruned" if u.phase == "tune" and u.slot == 0 else "done")
+    assert runner.run_study(spec, log=lambda line: None) == 4
+    tune = trials_by_slot(spec, "SASRec", "tune")
+    assert tune[0].state == TrialState.PRUNED and tune[1].state == TrialState.COMPLETE
+    row = next(r for r in runner.status(spec) if r["model"] == "SASRec" and r["phase"] == "tune")
+    assert row["pruned"] == 1 and row["finished"] == row["budget"] == 2
+
+
+def test_select_mode_min_reruns_the_lowest_trial(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, select="val/loss", select_mode="min", budget={"trials": 4, "seeds": [0]},
+                                 pruning=False), ROOT, tmp_path / "out")
+    ran = fake_execute(monkeypatch, lambda u: u.params.get("model.lr", 1.0) * 100)
+    runner.run_study(spec, log=lambda line: None)
+    tune = [u for u in ran if u.phase == "tune"]
+    seed = next(u for u in ran if u.phase == "seed" and u.task.model.name == "SASRec")
+    assert len(tune) == 4 and len({u.params["model.lr"] for u in tune}) == 4
+    assert seed.params == min(tune, key=lambda u: u.params["model.lr"]).params
+
+
+def test_two_jobs_in_one_process_run_every_slot_once(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, budget={"trials": 3, "seeds": [0, 1, 2]}), ROOT, tmp_path / "out")
+    ran = fake_execute(monkeypatch, lambda u: u.slot / 10, delay=0.3)
+    assert runner.run_study(spec, jobs=2, log=lambda line: None) == len(ran) == 3 + 3 + 3
+    assert sorted((u.task.model.name, u.phase, u.slot) for u in ran) == sorted(
+        [("SASRec", "tune", s) for s in range(3)] + [(m, "seed", s) for m in ("Pop", "SASRec") for s in range(3)])
+    assert {u.seed for u in ran if u.phase == "seed"} == {0, 1, 2}
+
+
+def test_raising_the_budget_of_a_study_with_a_refused_trial(tmp_path):
+    """A trial refused as over budget (two workers racing for the last slot) holds no slot: after
+    the file's budget is raised the next trial takes the new slot (it used to be refused forever)."""
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}), ROOT, tmp_path / "out")
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    store = claims.storage(spec)
+    study = claims.open_study(spec, task, "tune", store)
+    first, second = study.ask(), study.ask()  # two workers asked at once for the one slot
+    assert claims.take_slot(study, store, first) == 0
+    with pytest.raises(claims.OverBudget):
+        claims.take_slot(study, store, second)
+    study.tell(first, 0.5)
+    study.tell(second, state=TrialState.FAIL)
+    raised = load_study(study_file(tmp_path, budget={"trials": 2, "seeds": [0]}), ROOT, tmp_path / "out")
+    study = claims.open_study(raised, task, "tune", store)
+    assert claims.phase_state(study).claimable
+    assert claims.take_slot(study, store, study.ask()) == 1
+
+
+# ---- pruning inside a run ---------------------------------------------------------------------------
+
+def fake_trainer(folder: Path, epoch: int, value: float, **more) -> SimpleNamespace:
+    return SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                           callback_metrics={"val/ndcg@10": torch.tensor(value)}, current_epoch=epoch,
+                           default_root_dir=str(folder), should_stop=False,
+                           strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj), **more)
+
+
+def test_optuna_pruning_reports_each_epoch_and_stops_a_bad_trial(tmp_path):
+    """The callback the runner puts in a tuning run's command, against the study's own database:
+    two earlier trials reached 0.5; this one stays at 0.1 and is stopped once past the warm-up."""
+    from recsys.study import OptunaPruning
+    from recsys.study.pruning import PRUNED
+
+    spec = load_study(study_file(tmp_path), ROOT, tmp_path / "out")
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    study = claims.open_study(spec, task, "tune", claims.storage(spec))
+    for _ in range(2):
+        done = study.ask()
+        for step in range(3):
+            done.report(0.5, step)
+        study.tell(done, 0.5)
+    trial = study.ask()
+    args = runner.command(spec, runner.Unit(task, "tune", 2, 0), trial._trial_id)
+    pruning = next(json.loads(a.split("=", 1)[1]) for a in args if "OptunaPruning" in a)
+    callback = OptunaPruning(**pruning["init_args"])
+    stopped = []
+    for epoch in range(3):
+        trainer = fake_trainer(tmp_path, epoch, 0.1)
+        callback.on_validation_end(trainer, None)
+        stopped.append(trainer.should_stop)
+    assert stopped == [False, False, True]  # epochs 0 and 1 are the pruner's warm-up
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == pytest.approx({0: 0.1, 1: 0.1, 2: 0.1})
+    assert json.loads((tmp_path / PRUNED).read_text())["epoch"] == 2
+
+
+def test_optuna_pruning_lets_a_good_trial_run(tmp_path):
+    from recsys.study import OptunaPruning
+    from recsys.study.pruning import PRUNED
+
+    spec = load_study(study_file(tmp_path), ROOT, tmp_path / "out")
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    study = claims.open_study(spec, task, "tune", claims.storage(spec))
+    for _ in range(2):
+        done = study.ask()
+        done.report(0.2, 2)
+        study.tell(done, 0.2)
+    trial = study.ask()
+    callback = OptunaPruning(spec.storage, task.study_name(spec, "tune"), trial._trial_id, trials=spec.trials)
+    trainer = fake_trainer(tmp_path, 2, 0.6)
+    callback.on_validation_end(trainer, None)
+    assert not trainer.should_stop and not (tmp_path / PRUNED).exists()
+
+
+# ---- the recorder --------------------------------------------------------------------------------
+
+def recorder_trainer(folder: Path, *callbacks) -> SimpleNamespace:
+    return SimpleNamespace(callbacks=list(callbacks), datamodule=None, accelerator=object(), max_epochs=3,
+                           is_global_zero=True, default_root_dir=str(folder), current_epoch=2)
+
+
+@pytest.mark.parametrize("monitor, mode, words", [
+    ("val/hit@10", "max", ["'val/ndcg@10'", "'val/hit@10'"]),
+    ("val/ndcg@10", "min", ["max of 'val/ndcg@10'", "['min']"]),
+])
+def test_the_recorder_refuses_a_checkpoint_on_another_metric_or_mode(tmp_path, monitor, mode, words):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from recsys.study import RunRecorder
+
+    recorder = RunRecorder("val/ndcg@10", "max")
+    with pytest.raises(ValueError) as error:
+        recorder.on_fit_start(recorder_trainer(tmp_path, ModelCheckpoint(monitor=monitor, mode=mode)), None)
+    assert all(w in str(error.value) for w in words), str(error.value)
+
+
+def test_the_recorder_selects_the_lowest_epoch_in_min_mode(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from recsys.study import RunRecorder
+
+    module = pl.LightningModule()
+    module.layer = torch.nn.Linear(2, 1)
+    recorder = RunRecorder("val/loss", "min")
+    trainer = recorder_trainer(tmp_path, ModelCheckpoint(monitor="val/loss", mode="min"))
+    recorder.on_fit_start(trainer, module)
+    recorder.record["epochs"] = [{"epoch": e, "train_s": 1.0, "elapsed_s": e + 1.0, "val": {"val/loss": v}}
+                                 for e, v in enumerate([0.9, 0.3, 0.5])]
+    recorder.on_fit_end(trainer, module)
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert (record["best_epoch"], record["best_score"], record["params_total"]) == (1, 0.3, 3)
+
+
+# ---- the report on hand-written runs -------------------------------------------------------------
+
+def write_run(spec: StudySpec, model: str, seed: int, users: list[str], ranks: list[int]) -> Path:
+    folder = spec.output / "runs" / "tiny" / model / f"seed-{seed}"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"model": model, "phase": "seed", "slot": seed, "seed": seed,
+                                                  "status": "done", "wall_s": 1.0}))
+    (folder / "record.json").write_text(json.dumps({"best_epoch": 0, "max_epochs": 1, "split_hash": "h"}))
+    pd.DataFrame({"window": range(len(users)), "user": users, "rank": ranks, "cold": False}).to_csv(
+        folder / "ranks.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def hand_runs(tmp_path) -> StudySpec:
+    """Pop (reference) and SASRec, two seeds each; SASRec's seed 1 never started."""
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0, 1]}), ROOT, tmp_path / "out")
+    users = [f"u{i}" for i in range(12)]
+    write_run(spec, "Pop", 0, users, [1, 3, 20, 2, 8, 50, 1, 4, 30, 2, 7, 9])
+    write_run(spec, "Pop", 1, users, [2, 3, 15, 1, 9, 40, 1, 5, 25, 3, 6, 9])
+    write_run(spec, "SASRec", 0, users, [1, 1, 5, 1, 2, 9, 1, 2, 6, 1, 3, 4])
+    return spec
+
+
+def test_a_missing_seed_run_is_shown_as_not_started(hand_runs, tmp_path):
+    from recsys.study.report import write_report
+
+    text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
+    assert "- SASRec: 1 seed run(s) not started" in text and "| SASRec | 1/2 |" in text
+    board = pd.read_csv(tmp_path / "report" / "leaderboard.csv").set_index("model")
+    assert 0 < board.loc["SASRec", "wilcoxon_p"] <= 1  # same windows: paired
+
+
+def test_models_tested_on_different_windows_get_no_paired_test(hand_runs, tmp_path):
+    from recsys.study.report import write_report
+
+    write_run(hand_runs, "SASRec", 1, [f"u{i}" for i in range(12)], [1] * 12)
+    for seed in (0, 1):
+        ranks = hand_runs.output / "runs" / "tiny" / "SASRec" / f"seed-{seed}" / "ranks.csv"
+        frame = pd.read_csv(ranks)
+        frame["window"] += 100
+        frame.to_csv(ranks, index=False)
+    text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
+    assert "SASRec and Pop were tested on different windows: no paired test" in text
+    board = pd.read_csv(tmp_path / "report" / "leaderboard.csv").set_index("model")
+    assert "wilcoxon_p" not in board or pd.isna(board.loc["SASRec", "wilcoxon_p"])
+
+
+def test_seeds_of_one_model_on_different_windows_are_a_warning_not_a_crash(hand_runs, tmp_path):
+    from recsys.study.report import write_report
+
+    write_run(hand_runs, "SASRec", 1, [f"u{i}" for i in range(12)], [1] * 12)
+    ranks = hand_runs.output / "runs" / "tiny" / "SASRec" / "seed-1" / "ranks.csv"
+    pd.read_csv(ranks).iloc[:9].to_csv(ranks, index=False)  # 9 of the 12 windows
+    text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
+    assert "SASRec's seed runs were tested on different windows: its interval and tests use the 9" in text
+    assert "SASRec and Pop were tested on different windows: no paired test" in text
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("record.json", lambda text: text[: len(text) // 2]),
+    ("record.json", lambda text: "\udcff"),
+    ("ranks.csv", lambda text: text[: text.rindex("\n", 0, len(text) - 1) + 4]),  # cut inside the last row
+    ("ranks.csv", lambda text: ""),
+    ("ranks.csv", lambda text: text.replace("False", "Nope", 1)),
+    ("run.json", lambda text: "[1, 2]"),
+])
+def test_an_unreadable_run_file_is_one_error_line_naming_it(hand_runs, capsys, name, damage):
+    from recsys.cli import main
+
+    path = hand_runs.output / "runs" / "tiny" / "SASRec" / "seed-0" / name
+    damaged = damage(path.read_text())
+    if "\udcff" in damaged:
+        path.write_bytes(b"\xff\xfe{")
+    else:
+        path.write_text(damaged)
+    code = main(["study", "report", str(hand_runs.path), "--output", str(hand_runs.output), "--root", str(ROOT)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"recsys: error: {path}") and err.count("\n") == 1, err
+
+
+# ---- paths -----------------------------------------------------------------------------------------
+
+def test_a_relative_root_and_output_resolve_once(monkeypatch):
+    """Runs start in the study's root: a relative --root must not be applied twice to their paths."""
+    monkeypatch.chdir(ROOT.parent)
+    spec = load_study(TINY, ROOT.name, "rel-out")
+    assert spec.root == ROOT and spec.output == ROOT / "rel-out"
+    assert spec.storage == f"sqlite:///{ROOT / 'rel-out' / 'study.db'}"
+    task = claims.tasks(spec)[0]
+    args = runner.command(spec, runner.Unit(task, "seed", 0, 0), None)
+    config = Path(next(a for a in args if a.startswith("--config=")).split("=", 1)[1])
+    out = Path(next(a for a in args if a.startswith("--trainer.default_root_dir=")).split("=", 1)[1])
+    assert (spec.root / config).is_file()  # as the run process (cwd = root) reads it
+    assert spec.root / out == ROOT / "rel-out" / "runs" / "tiny" / task.model.name / "seed-0"
