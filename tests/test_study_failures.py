@@ -406,3 +406,12 @@ def test_a_relative_root_and_output_resolve_once(monkeypatch):
     out = Path(next(a for a in args if a.startswith("--trainer.default_root_dir=")).split("=", 1)[1])
     assert (spec.root / config).is_file()  # as the run process (cwd = root) reads it
     assert spec.root / out == ROOT / "rel-out" / "runs" / "tiny" / task.model.name / "seed-0"
+
+
+def test_jobs_below_one_is_a_usage_error(tmp_path, capsys):
+    from recsys.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["study", "run", str(TINY), "--jobs", "0", "--output", str(tmp_path / "out")])
+    assert stopped.value.code == 2 and "--jobs must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
         sub.add_argument("--output", type=Path, help="where runs, the database and the report go "
                          "(default: the study's `output`, else runs/studies/<name>)")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.jobs < 1:
+        run.error(f"--jobs must be >= 1, got {args.jobs}")
 
     from recsys.study.spec import load_study
 
