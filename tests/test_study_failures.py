@@ -216,6 +216,28 @@ def test_raising_the_budget_of_a_study_with_a_refused_trial(tmp_path):
     assert claims.take_slot(study, store, study.ask()) == 1
 
 
+def test_a_queued_slot_goes_to_one_worker_on_sqlite(tmp_path):
+    """A slot queued again after a crash is one WAITING trial; on SQLite (no SELECT FOR UPDATE)
+    workers asking at the same instant all used to get it. 4 workers, 8 times."""
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}), ROOT, tmp_path / "out")
+    for rep in range(8):
+        name = f"race-{rep}"
+        optuna.create_study(study_name=name, storage=claims.storage(spec)).enqueue_trial({})
+        studies = [optuna.load_study(study_name=name, storage=claims.storage(spec)) for _ in range(4)]
+        barrier, got = threading.Barrier(4), []
+
+        def ask(study: optuna.Study) -> None:
+            barrier.wait()
+            got.append(study.ask()._trial_id)
+
+        threads = [threading.Thread(target=ask, args=(s,)) for s in studies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(got) == len(set(got)) == 4, f"repetition {rep}: one trial handed out twice: {got}"
+
+
 # ---- pruning inside a run ---------------------------------------------------------------------------
 
 def fake_trainer(folder: Path, epoch: int, value: float, **more) -> SimpleNamespace:

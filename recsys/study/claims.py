@@ -110,8 +110,28 @@ def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if spec.storage.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat,
-                                          grace_period=spec.grace, heartbeat_stale_trial_callback=requeue)
+        store = optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat,
+                                           grace_period=spec.grace, heartbeat_stale_trial_callback=requeue)
+    if spec.storage.startswith("sqlite"):
+        _serialize_sqlite(store.engine)
+    return store
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """SQLite ignores ``SELECT ... FOR UPDATE``, so two workers could both take the same queued
+    slot (Optuna's check-and-set of a WAITING trial to RUNNING reads, then writes). Every
+    transaction takes SQLite's write lock when it begins instead (SQLAlchemy's pysqlite recipe)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite's own BEGIN off: the one below instead
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would keep pysqlite's BEGIN
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
