@@ -21,7 +21,7 @@ from recsys.study import claims
 
 
 def _phase(url: str, budget: int) -> str:
-    store = optuna.storages.RDBStorage(url)
+    store = claims.open_storage(url)
     study = optuna.create_study(study_name="s/d/m/seed", storage=store, load_if_exists=True)
     study.set_user_attr("budget", budget)
     return "s/d/m/seed"
@@ -33,8 +33,7 @@ def _claim_until_done(url: str, name: str, workers: int) -> list[int]:
     lock = threading.Lock()
 
     def worker() -> None:
-        store = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                           if url.startswith("sqlite") else {})
+        store = claims.open_storage(url)  # as workers open it (SQLite serialized)
         study = optuna.load_study(study_name=name, storage=store)
 
         def objective(trial: optuna.Trial) -> float:
@@ -78,7 +77,7 @@ def test_a_dead_workers_running_slot_is_queued_again_with_its_parameters(tmp_pat
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     name = _phase(url, budget=2)
-    store = optuna.storages.RDBStorage(url)
+    store = claims.open_storage(url)
     study = optuna.load_study(study_name=name, storage=store)
     dead = subprocess.Popen(["true"])
     dead.wait()  # a process id that no longer runs
@@ -102,7 +101,7 @@ def test_a_dead_workers_running_slot_is_queued_again_with_its_parameters(tmp_pat
 def test_a_live_workers_slot_is_left_alone(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     name = _phase(url, budget=1)
-    store = optuna.storages.RDBStorage(url)
+    store = claims.open_storage(url)
     study = optuna.load_study(study_name=name, storage=store)
     trial = study.ask()
     for key, value in ((claims.SLOT, 0), (claims.PID, os.getpid() + 0), (claims.HOST_ATTR, claims.HOST)):

@@ -105,14 +105,21 @@ def slot_of(study: optuna.Study, trial: FrozenTrial) -> int:
 
 def storage(spec: StudySpec) -> optuna.storages.RDBStorage:
     """The study's database, with heartbeats; a stale trial's slot is queued again."""
-    if spec.storage.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(spec.storage.removeprefix("sqlite:///")) or ".", exist_ok=True)
-    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if spec.storage.startswith("sqlite") else {}
+    return open_storage(spec.storage, spec.heartbeat, spec.grace)
+
+
+def open_storage(url: str, heartbeat: int | None = None, grace: int | None = None) -> optuna.storages.RDBStorage:
+    """A study database at a SQLAlchemy ``url`` as workers must open it (SQLite serialized, see
+    :func:`_serialize_sqlite`), with heartbeats when ``heartbeat`` seconds are given."""
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(url.removeprefix("sqlite:///")) or ".", exist_ok=True)
+    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        store = optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat,
-                                           grace_period=spec.grace, heartbeat_stale_trial_callback=requeue)
-    if spec.storage.startswith("sqlite"):
+        store = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                           grace_period=grace,
+                                           heartbeat_stale_trial_callback=requeue if heartbeat else None)
+    if url.startswith("sqlite"):
         _serialize_sqlite(store.engine)
     return store
 

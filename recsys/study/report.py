@@ -327,10 +327,12 @@ def write_report(spec: StudySpec, out: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Study `{spec.name}`", "",
           f"Study file `{spec.path}` (fingerprint `{spec.fingerprint()}`). Selection: `{spec.select}` "
-          f"({spec.select_mode}) on validation only; each model tuned with the same budget of {spec.trials} "
-          f"trial(s) when it has a search space, then its best trial re-run with seeds {list(spec.seeds)}. "
-          f"Test metrics: mean ± std over seeds. Interval: 95% bootstrap over test users of the per-user "
-          f"`{spec.primary}` averaged over seeds. Paired tests against `{spec.reference}` over the same test "
+          f"({spec.select_mode}) on validation only; "
+          + (f"each model with a search space tuned with the same budget of {spec.trials} trial(s), then its "
+             f"best trial re-run with seeds {list(spec.seeds)}. " if spec.trials else
+             f"nothing tuned; each model run with seeds {list(spec.seeds)}. ")
+          + "Test metrics: mean ± std over seeds. Interval: 95% bootstrap over test users of the per-user "
+          + f"`{spec.primary}` averaged over seeds. Paired tests against `{spec.reference}` over the same test "
           f"users, Holm-corrected across models; d_z = mean difference / std of differences.", ""]
     boards = []
     for dataset in spec.datasets:
