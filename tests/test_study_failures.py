@@ -437,3 +437,29 @@ def test_jobs_below_one_is_a_usage_error(tmp_path, capsys):
         main(["study", "run", str(TINY), "--jobs", "0", "--output", str(tmp_path / "out")])
     assert stopped.value.code == 2 and "--jobs must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_searched_model_gets_the_same_number_of_trials_on_every_dataset(tmp_path, monkeypatch):
+    """Three searched models with different spaces, two datasets, two workers: each (dataset,
+    model) gets exactly `budget.trials` tuning runs, whatever its space or speed."""
+    lr = {"model.lr": {"low": 0.001, "high": 0.01, "log": True}}
+    models = {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+              "SASRec": {"config": "configs/ml-100k/sasrec.yaml", "search": lr},
+              "SASRec-BCE": {"config": "configs/ml-100k/sasrec-bce.yaml",
+                             "search": {**lr, "model.dropout": {"choices": [0.1, 0.3, 0.5]}}},
+              "SASRec-small": {"config": "configs/ml-100k/sasrec.yaml", "overrides": {"model.d_model": 16},
+                               "search": {"model.num_layers": {"low": 1, "high": 3}}}}
+    spec = load_study(study_file(tmp_path, models=models, datasets={"a": DATA["tiny"], "b": DATA["tiny"]},
+                                 budget={"trials": 3, "seeds": [0]}), ROOT, tmp_path / "out")
+    ran = fake_execute(monkeypatch, lambda u: 0.1 + u.slot / 10, delay=0.05)
+    runner.run_study(spec, jobs=2, log=lambda line: None)
+    tuned: dict[tuple[str, str], list[int]] = {}
+    for unit in ran:
+        if unit.phase == "tune":
+            tuned.setdefault((unit.task.dataset, unit.task.model.name), []).append(unit.slot)
+    assert {k: sorted(v) for k, v in tuned.items()} == {
+        (d, m): [0, 1, 2] for d in ("a", "b") for m in ("SASRec", "SASRec-BCE", "SASRec-small")}
+    assert all(isinstance(u.params.get("model.num_layers"), int) for u in ran
+               if u.task.model.name == "SASRec-small")  # an int range suggests ints
+    board = {(r["dataset"], r["model"], r["phase"]): r for r in runner.status(spec)}
+    assert all(r["finished"] == r["budget"] == (3 if r["phase"] == "tune" else 1) for r in board.values())
