@@ -8,7 +8,7 @@ not pay for torch and Lightning.
 
 from __future__ import annotations
 
-import importlib
+from recsys.lazy import lazy_exports
 
 from recsys.hookspecs import HOOKSPEC_VERSION as HOOKSPEC_VERSION, hookimpl as hookimpl
 
@@ -80,14 +80,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "API_VERSION", "HOOKSPEC_VERSION", "hookimpl"])
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recsys' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,7 @@ ID-only models never pay for them."""
 
 from __future__ import annotations
 
-import importlib
+from recsys.lazy import lazy_exports
 
 _EXPORTS = {
     "Backbone": "recsys.llm.backbones",
@@ -38,13 +38,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'recsys.llm' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

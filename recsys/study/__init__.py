@@ -11,8 +11,7 @@ The public names load on first use (no submodule is imported with the package), 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from recsys.lazy import lazy_exports
 
 _EXPORTS = {
     "OptunaPruning": "recsys.study.pruning",
@@ -23,14 +22,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recsys.study' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
