@@ -169,7 +169,8 @@ def test_report_tables_plots_and_html(tiny_study):
     assert pd.isna(board.loc["SASRec", "wilcoxon_p"]) and 0 < board.loc["Pop", "wilcoxon_p_holm"] <= 1
     assert board.loc["Pop", "test_users"] == 8
     text = (out / "index.md").read_text()
-    assert "| SASRec | 2/2 |" in text and "reference" in text and "| SASRec | 2 | 2 |" in text
+    assert "| SASRec | 2/2 | 8 |" in text and "| Pop | 2/2 | 8 |" in text  # seeds, test users
+    assert "reference" in text and "| SASRec | 2 | 2 |" in text
     for png in ("tiny-ndcg_at_10.png", "tiny-at-k.png", "tiny-cost.png", "tiny-validation.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "index.html").read_text().count("data:image/png;base64,") == 4

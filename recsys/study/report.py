@@ -295,11 +295,12 @@ def _p(value: Any) -> str:
 
 def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
     metrics = spec.report_metrics
-    head = ["model", "seeds", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
+    head = ["model", "seeds", "test users", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
             "p t (Holm)", "d_z", "params (trainable)", "s to best", "s/epoch", "test s", "peak RSS MB", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in board.iterrows():
-        cells = [str(r["model"]), str(r["seeds"])]
+        users = r.get("test_users")
+        cells = [str(r["model"]), str(r["seeds"]), _fmt(int(users)) if users is not None and not pd.isna(users) else "-"]
         cells += [f"{_fmt(r[m])} ± {_fmt(r[f'{m} std'])}" if not pd.isna(r[m]) else "-" for m in metrics]
         cells.append(f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" if not pd.isna(r.get("ci_low", np.nan))
                      else "-")
