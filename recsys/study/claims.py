@@ -3,9 +3,9 @@
 Per dataset and model there are two Optuna studies: ``<study>/<dataset>/<model>/tune``
 (``budget.trials`` slots, when the model has a search space) and ``.../seeds`` (one slot per seed,
 with the best tuning trial's parameters). A worker claims a slot by asking the Optuna study for a
-trial: the database numbers trials atomically, so two workers (threads, processes or machines
-sharing a PostgreSQL URL) never get the same slot, and a trial numbered past the budget is
-refused. That is what keeps the budget equal: a model gets exactly ``budget.trials`` slots.
+trial: the database numbers trials atomically and a trial's slot is its place among the fresh
+(not re-queued) trials, so two workers (threads, processes or machines sharing a PostgreSQL URL)
+never get the same slot, and a trial whose place is past the budget is refused. That is what keeps the budget equal: a model gets exactly ``budget.trials`` slots.
 
 A crash loses only the run in flight. Running trials send heartbeats; one whose heartbeat stops
 (its worker died) is failed by the next worker that looks, and its slot is queued again with the
@@ -24,10 +24,10 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from recsys.study.pruning import median_pruner
 from recsys.study.spec import ModelSpec, Param, StudySpec
 
 Phase = Literal["tune", "seed"]
+PHASES: tuple[Phase, ...] = ("tune", "seed")
 HOST = socket.gethostname()
 
 # Attributes a study keeps on its trials.
@@ -45,9 +45,11 @@ class Task:
         return f"{spec.name}/{self.dataset}/{self.model.name}/{phase}"
 
     def budget(self, spec: StudySpec, phase: Phase) -> int:
-        if phase == "tune":
-            return spec.trials if self.model.search else 0
-        return len(spec.seeds)
+        return spec.trial_budget(self.model) if phase == "tune" else len(spec.seeds)
+
+    def phases(self, spec: StudySpec) -> list[Phase]:
+        """The phases with slots to run, in order (a model without a search space has no tuning)."""
+        return [phase for phase in PHASES if self.budget(spec, phase) > 0]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class PhaseState:
         return bool(self.waiting) or len(self.finished | self.running) < self.budget
 
 
+def budget_of(study: optuna.Study) -> int:
+    """The phase's budget as the database holds it (set by :func:`open_study` from the file)."""
+    return int(study.user_attrs.get("budget", 0))
+
+
 def tasks(spec: StudySpec) -> list[Task]:
     return [Task(d, m) for d in spec.datasets for m in spec.models.values()]
 
@@ -82,7 +89,7 @@ def take_slot(study: optuna.Study, store: optuna.storages.BaseStorage, trial: op
     """The slot of a trial just handed out by ``study.ask`` (inside ``optimize``), marked on the
     trial with this worker's host and process; raises OverBudget (marking it) past the budget."""
     slot = slot_of(study, store.get_trial(trial._trial_id))
-    if slot >= int(study.user_attrs.get("budget", 0)):
+    if slot >= budget_of(study):
         trial.set_user_attr(OVER_BUDGET, True)
         raise OverBudget(slot)
     trial.set_user_attr(SLOT, slot)
@@ -143,11 +150,18 @@ def _serialize_sqlite(engine: Any) -> None:
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial's slot again with its parameters (called once per stale trial)."""
-    budget = int(study.user_attrs.get("budget", 0))
+    budget = budget_of(study)
     slot = slot_of(study, trial)
     if trial.user_attrs.get(OVER_BUDGET) or slot >= budget:
         return
     study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def median_pruner(trials: int) -> optuna.pruners.MedianPruner:
+    """The pruner of a study's tuning phase with a budget of ``trials``. Optuna keeps no pruner in
+    the database, so the runner and every run process (:class:`~recsys.study.OptunaPruning`)
+    must build the same one from this."""
+    return optuna.pruners.MedianPruner(n_startup_trials=max(2, trials // 4), n_warmup_steps=2)
 
 
 def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages.BaseStorage,
@@ -169,7 +183,7 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
 
 
 def phase_state(study: optuna.Study) -> PhaseState:
-    budget = int(study.user_attrs.get("budget", 0))
+    budget = budget_of(study)
     finished, running, waiting = set(), set(), set()
     for trial in study.get_trials(deepcopy=False):
         if SLOT not in trial.user_attrs:  # over budget, or claimed an instant ago
@@ -190,7 +204,7 @@ def phase_state(study: optuna.Study) -> PhaseState:
 
 def best_trial(study: optuna.Study, maximize: bool) -> FrozenTrial | None:
     """The best finished in-budget trial (ties: the lower slot), or None when none finished."""
-    budget = int(study.user_attrs.get("budget", 0))
+    budget = budget_of(study)
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if int(t.user_attrs.get(SLOT, budget)) < budget and t.value is not None]
     if not done:

@@ -9,24 +9,11 @@ and writes ``pruned.json``; the runner then marks the trial PRUNED.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import lightning.pytorch as pl
 
 from recsys.study.records import write_json
 
-if TYPE_CHECKING:
-    import optuna
-
 PRUNED = "pruned.json"
-
-
-def median_pruner(trials: int) -> optuna.pruners.MedianPruner:
-    """The pruner of a study's tuning phase with a budget of ``trials``. Optuna keeps no pruner in
-    the database, so the runner and every run process must build the same one from this."""
-    import optuna
-
-    return optuna.pruners.MedianPruner(n_startup_trials=max(2, trials // 4), n_warmup_steps=2)
 
 
 class OptunaPruning(pl.Callback):
@@ -43,7 +30,10 @@ class OptunaPruning(pl.Callback):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+            from recsys.study.claims import median_pruner, open_storage
+
+            # the database opened as the runner's workers open it (SQLite serialized, a long lock timeout)
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
                                       pruner=median_pruner(self.trials))
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial

@@ -152,14 +152,10 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
             if trains and best is not None and best + 1 >= allowed:
                 warnings.append(f"{model.name} seed {run.run.get('seed')}: selected epoch {best} is the last one "
                                 f"allowed ({allowed} epochs): budget-limited, not converged")
-        for run in model.runs:
-            if run.status != "done":
-                warnings.append(f"{model.name} seed {run.run.get('seed')}: {run.status}"
-                                + (f": {run.run['error']}" if run.run.get("error") else ""))
-        for run in model.tune:  # a pruned trial is the protocol working; a failed one is a check
-            if run.status not in ("done", "pruned"):
-                warnings.append(f"{model.name} tuning trial {run.run.get('slot')}: {run.status}"
-                                + (f": {run.run['error']}" if run.run.get("error") else ""))
+        warnings += [_unfinished(f"{model.name} seed {r.run.get('seed')}", r) for r in model.runs if r.status != "done"]
+        # a pruned trial is the protocol working; a failed one is a check
+        warnings += [_unfinished(f"{model.name} tuning trial {r.run.get('slot')}", r) for r in model.tune
+                     if r.status not in ("done", "pruned")]
         missing = model.expected_seeds - len(model.runs)
         if missing > 0:
             warnings.append(f"{model.name}: {missing} seed run(s) not started")
@@ -175,6 +171,11 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
     return pd.DataFrame(rows), warnings
 
 
+def _unfinished(what: str, run: Run) -> str:
+    """A check line for a run that did not finish: its status and, when it has one, its error."""
+    return f"{what}: {run.status}" + (f": {run.run['error']}" if run.run.get("error") else "")
+
+
 def _first(records: list[dict[str, Any]], key: str) -> Any:
     return next((r[key] for r in records if r.get(key) is not None), None)
 
@@ -184,8 +185,7 @@ def tuning(results: list[ModelResult], spec: StudySpec) -> pd.DataFrame:
     rows = []
     for model in results:
         statuses = [r.status for r in model.tune]
-        budget = spec.trials if spec.models[model.name].search else 0
-        rows.append({"model": model.name, "budget": budget, "done": statuses.count("done"),
+        rows.append({"model": model.name, "budget": spec.trial_budget(spec.models[model.name]), "done": statuses.count("done"),
                      "pruned": statuses.count("pruned"), "failed": statuses.count("failed"),
                      "running": statuses.count("running"),
                      "searched": ", ".join(p.key for p in spec.models[model.name].search) or "-"})
@@ -193,7 +193,8 @@ def tuning(results: list[ModelResult], spec: StudySpec) -> pd.DataFrame:
 
 
 def protocol(results: list[ModelResult]) -> dict[str, Any]:
-    """The data settings the runs were evaluated under (the first finished run's; differences warned)."""
+    """The data settings the runs were evaluated under: the first finished run's (runs tested on
+    different splits are a check of :func:`leaderboard`, by split hash)."""
     keys = ("protocol", "mask_history", "max_len", "cold_items", "eval_sample", "path")
     for model in results:
         for run in model.done:

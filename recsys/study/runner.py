@@ -126,6 +126,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_header(spec: StudySpec, unit: Unit) -> dict[str, Any]:
+    """What every run.json starts with: the study, the unit and the worker that ran it."""
+    return {"study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
+            "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
+            "params": unit.params, "host": claims.HOST, "worker_pid": os.getpid()}
+
+
 def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str]) -> dict[str, Any]:
     """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails."""
     directory = unit.directory(spec)
@@ -134,19 +145,14 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
         shutil.move(str(directory), str(directory.with_name(f"{directory.name}.crashed-{stamp}")))
     directory.mkdir(parents=True)
     args = command(spec, unit, trial_id)
-    run: dict[str, Any] = {
-        "study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
-        "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
-        "params": unit.params, "command": args[2:], "host": claims.HOST, "worker_pid": os.getpid(), "status": "running",
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
-        "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
+    run = {**run_header(spec, unit), "command": args[2:], "status": "running", "started": _now(),
+           "versions": versions(), "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
     write_json(directory / RUN, run)
     start = time.perf_counter()
     with open(directory / "stdout.txt", "wb") as out, open(directory / "stderr.txt", "wb") as err:
         process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode,
-               finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
     configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"))
     if configs:
         run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
@@ -174,11 +180,7 @@ def record_failure(spec: StudySpec, unit: Unit, error: str) -> None:
     its run.json says so, so ``status`` and the report show it like any failed run."""
     directory = unit.directory(spec)
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / RUN, {
-        "study": spec.name, "fingerprint": spec.fingerprint(), "dataset": unit.task.dataset,
-        "model": unit.task.model.name, "phase": unit.phase, "slot": unit.slot, "seed": unit.seed,
-        "params": unit.params, "host": claims.HOST, "worker_pid": os.getpid(), "status": "failed", "error": error,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json(directory / RUN, {**run_header(spec, unit), "status": "failed", "error": error, "finished": _now()})
 
 
 class Worker:
@@ -202,9 +204,7 @@ class Worker:
         """Run one claimable unit. Returns (ran something, something is still running elsewhere)."""
         waiting = False
         for task in claims.tasks(self.spec):
-            for phase in ("tune", "seed"):
-                if task.budget(self.spec, phase) == 0:
-                    continue
+            for phase in task.phases(self.spec):
                 study = claims.open_study(self.spec, task, phase, self.store, self.index)
                 claims.fail_orphans(study, self.store)
                 state = claims.phase_state(study)
@@ -312,9 +312,7 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
     store = claims.storage(spec)
     rows = []
     for task in claims.tasks(spec):
-        for phase in ("tune", "seed"):
-            if task.budget(spec, phase) == 0:
-                continue
+        for phase in task.phases(spec):
             study = claims.open_study(spec, task, phase, store)
             state = claims.phase_state(study)
             failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -92,6 +92,10 @@ class StudySpec:
     grace: int  #: seconds without a heartbeat after which a trial counts as crashed
     root: Path
 
+    def trial_budget(self, model: ModelSpec) -> int:
+        """Tuning trials ``model`` gets: the shared budget when it has a search space, else none."""
+        return self.trials if model.search else 0
+
     @property
     def report_metrics(self) -> list[str]:
         """``name@k`` for every metric and cutoff, in the file's order."""
