@@ -4,6 +4,7 @@ SQLite always; on a throwaway PostgreSQL server when `initdb` and psycopg2 are i
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import socket
@@ -71,6 +72,38 @@ def _check_every_slot_once(url: str) -> None:
 
 def test_sqlite_four_workers_claim_every_slot_exactly_once(tmp_path):
     _check_every_slot_once(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def _open_at_once(url: str, barrier, errors) -> None:
+    barrier.wait()  # every process opens the new database at the same moment
+    try:
+        claims.open_storage(url)
+    except Exception as error:  # reported to the test, which names it
+        errors.put(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+def _check_opened_together(urls: list[str], workers: int = 5) -> None:
+    """``workers`` processes open each new database together; all must succeed. (Optuna creates
+    its tables check-then-create: unguarded, most rounds had a worker fail with "table studies
+    already exists" or a duplicate alembic_version row.)"""
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for url in urls:
+        barrier = context.Barrier(workers)
+        processes = [context.Process(target=_open_at_once, args=(url, barrier, errors)) for _ in range(workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        assert [p.exitcode for p in processes] == [0] * workers
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found
+
+
+def test_workers_started_together_on_a_new_sqlite_file_all_open_it(tmp_path):
+    _check_opened_together([f"sqlite:///{tmp_path / f'new{i}.db'}" for i in range(4)])
 
 
 def test_a_dead_workers_running_slot_is_queued_again_with_its_parameters(tmp_path):
@@ -146,3 +179,16 @@ def postgres_url():
 
 def test_postgresql_four_workers_claim_every_slot_exactly_once(postgres_url):
     _check_every_slot_once(postgres_url)
+
+
+def test_workers_started_together_on_a_new_postgresql_database_all_open_it(postgres_url):
+    import sqlalchemy
+
+    base = postgres_url.split("?")[0].rsplit("/", 1)[0]
+    query = postgres_url.split("?", 1)[1]
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for i in range(3):
+            connection.exec_driver_sql(f"CREATE DATABASE fresh{i}")
+    admin.dispose()
+    _check_opened_together([f"{base}/fresh{i}?{query}" for i in range(3)])

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,6 +31,7 @@ from recsys.study.spec import ModelSpec, Param, StudySpec
 Phase = Literal["tune", "seed"]
 PHASES: tuple[Phase, ...] = ("tune", "seed")
 HOST = socket.gethostname()
+T = TypeVar("T")
 
 # Attributes a study keeps on its trials.
 SLOT, RETRY_OF, OVER_BUDGET, RUN_FAILED, PID, HOST_ATTR = "slot", "retry_of", "over_budget", "run_failed", "pid", "host"
@@ -123,12 +126,28 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        store = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                           grace_period=grace,
-                                           heartbeat_stale_trial_callback=requeue if heartbeat else None)
+        store = _retry_schema(lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
+            heartbeat_stale_trial_callback=requeue if heartbeat else None))
     if url.startswith("sqlite"):
         _serialize_sqlite(store.engine)
     return store
+
+
+def _retry_schema(open_db: Callable[[], T], attempts: int = 5) -> T:
+    """``open_db()``, tried again when it lost a race with another worker to create the tables.
+    Optuna creates a new database's tables check-then-create, so workers started together on a
+    new database (SQLite file or server) collide; the next try finds the tables made."""
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(attempts):
+        try:
+            return open_db()
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _serialize_sqlite(engine: Any) -> None:
