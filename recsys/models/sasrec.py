@@ -7,6 +7,11 @@ of the window's target positions (``batch.labels``: with ``tiled`` windows ``str
 the newest ``stride`` positions; when windows overlap, the older positions are context only,
 their targets belong to an earlier window), so one pass covers up to ``stride`` targets, not one. Unlike RecBole, the padding id is left
 out of the training softmax: it is not an item, and keeping it only adds a logit to push down.
+
+The loss is the shared :class:`~recsys.models.losses.ItemLoss` (``loss_type`` ce |
+sampled_softmax | bce | gbce): full softmax by default, sampled softmax with uniform or
+in-batch negatives and logQ correction for large catalogs, SASRec's original BCE, or gSASRec's
+gBCE (Petrov & Macdonald, RecSys 2023; gSASRec is this model with ``loss_type: gbce``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import Tensor, nn
 
 from recsys.data.batch import Batch
 from recsys.models.base import SeqRecModule
+from recsys.models.losses import ItemLoss, item_logits
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -68,9 +74,15 @@ class SASRec(SeqRecModule):
         attn_dropout: dropout on attention probabilities.
         layer_norm_eps: LayerNorm epsilon.
         init_std: standard deviation of the normal initialisation.
-        loss_type: ``ce`` = full softmax cross-entropy over all items; ``bce`` = binary
-            cross-entropy against ``num_negatives`` uniformly sampled negatives per target.
-        num_negatives: negatives per target for ``bce``.
+        loss_type: ``ce`` = full softmax cross-entropy over all items; ``sampled_softmax`` =
+            softmax over the target and ``num_negatives`` sampled items; ``bce`` = binary
+            cross-entropy against ``num_negatives`` uniformly sampled negatives per target (the
+            original SASRec); ``gbce`` = gSASRec's generalised BCE. See :mod:`recsys.models.losses`.
+        num_negatives: negatives per batch (``sampled_softmax``) or per target (``bce``, ``gbce``).
+        negative_sampling: ``uniform`` over items 1..N or ``in_batch`` (the batch's targets;
+            ``sampled_softmax`` only).
+        logq_correction: subtract the log sampling probability from sampled-softmax logits.
+        gbce_t: gBCE's calibration parameter t in [0, 1].
         position_alignment: ``left``: position 0 is the oldest item in the window, so a target
             predicted mid-window during training looks exactly like a short history at
             evaluation (as RecBole); ``right``: the most recent item always has the last
@@ -91,15 +103,17 @@ class SASRec(SeqRecModule):
         attn_dropout: float = 0.5,
         layer_norm_eps: float = 1e-12,
         init_std: float = 0.02,
-        loss_type: Literal["ce", "bce"] = "ce",
+        loss_type: Literal["ce", "sampled_softmax", "bce", "gbce"] = "ce",
         num_negatives: int = 1,
+        negative_sampling: Literal["uniform", "in_batch"] = "uniform",
+        logq_correction: bool = True,
+        gbce_t: float = 0.75,
         position_alignment: Literal["left", "right"] = "right",
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
         self.save_hyperparameters()
-        if loss_type not in ("ce", "bce"):
-            raise ValueError(f"loss_type must be 'ce' or 'bce', got {loss_type!r}")
+        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
         self.max_len = max_len
         self.loss_type = loss_type
         self.num_negatives = num_negatives
@@ -146,8 +160,7 @@ class SASRec(SeqRecModule):
     def _logits(self, hidden: Tensor) -> Tensor:
         """(T, D) -> (T, N + 1) scores against every item, in float32 even under bf16/fp16
         autocast: rounding scores to half precision would create ties that change ranks."""
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            return hidden.float() @ self.item_embedding.weight.float().T
+        return item_logits(hidden, self.item_embedding.weight)
 
     def score(self, batch: Batch) -> Tensor:
         return self._logits(self.encode(batch.history, last_only=True)[:, -1])  # (B, N + 1)
@@ -161,20 +174,7 @@ class SASRec(SeqRecModule):
             hidden = self.encode(batch.history)  # (B, L, D)
             valid = batch.labels != 0
             hidden, labels = hidden[valid], batch.labels[valid]  # (T, D), (T,)
-        if self.loss_type == "ce":
-            logits = self._logits(hidden)  # (T, N + 1)
-            logits[:, 0] = float("-inf")
-            return F.cross_entropy(logits, labels)
-        positive = (hidden * self.item_embedding(labels)).sum(-1)  # (T,)
-        negatives = _sample_negatives(labels, self.num_items, self.num_negatives)  # (T, n)
-        negative = torch.einsum("td,tnd->tn", hidden, self.item_embedding(negatives))
-        return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
-
-
-def _sample_negatives(labels: Tensor, num_items: int, n: int) -> Tensor:
-    """(T,) positives -> (T, n) uniform items in 1..N different from each positive."""
-    sample = torch.randint(1, num_items, (len(labels), n), device=labels.device)
-    return sample + (sample >= labels[:, None]).long()  # skip the positive without bias
+        return self.item_loss(hidden, labels, self.item_embedding.weight)  # (T, D), (T,), (N + 1, D)
 
 
 def _init_normal(module: nn.Module, std: float) -> None:
