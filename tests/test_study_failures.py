@@ -463,3 +463,31 @@ def test_every_searched_model_gets_the_same_number_of_trials_on_every_dataset(tm
                if u.task.model.name == "SASRec-small")  # an int range suggests ints
     board = {(r["dataset"], r["model"], r["phase"]): r for r in runner.status(spec)}
     assert all(r["finished"] == r["budget"] == (3 if r["phase"] == "tune" else 1) for r in board.values())
+
+
+def test_a_real_fit_is_stopped_by_the_pruner(tmp_path):
+    """A tuning run as the runner launches it (a real `recsys fit` process with OptunaPruning)
+    against two finished trials that reached an NDCG no tiny SASRec reaches: it is stopped right
+    after the pruner's warm-up (epochs 0-1), its run says `pruned`, and the study holds the
+    values it reported."""
+    import os
+
+    models = {"SASRec": {"config": "configs/ml-100k/sasrec.yaml", "overrides": {"trainer.max_epochs": 8, "model.max_len": 5, "model.d_model": 16},
+                         "search": {"model.lr": {"low": 0.001, "high": 0.01}}}}
+    spec = load_study(study_file(tmp_path, budget={"trials": 3, "seeds": [0]}, models=models, reference="SASRec"),
+                      ROOT, tmp_path / "out")
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    study = claims.open_study(spec, task, "tune", claims.storage(spec))
+    for _ in range(2):
+        done = study.ask()
+        for step in range(8):
+            done.report(0.99, step)
+        study.tell(done, 0.99)
+    trial = study.ask()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = runner.execute(spec, runner.Unit(task, "tune", 2, 0, {"model.lr": 0.002}), trial._trial_id, env)
+    assert run["status"] == "pruned", run
+    reported = study._storage.get_trial(trial._trial_id).intermediate_values
+    assert sorted(reported) == [0, 1, 2]  # stopped at the first epoch past the warm-up, not at 8
+    metrics = pd.read_csv(next(runner.Unit(task, "tune", 2, 0).directory(spec).glob("lightning_logs/version_*/metrics.csv")))
+    assert metrics["epoch"].max() == 2
