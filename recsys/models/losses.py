@@ -26,7 +26,11 @@ The kinds, for T targets, N items, K = ``num_negatives``, D the hidden size:
   row, the target's included (Bengio & Senécal, 2008; Yi et al., RecSys 2019, "Sampling-bias-
   corrected neural modeling"), where Q is the item's probability under the sampler: 1/N for
   ``uniform`` (a constant: the loss is unchanged), count(item)/T for ``in_batch``. Without
-  it, in-batch sampling pushes popular items down in proportion to their popularity.
+  it, in-batch sampling pushes popular items down in proportion to their popularity. (With
+  every position as a negative and no hit removal, the corrected in-batch loss would be full CE
+  plus a constant; removing a popular target's own copies from its row while its logit stays
+  corrected makes the correction overshoot somewhat on small skewed batches: see the gradients
+  in ``tests/test_losses.py``.)
 * ``bce``: per target, K items drawn uniformly from the N - 1 items other than the target;
   loss = -(mean over targets of log σ(s+) + mean over all T·K negatives of log σ(-s-)). This is
   SASRec's original loss as this project always computed it (same draws, same weighting), so
