@@ -66,8 +66,9 @@ from recsys.models.base import SeqRecModule
 
 
 def training_pairs(batch: Batch) -> Tensor:
-    """(P, 2) int64 (user, item) pairs of every real item in a training batch: its histories,
-    targets and per-position labels (together, the tiled windows cover each training sequence)."""
+    """(P, 2) int64 (user, item) pairs of every real item in a training batch: its histories and
+    targets (together, the windows of an epoch cover each training sequence, tiled or every) and
+    per-position labels if any (within those already, kept in case a window kind differs)."""
     parts = [batch.history, batch.target[:, None]] + ([batch.labels] if batch.labels is not None else [])
     items = torch.cat(parts, dim=1)  # (B, W)
     users = batch.user[:, None].expand_as(items)
