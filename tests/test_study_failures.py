@@ -491,3 +491,44 @@ def test_a_real_fit_is_stopped_by_the_pruner(tmp_path):
     assert sorted(reported) == [0, 1, 2]  # stopped at the first epoch past the warm-up, not at 8
     metrics = pd.read_csv(next(runner.Unit(task, "tune", 2, 0).directory(spec).glob("lightning_logs/version_*/metrics.csv")))
     assert metrics["epoch"].max() == 2
+
+
+def test_a_model_limited_to_some_datasets_runs_and_reports_only_there(tmp_path, monkeypatch):
+    """`models.X.datasets`: a costly model run only on a dataset entry that samples users."""
+    from recsys.study import report
+
+    models = {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+              "Costly": {"config": "configs/ml-100k/sasrec.yaml", "datasets": ["sample"]}}
+    spec = load_study(study_file(tmp_path, models=models, datasets={"all": DATA["tiny"], "sample": DATA["tiny"]},
+                                 budget={"trials": 0, "seeds": [0, 1]}), ROOT, tmp_path / "out")
+    ran = fake_execute(monkeypatch, lambda u: 0.1)
+    runner.run_study(spec, log=lambda line: None)
+    assert sorted({(u.task.dataset, u.task.model.name) for u in ran}) == [
+        ("all", "Pop"), ("sample", "Costly"), ("sample", "Pop")]
+    assert {(r["dataset"], r["model"]) for r in runner.status(spec)} == {
+        ("all", "Pop"), ("sample", "Costly"), ("sample", "Pop")}
+    assert [m.name for m in report.collect(spec, "all")] == ["Pop"]
+    assert [m.name for m in report.collect(spec, "sample")] == ["Pop", "Costly"]
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"datasets": ["nope"]}, "models.SASRec.datasets"),
+    ({"datasets": []}, "models.SASRec.datasets"),
+    ({"datasets": "tiny"}, "models.SASRec.datasets"),
+])
+def test_a_bad_model_datasets_list_names_the_field(tmp_path, entry, words):
+    from recsys.study import StudyError
+
+    models = {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+              "SASRec": {"config": "configs/ml-100k/sasrec.yaml", **entry}}
+    with pytest.raises(StudyError, match=words):
+        load_study(study_file(tmp_path, models=models), ROOT, tmp_path / "out")
+
+
+def test_the_reference_must_run_on_every_dataset(tmp_path):
+    from recsys.study import StudyError
+
+    models = {"Pop": {"config": "configs/ml-100k/pop.yaml", "datasets": ["tiny"]},
+              "SASRec": {"config": "configs/ml-100k/sasrec.yaml"}}
+    with pytest.raises(StudyError, match="reference.*paired tests need it on all"):
+        load_study(study_file(tmp_path, models=models), ROOT, tmp_path / "out")

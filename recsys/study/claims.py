@@ -81,7 +81,7 @@ def budget_of(study: optuna.Study) -> int:
 
 
 def tasks(spec: StudySpec) -> list[Task]:
-    return [Task(d, m) for d in spec.datasets for m in spec.models.values()]
+    return [Task(d, m) for d in spec.datasets for m in spec.models.values() if m.runs_on(d)]
 
 
 class OverBudget(Exception):

@@ -85,7 +85,7 @@ def load_runs(spec: StudySpec, dataset: str, model: str) -> list[Run]:
 
 def collect(spec: StudySpec, dataset: str) -> list[ModelResult]:
     results = []
-    for name in spec.models:
+    for name in (name for name, model in spec.models.items() if model.runs_on(dataset)):
         runs = load_runs(spec, dataset, name)
         results.append(ModelResult(name, [r for r in runs if r.run.get("phase") == "seed"], len(spec.seeds),
                                    [r for r in runs if r.run.get("phase") == "tune"]))

@@ -63,6 +63,12 @@ class ModelSpec:
     config: str  #: a config file; ``{dataset}`` is replaced by the dataset's name
     overrides: dict[str, Any] = field(default_factory=dict)  #: dotted CLI keys -> values
     search: tuple[Param, ...] = ()
+    #: the study's datasets this model runs on; None = all of them (e.g. a costly model run only
+    #: on a dataset entry that evaluates a sample of users)
+    datasets: tuple[str, ...] | None = None
+
+    def runs_on(self, dataset: str) -> bool:
+        return self.datasets is None or dataset in self.datasets
 
     def config_for(self, dataset: str, root: Path) -> Path:
         path = Path(self.config.replace("{dataset}", dataset))
@@ -109,7 +115,8 @@ class StudySpec:
     def fingerprint(self) -> str:
         """A hash of what decides the runs (not the report settings): recorded in every run."""
         decided = {"datasets": self.datasets, "trials": self.trials, "seeds": self.seeds, "select": self.select,
-                   "models": {n: [m.config, m.overrides, [p.__dict__ for p in m.search]] for n, m in self.models.items()}}
+                   "models": {n: [m.config, m.overrides, [p.__dict__ for p in m.search]]
+                              + ([list(m.datasets)] if m.datasets is not None else []) for n, m in self.models.items()}}
         return hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -176,16 +183,20 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
     for model_name, entry in _mapping(raw.get("models"), path, "models").items():
         where = f"models.{model_name}"
         entry = _mapping(entry, path, where)
-        unknown = set(entry) - {"config", "overrides", "search"}
+        unknown = set(entry) - {"config", "overrides", "search", "datasets"}
         if unknown:
-            raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; known: config, overrides, search")
+            raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; known: config, overrides, search, datasets")
+        only = entry.get("datasets")
+        if only is not None and (not isinstance(only, list) or not only or not set(only) <= set(datasets)):
+            raise _fail(path, f"{where}.datasets", f"{only!r}: a non-empty list of the study's datasets {sorted(datasets)}")
         if not isinstance(entry.get("config"), str):
             raise _fail(path, f"{where}.config", "a config file is required")
         spec = ModelSpec(str(model_name), entry["config"], dict(_mapping(entry.get("overrides"), path,
                                                                             f"{where}.overrides")),
                          tuple(_param(k, v, path, f"{where}.search.{k}")
-                               for k, v in _mapping(entry.get("search"), path, f"{where}.search").items()))
-        for dataset in datasets:
+                               for k, v in _mapping(entry.get("search"), path, f"{where}.search").items()),
+                         None if only is None else tuple(str(d) for d in only))
+        for dataset in filter(spec.runs_on, datasets):
             if not spec.config_for(dataset, root).is_file():
                 raise _fail(path, f"{where}.config", f"{spec.config_for(dataset, root)} does not exist"
                             f" (for dataset {dataset!r}; paths are relative to {root})")
@@ -218,6 +229,8 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
     reference = raw.get("reference", next(iter(models)))
     if reference not in models:
         raise _fail(path, "reference", f"{reference!r} is not one of the models {sorted(models)}")
+    if models[reference].datasets is not None:
+        raise _fail(path, "reference", f"{reference!r} runs on some datasets only: paired tests need it on all")
 
     report = _mapping(raw.get("report"), path, "report")
     unknown = set(report) - {"metrics", "cutoffs"}
