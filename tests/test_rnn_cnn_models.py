@@ -143,13 +143,18 @@ def test_narm_matches_its_equations_over_the_real_items():
         torch.testing.assert_close(out[0], unpadded[0])
 
 
-def test_narm_local_encoder_reads_every_real_state():
-    """The attention reaches the oldest item: with the last state fixed, c_l still depends on h_1."""
+@pytest.mark.parametrize("model_class", [NARM, Caser])
+def test_the_last_position_loss_is_the_cross_entropy_of_the_scores(model_class):
+    """NARM and Caser train on each window's target (``every`` windows): the loss is the softmax
+    cross-entropy of ``score`` over items 1..N against ``batch.target`` (Caser: without its
+    regularisation)."""
     torch.manual_seed(0)
-    model = NARM(N, embedding_size=6, hidden_size=5).eval()
+    extra = {"num_users": 3, "max_len": 6, "reg_weight": 0.0} if model_class is Caser else {}
+    model = model_class(N, embedding_size=6, **extra).eval()
+    batch = _batch(HISTORIES, user=[1, 2, 3])._replace(target=torch.tensor([4, 12, 1]))
     with torch.no_grad():
-        a, b = model.encode(torch.tensor([[2, 5, 7]])), model.encode(torch.tensor([[9, 5, 7]]))
-    assert not torch.allclose(a, b)
+        expected = F.cross_entropy(model.score(batch)[:, 1:], batch.target - 1)
+        torch.testing.assert_close(model.loss(batch), expected)
 
 
 # ---- Caser -----------------------------------------------------------------------------------
