@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
         return 0
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as exc:
         import pickle
 
