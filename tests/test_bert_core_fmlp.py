@@ -112,10 +112,15 @@ def test_bert4rec_cloze_masks_real_items_only_by_the_count_rule():
 def test_bert4rec_next_item_samples_train_exactly_what_score_ranks():
     """A window masked at its target only is the evaluation input: the loss (no dropout) equals
     full CE over score()'s items; this pins the shift of the window and the mask token's place."""
-    model = _bert(ft_ratio=1.0)
     batch = _batch([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 0, 0, 0, 8]], target=[6, 9, 2])
-    with torch.no_grad():
-        assert float(model.loss(batch)) == pytest.approx(_full_ce(model.score(batch), batch.target), rel=1e-5)
+    for max_len in (5, 6):  # a full window shifts out its oldest item; with room for one more, none
+        torch.manual_seed(0)
+        model = BERT4Rec(num_items=9, max_len=max_len, d_model=8, ffn_dim=16, init_std=0.5, ft_ratio=1.0).eval()
+        with torch.no_grad():
+            assert float(model.loss(batch)) == pytest.approx(_full_ce(model.score(batch), batch.target), rel=1e-5)
+            if max_len == 6:  # the oldest item of a full history counts
+                assert not torch.allclose(model.score(batch)[1], model.score(batch._replace(
+                    history=torch.tensor([[0, 0, 3, 4, 5], [7, 2, 3, 4, 5], [0, 0, 0, 0, 8]])))[1], atol=1e-4)
 
 
 def test_bert4rec_is_bidirectional_and_ignores_padding():
