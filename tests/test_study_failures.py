@@ -532,3 +532,18 @@ def test_the_reference_must_run_on_every_dataset(tmp_path):
               "SASRec": {"config": "configs/ml-100k/sasrec.yaml"}}
     with pytest.raises(StudyError, match="reference.*paired tests need it on all"):
         load_study(study_file(tmp_path, models=models), ROOT, tmp_path / "out")
+
+
+def test_a_space_of_choices_tries_each_choice_before_any_twice(tmp_path, monkeypatch):
+    """4 trials over 4 choices: each choice once (seeded TPE had drawn k=100 three times in a real
+    study), then the study goes on past the choices without stopping."""
+    models = {"Pop": {"config": "configs/ml-100k/pop.yaml"},
+              "SASRec": {"config": "configs/ml-100k/sasrec.yaml",
+                         "search": {"model.num_layers": {"choices": [1, 2, 3, 4]}}}}
+    for trials in (4, 6):
+        spec = load_study(study_file(tmp_path, name=f"choices{trials}", models=models,
+                                     budget={"trials": trials, "seeds": [0]}), ROOT, tmp_path / f"out{trials}")
+        ran = fake_execute(monkeypatch, lambda u: 0.5 if u.params.get("model.num_layers") == 2 else 0.1)
+        runner.run_study(spec, log=lambda line: None)
+        tried = [u.params["model.num_layers"] for u in ran if u.phase == "tune"]
+        assert len(tried) == trials and sorted(tried[:4]) == [1, 2, 3, 4], tried

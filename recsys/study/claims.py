@@ -185,9 +185,12 @@ def median_pruner(trials: int) -> optuna.pruners.MedianPruner:
 
 def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages.BaseStorage,
                worker: int = 0) -> optuna.Study:
-    """The phase's Optuna study (created on first use). Its TPE sampler is seeded from the study's
+    """The phase's Optuna study (created on first use). Its sampler is seeded from the study's
     first seed, the number of trials so far and the worker, so a serial study suggests the same
-    parameters every time it is run and two workers of one runner do not draw the same point."""
+    parameters every time it is run and two workers of one runner do not draw the same point.
+    The sampler is TPE, except for a space of choices only: there TPE repeats the best choice
+    so far (a trial spent on a setting already measured), so each untried combination is drawn
+    once first (Optuna's brute-force sampler, which then draws at random)."""
     direction: Literal["maximize", "minimize"] = "maximize" if spec.select_mode == "max" else "minimize"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -197,7 +200,12 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
     if study.user_attrs.get("budget") != task.budget(spec, phase):  # new, or the file's budget changed
         study.set_user_attr("budget", task.budget(spec, phase))
     seed = int.from_bytes(f"{spec.seeds[0]}/{len(study.trials)}/{worker}".encode(), "little") % 2**32
-    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, spec.trials // 3)))
+    if all(p.choices is not None for p in task.model.search):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.sampler = optuna.samplers.BruteForceSampler(seed=seed)
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, spec.trials // 3)))
     return study
 
 
