@@ -13,19 +13,11 @@ import torch.nn.functional as F
 
 import recsys
 import recsys.testing
-from recsys.hookspecs import hookimpl
 from recsys.models.bert4rec import BERT4Rec
 from recsys.models.core import CORE
 from recsys.models.fmlp import FMLPRec
 
 
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        register(BERT4Rec)
-        register(CORE)
-        register(FMLPRec)
 
 
 # ---- the contract ---------------------------------------------------------------------------
@@ -33,7 +25,6 @@ class _Plugin:
 
 class TestBERT4Rec(recsys.testing.ModelContract):
     model = BERT4Rec
-    plugin = _Plugin
     max_epochs = 1  # the contract's two fits on the tiny data: one epoch is enough to check them
     init_args: ClassVar[dict] = {"max_len": 5, "d_model": 16, "ffn_dim": 32}
     learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01, "dropout": 0.1, "attn_dropout": 0.1},
@@ -42,7 +33,6 @@ class TestBERT4Rec(recsys.testing.ModelContract):
 
 class TestCORE(recsys.testing.ModelContract):
     model = CORE
-    plugin = _Plugin
     max_epochs = 1  # the contract's two fits on the tiny data: one epoch is enough to check them
     init_args: ClassVar[dict] = {"max_len": 5, "d_model": 16, "ffn_dim": 32}
     learn: ClassVar[dict] = {"max_epochs": 5, "init_args": {"lr": 0.02}}
@@ -50,7 +40,6 @@ class TestCORE(recsys.testing.ModelContract):
 
 class TestFMLPRec(recsys.testing.ModelContract):
     model = FMLPRec
-    plugin = _Plugin
     max_epochs = 1  # the contract's two fits on the tiny data: one epoch is enough to check them
     init_args: ClassVar[dict] = {"max_len": 5, "d_model": 16, "ffn_dim": 32}
     learn: ClassVar[dict] = {"max_epochs": 5, "init_args": {"lr": 0.02, "dropout": 0.1}}

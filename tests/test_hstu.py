@@ -7,20 +7,13 @@ import torch.nn.functional as F
 
 import recsys.testing
 from recsys.data.batch import Batch
-from recsys.hookspecs import hookimpl
 from recsys.models.hstu import HSTU, HSTUBlock, RelativePositionBias
 
 
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        register(HSTU)
 
 
 class TestHSTU(recsys.testing.ModelContract):
     model = HSTU
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"max_len": 5, "d_model": 8, "num_heads": 2}
     learn: ClassVar[dict] = {"max_epochs": 20, "init_args": {"lr": 0.02}}
 

@@ -13,7 +13,6 @@ from torch import Tensor
 
 import recsys.testing
 from recsys.data.batch import Batch
-from recsys.hookspecs import hookimpl
 from recsys.models.caser import Caser
 from recsys.models.gru4rec import GRU4Rec
 from recsys.models.narm import NARM
@@ -21,32 +20,22 @@ from recsys.models.narm import NARM
 N = 12  # items in the hand-made batches
 
 
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        register(GRU4Rec)
-        register(NARM)
-        register(Caser)
 
 
 class TestGRU4Rec(recsys.testing.ModelContract):
     model = GRU4Rec
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"embedding_size": 8, "hidden_size": 16}
     learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01}, "data": {"batch_size": 32}}
 
 
 class TestNARM(recsys.testing.ModelContract):
     model = NARM
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"embedding_size": 8, "hidden_size": 16}
     learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01}}
 
 
 class TestCaser(recsys.testing.ModelContract):
     model = Caser
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"max_len": 5, "embedding_size": 8, "n_h": 2, "n_v": 2}
     learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01}, "data": {"batch_size": 64}}
 
@@ -215,12 +204,11 @@ def test_caser_reads_num_users_from_the_data_module(tmp_path):
     restores it; a table of the wrong size is refused."""
     from recsys.models.base import RecModule
 
-    with recsys.testing.registered(_Plugin):
-        cli = recsys.testing.run_cli([
-            "fit", "--model=Caser", "--model.max_len=5", "--model.embedding_size=4", "--model.n_h=1", "--model.n_v=1",
-            "--data=SeqDataModule", f"--data.path={recsys.testing.tiny_dataset()}", "--data.max_len=5",
-            "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={tmp_path}", "--test_after_fit=false"])
+    cli = recsys.testing.run_cli([
+        "fit", "--model=Caser", "--model.max_len=5", "--model.embedding_size=4", "--model.n_h=1", "--model.n_v=1",
+        "--data=SeqDataModule", f"--data.path={recsys.testing.tiny_dataset()}", "--data.max_len=5",
+        "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}", "--test_after_fit=false"])
     users = cli.datamodule.num_users
     assert cli.model.num_users == users and cli.model.user_embedding.num_embeddings == users + 1
     cli.trainer.save_checkpoint(tmp_path / "caser.ckpt")

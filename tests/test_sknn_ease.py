@@ -14,30 +14,21 @@ import recsys.testing
 from recsys.data.batch import Batch
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import Windows
-from recsys.hookspecs import hookimpl
 from recsys.models.base import RecModule
 from recsys.models.ease import EASE
 from recsys.models.sknn import SKNN
 
 
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        register(SKNN)
-        register(EASE)
 
 
 class TestSKNNContract(recsys.testing.ModelContract):
     model = SKNN
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"k": 20}
     learn: ClassVar[dict] = {"max_epochs": 1}  # one epoch collects everything; later ones do nothing
 
 
 class TestEASEContract(recsys.testing.ModelContract):
     model = EASE
-    plugin = _Plugin
     init_args: ClassVar[dict] = {"reg_weight": 10.0}
     # EASE ignores order, yet passes: with the history masked, the rule's next item is the unseen
     # item that co-occurs most with the history (the items before it are all seen).
