@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: Version of the public API below and of ``recsys.testing``: the minor number grows when names
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
-API_VERSION = "1.6"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
+API_VERSION = "1.7"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
 # 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr); item-embedding shards
 # (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index;
 # 1.4: normalize_title, RecModule.monitor, recsys.pytest_plugin;
@@ -25,7 +25,8 @@ API_VERSION = "1.6"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item tem
 # SeqRecModule.is_dense/report_metric, RecDataModule.loader, recsys.testing.run_cli, recsys.llm
 # declared public (IGNORE_INDEX, unwrap_peft, response_loss, add_lora(**peft_kwargs));
 # recsys.metrics (recsys.eval is its deprecated alias), recsys.plugins owns the lookups
-# (recsys.registry is its deprecated alias); 1.6: SeqRecModule.evaluated_ranks (per-window test ranks)
+# (recsys.registry is its deprecated alias); 1.6: SeqRecModule.evaluated_ranks (per-window test ranks);
+# 1.7: ItemLoss and NextItemModule (the shared next-item losses)
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -50,6 +51,8 @@ _EXPORTS = {
     "list_ranks": "recsys.metrics",
     "RecModule": "recsys.models.base",
     "SeqRecModule": "recsys.models.base",
+    "ItemLoss": "recsys.models.losses",
+    "NextItemModule": "recsys.models.losses",
     "PluginError": "recsys.plugins",
     "get_plugins": "recsys.plugins",
     "load_plugins": "recsys.plugins",

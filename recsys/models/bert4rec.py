@@ -48,12 +48,11 @@ import torch
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 from recsys.models.sasrec import CausalSelfAttentionBlock, _init_normal
 
 
-class BERT4Rec(SeqRecModule):
+class BERT4Rec(NextItemModule):
     """Bidirectional transformer, cloze-trained.
 
     Args:
@@ -91,10 +90,6 @@ class BERT4Rec(SeqRecModule):
         init_std: float = 0.02,
         mask_ratio: float = 0.2,
         ft_ratio: float = 0.5,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -107,7 +102,6 @@ class BERT4Rec(SeqRecModule):
         self.mask_ratio = mask_ratio
         self.ft_ratio = ft_ratio
         self.mask_id = num_items + 1
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction)
         self.item_embedding = nn.Embedding(num_items + 2, d_model, padding_idx=0)  # rows: PAD, 1..N, mask
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.embedding_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)

@@ -51,11 +51,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 
 
-class Caser(SeqRecModule):
+class Caser(NextItemModule):
     """Convolutional sequence embedding recommendation.
 
     Args:
@@ -84,11 +83,6 @@ class Caser(SeqRecModule):
         n_v: int = 4,
         dropout: float = 0.4,
         reg_weight: float = 1e-4,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
-        gbce_t: float = 0.75,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -97,7 +91,6 @@ class Caser(SeqRecModule):
         if num_users is not None and num_users < 1:
             raise ValueError(f"num_users must be >= 1 (or null: read from the data), got {num_users}")
         self.save_hyperparameters()
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
         self.max_len, self.embedding_size, self.reg_weight = max_len, embedding_size, reg_weight
         self.item_embedding = nn.Embedding(num_items + 1, embedding_size, padding_idx=0)
         self.vertical = nn.Conv2d(1, n_v, kernel_size=(max_len, 1))

@@ -40,12 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 from recsys.models.sasrec import CausalSelfAttentionBlock
 
 
-class CORE(SeqRecModule):
+class CORE(NextItemModule):
     """Consistent-representation session encoder with cosine scoring.
 
     Args:
@@ -81,10 +80,6 @@ class CORE(SeqRecModule):
         sess_dropout: float = 0.2,
         item_dropout: float = 0.2,
         temperature: float = 0.07,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -96,7 +91,6 @@ class CORE(SeqRecModule):
         self.max_len = max_len
         self.dnn_type = dnn_type
         self.temperature = temperature
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction)
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.sess_dropout = nn.Dropout(sess_dropout)
         self.item_dropout = nn.Dropout(item_dropout)

@@ -35,8 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 from recsys.models.sasrec import _init_normal
 
 
@@ -74,7 +73,7 @@ class FilterBlock(nn.Module):
         return self.norm(x + self.dropout(self.ffn(x)))
 
 
-class FMLPRec(SeqRecModule):
+class FMLPRec(NextItemModule):
     """Filter-enhanced MLP for sequential recommendation.
 
     Args:
@@ -103,16 +102,11 @@ class FMLPRec(SeqRecModule):
         dropout: float = 0.5,
         layer_norm_eps: float = 1e-12,
         init_std: float = 0.02,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
         self.save_hyperparameters()
         self.max_len = max_len
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction)
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.embedding_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)

@@ -37,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 
 
-class GRU4Rec(SeqRecModule):
+class GRU4Rec(NextItemModule):
     """Recurrent next-item recommender.
 
     Args:
@@ -63,16 +62,10 @@ class GRU4Rec(SeqRecModule):
         hidden_size: int = 128,
         num_layers: int = 1,
         dropout: float = 0.3,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
-        gbce_t: float = 0.75,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
         self.save_hyperparameters()
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
         self.item_embedding = nn.Embedding(num_items + 1, embedding_size, padding_idx=0)
         self.embedding_dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(embedding_size, hidden_size, num_layers=num_layers, bias=False, batch_first=True)

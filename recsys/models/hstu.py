@@ -56,8 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 
 
 class RelativePositionBias(nn.Module):
@@ -112,7 +111,7 @@ class HSTUBlock(nn.Module):
         return x + self.out(self.dropout(gated))
 
 
-class HSTU(SeqRecModule):
+class HSTU(NextItemModule):
     """Hierarchical Sequential Transduction Units, causal, trained at every labelled position.
 
     Args:
@@ -153,10 +152,6 @@ class HSTU(SeqRecModule):
         l2_norm: bool = False,
         temperature: float = 1.0,
         layer_norm_eps: float = 1e-6,
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -169,7 +164,6 @@ class HSTU(SeqRecModule):
                                  "or give attention_dim and linear_dim")
         self.max_len, self.d_model = max_len, d_model
         self.l2_norm, self.temperature, self.eps = l2_norm, temperature, layer_norm_eps
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction)
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         nn.init.trunc_normal_(self.item_embedding.weight, std=0.02)
         with torch.no_grad():

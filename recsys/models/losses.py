@@ -10,8 +10,8 @@ checkpoint's hyper-parameters stay primitive (they load with ``weights_only=True
         loss_type: sampled_softmax   # ce | sampled_softmax | bce | gbce
         num_negatives: 256
 
-A model exposes the same four arguments (``loss_type``, ``num_negatives``, ``negative_sampling``,
-``logq_correction``; plus ``gbce_t`` where gBCE applies) and builds ``ItemLoss(...)`` from them.
+A model gets these arguments (``loss_type``, ``num_negatives``, ``negative_sampling``,
+``logq_correction``, ``gbce_t``) and its ``self.item_loss`` by subclassing :class:`NextItemModule`.
 
 The kinds, for T targets, N items, K = ``num_negatives``, D the hidden size:
 
@@ -59,6 +59,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from recsys.models.base import SeqRecModule
 
 LossType = Literal["ce", "sampled_softmax", "bce", "gbce"]
 NegativeSampling = Literal["uniform", "in_batch"]
@@ -227,3 +229,26 @@ def gbce_loss(positive: Tensor, negative: Tensor, beta: float) -> Tensor:
     computed as such, which is stable for any score (no σ(s)^β to clamp)."""
     positive, negative = positive.float(), negative.float()
     return -(beta * F.logsigmoid(positive) + F.logsigmoid(-negative).sum(-1)) / (negative.shape[1] + 1)
+
+
+class NextItemModule(SeqRecModule):
+    """A model that scores items by a dot product with an item table and trains with
+    :class:`ItemLoss`: subclass it, pass ``**kwargs`` to ``super().__init__``, and compute the loss
+    as ``self.item_loss(hidden, labels, items)``. Its loss arguments then appear in the model's
+    config (``--model.loss_type sampled_softmax``) like the model's own; see :class:`ItemLoss`
+    for what they mean.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        loss_type: LossType = "ce",
+        num_negatives: int = 1,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
+        gbce_t: float = 0.75,
+        **kwargs,
+    ):
+        super().__init__(num_items, **kwargs)
+        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
+        self.loss_type, self.num_negatives = loss_type, num_negatives

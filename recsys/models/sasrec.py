@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
-from recsys.models.losses import ItemLoss, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -60,7 +59,7 @@ class CausalSelfAttentionBlock(nn.Module):
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
-class SASRec(SeqRecModule):
+class SASRec(NextItemModule):
     """Self-attentive sequential recommendation.
 
     Args:
@@ -103,20 +102,12 @@ class SASRec(SeqRecModule):
         attn_dropout: float = 0.5,
         layer_norm_eps: float = 1e-12,
         init_std: float = 0.02,
-        loss_type: Literal["ce", "sampled_softmax", "bce", "gbce"] = "ce",
-        num_negatives: int = 1,
-        negative_sampling: Literal["uniform", "in_batch"] = "uniform",
-        logq_correction: bool = True,
-        gbce_t: float = 0.75,
         position_alignment: Literal["left", "right"] = "right",
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
         self.save_hyperparameters()
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
         self.max_len = max_len
-        self.loss_type = loss_type
-        self.num_negatives = num_negatives
         self.position_alignment = position_alignment
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, d_model)
