@@ -31,7 +31,7 @@ class TestGRU4Rec(recsys.testing.ModelContract):
 class TestNARM(recsys.testing.ModelContract):
     model = NARM
     init_args: ClassVar[dict] = {"embedding_size": 8, "hidden_size": 16}
-    learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01}}
+    learn: ClassVar[dict] = {"max_epochs": 10, "init_args": {"lr": 0.01}, "data": {"batch_size": 32}}
 
 
 class TestCaser(recsys.testing.ModelContract):
@@ -132,11 +132,58 @@ def test_narm_matches_its_equations_over_the_real_items():
         torch.testing.assert_close(out[0], unpadded[0])
 
 
+def _narm_prefix_scores(model: NARM, history: Tensor, t: int) -> Tensor:
+    """The old ``every`` computation for one target: ``score`` of the window's prefix ending at
+    position t, left-padded back to the window's length (a GRU and attention run on it alone)."""
+    prefix = F.pad(history[:, : t + 1], (history.shape[1] - 1 - t, 0))
+    return model.score(Batch(prefix, torch.ones(len(prefix), dtype=torch.long), torch.ones(len(prefix), dtype=torch.long)))
+
+
+def test_narm_tiled_training_is_the_per_prefix_computation():
+    """One GRU pass over a tiled window gives, at every labelled position t, exactly what running
+    NARM on the prefix ending at t gives (global h_t, attention over h_1..h_t with query h_t): the
+    output vectors, the scores, and the loss (the mean of the per-prefix losses, each the old
+    ``every`` loss of that prefix's window); a changed later item changes no earlier output."""
+    torch.manual_seed(0)
+    model = NARM(N, embedding_size=6, hidden_size=5).eval()
+    _nonzero_pad_row(model)
+    with torch.no_grad():  # attention energies spread out, so a wrong mask moves the sums visibly
+        model.attention_weight.weight.normal_(0, 1.0)
+    history = torch.tensor([[0, 0, 0, 3, 7, 2, 9, 1], [5, 1, 9, 9, 4, 11, 6, 8], [0, 0, 0, 0, 0, 0, 0, 6],
+                            [0, 2, 12, 4, 4, 10, 3, 5]])
+    labels = torch.tensor([[0, 0, 0, 7, 2, 9, 1, 4], [0, 0, 0, 0, 11, 6, 8, 2],  # older positions: context only
+                           [0, 0, 0, 0, 0, 0, 0, 3], [0, 12, 4, 4, 10, 3, 5, 1]])
+    batch = Batch(history, labels[:, -1], torch.arange(1, 5), labels=labels)
+    valid = labels != 0
+    with torch.no_grad():
+        hidden = model.encode_at(history, valid)  # (T, d)
+        rows, positions = valid.nonzero(as_tuple=True)
+        for k, (row, t) in enumerate(zip(rows.tolist(), positions.tolist())):
+            prefix = F.pad(history[row: row + 1, : t + 1], (history.shape[1] - 1 - t, 0))
+            torch.testing.assert_close(hidden[k], model.encode(prefix)[0])
+            torch.testing.assert_close(hidden[k] @ model.item_embedding.weight.T,
+                                       _narm_prefix_scores(model, history[row: row + 1], t)[0])
+        per_prefix = [model.loss(Batch(F.pad(history[row: row + 1, : t + 1], (history.shape[1] - 1 - t, 0)),
+                                       labels[row, t][None], torch.tensor([1])))
+                      for row, t in zip(rows.tolist(), positions.tolist())]
+        torch.testing.assert_close(model.loss(batch), torch.stack(per_prefix).mean())
+        # every position at once, and causality: a later item leaves the earlier outputs alone
+        real = history != 0
+        changed = history.clone()
+        changed[:, 5] = 10
+        before = (torch.arange(8) < 5).expand_as(real)[real]  # (T,): the outputs before position 5
+        torch.testing.assert_close(model.encode_at(history, real)[before], model.encode_at(changed, real)[before])
+        # the last position is what ``score`` (evaluation) uses
+        last = torch.zeros_like(valid)
+        last[:, -1] = True
+        torch.testing.assert_close(model.encode_at(history, last), model.encode(history))
+
+
 @pytest.mark.parametrize("model_class", [NARM, Caser])
 def test_the_last_position_loss_is_the_cross_entropy_of_the_scores(model_class):
-    """NARM and Caser train on each window's target (``every`` windows): the loss is the softmax
-    cross-entropy of ``score`` over items 1..N against ``batch.target`` (Caser: without its
-    regularisation)."""
+    """Without per-position labels (Caser's ``every`` windows; NARM's fallback), the loss is the
+    softmax cross-entropy of ``score`` over items 1..N against ``batch.target`` (Caser: without
+    its regularisation)."""
     torch.manual_seed(0)
     extra = {"num_users": 3, "max_len": 6, "reg_weight": 0.0} if model_class is Caser else {}
     model = model_class(N, embedding_size=6, **extra).eval()

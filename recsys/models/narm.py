@@ -15,10 +15,19 @@ positions, and c_l = sum_j alpha_j h_j. The bilinear decoder is a linear map B o
 (tied) item embedding table. Xavier-normal init of embeddings and linear layers, PyTorch's
 default for the GRU, as RecBole.
 
-It predicts at the last position only (``train_windows = "every"``: one window per target).
-
 Differences from RecBole, and why:
 
+- Training. RecBole makes one training example per target (the prefix before it) and runs the
+  GRU and the attention on each prefix. The GRU is causal, so here one forward pass over a
+  ``tiled`` window gives h_1..h_L, and for every position t the window's ``labels`` mark as a
+  target the summary is computed from them directly: c_g = h_t, c_l = sum_{j <= t} alpha_tj h_j
+  with alpha_tj = v^T sigmoid(A_1 h_j + A_2 h_t), masked to j <= t and to real items (an
+  (L, L) causal attention per window, no GRU re-run per prefix). Each target's loss is exactly
+  the one the prefix ending at t gives (``tests/test_rnn_cnn_models.py`` checks it), and each
+  target is still trained once per epoch; its history is the window's items up to t (the whole
+  prefix when the window starts at the sequence's beginning, otherwise truncated as RecBole's
+  ``MAX_ITEM_LIST_LENGTH`` does). The embedding dropout mask is drawn once per window (shared
+  by its prefixes), the summary dropout once per target.
 - Padding. RecBole right-pads and gathers h_t at the last real index; our histories are
   left-padded, so h_t is the last position's state, and the PAD prefix leaves the GRU state at
   exactly zero (zeroed PAD inputs, no biases: see :func:`recsys.models.gru4rec.gru_states`), so
@@ -54,7 +63,7 @@ class NARM(SeqRecModule):
             loss (:class:`~recsys.models.losses.ItemLoss`); ``ce`` = full softmax, as RecBole.
     """
 
-    train_windows = "every"
+    train_windows = "tiled"
 
     def __init__(
         self,
@@ -90,9 +99,13 @@ class NARM(SeqRecModule):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
+    def _states(self, history: Tensor) -> Tensor:
+        """(B, L) left-padded item ids -> (B, L, H) GRU states (exactly zero on the PAD prefix)."""
+        return gru_states(self.gru, self.embedding_dropout(self.item_embedding(history)), history)
+
     def encode(self, history: Tensor) -> Tensor:
         """(B, L) left-padded item ids -> (B, d): the output vector after the newest item."""
-        states = gru_states(self.gru, self.embedding_dropout(self.item_embedding(history)), history)  # (B, L, H)
+        states = self._states(history)  # (B, L, H)
         last = states[:, -1]  # (B, H): c_global, and the attention's query
         real = (history != 0).unsqueeze(-1).to(states.dtype)  # (B, L, 1)
         energy = torch.sigmoid(self.attention_key(states) + self.attention_query(last)[:, None])  # (B, L, H)
@@ -100,9 +113,36 @@ class NARM(SeqRecModule):
         local = (alpha * states).sum(dim=1)  # (B, H)
         return self.decoder(self.summary_dropout(torch.cat([local, last], dim=-1)))  # (B, d)
 
+    def encode_at(self, history: Tensor, at: Tensor) -> Tensor:
+        """(B, L) left-padded item ids, (B, L) bool positions -> (T, d): the output vector after
+        each chosen position t (row-major order, as ``tensor[at]``), from items <= t only.
+
+        One GRU pass per window; the local encoder at t attends over h_1..h_t with query h_t.
+        Queries run from the first column holding a chosen position (a tiled window's labels are
+        its newest ``stride`` positions), so the (B, L', L, H) energies cover no more than needed.
+        """
+        states = self._states(history)  # (B, L, H)
+        length = history.shape[1]
+        first = int(at.any(dim=0).nonzero()[0]) if at.any() else length  # oldest queried position
+        query = states[:, first:]  # (B, L', H): c_global at each t >= first, and the attention's query
+        positions = torch.arange(length, device=history.device)
+        earlier = positions[None] <= positions[first:, None]  # (L', L): j <= t
+        allowed = (earlier[None] & (history != 0)[:, None]).to(states.dtype)  # (B, L', L): and j a real item
+        energy = torch.sigmoid(self.attention_key(states)[:, None] + self.attention_query(query)[:, :, None])  # (B, L', L, H)
+        alpha = self.attention_weight(energy).squeeze(-1) * allowed  # (B, L', L)
+        local = alpha @ states  # (B, L', H): sum_j alpha_tj h_j
+        summary = torch.cat([local, query], dim=-1)[at[:, first:]]  # (T, 2H)
+        return self.decoder(self.summary_dropout(summary))  # (T, d)
+
     def score(self, batch: Batch) -> Tensor:
         return item_logits(self.encode(batch.history), self.item_embedding.weight)  # (B, N + 1)
 
     def loss(self, batch: Batch) -> Tensor:
-        """Next-item loss of each window's target, predicted after its newest item."""
-        return self.item_loss(self.encode(batch.history), batch.target, self.item_embedding.weight)
+        """Next-item loss at every position the window marks as a target (``batch.labels``), or
+        at the last position when the batch has no per-position labels."""
+        if batch.labels is None:
+            hidden, labels = self.encode(batch.history), batch.target  # (B, d), (B,)
+        else:
+            valid = batch.labels != 0
+            hidden, labels = self.encode_at(batch.history, valid), batch.labels[valid]  # (T, d), (T,)
+        return self.item_loss(hidden, labels, self.item_embedding.weight)
