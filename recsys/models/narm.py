@@ -45,12 +45,11 @@ import torch
 from torch import Tensor, nn
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
 from recsys.models.gru4rec import gru_states
-from recsys.models.losses import ItemLoss, LossType, NegativeSampling, item_logits
+from recsys.models.losses import NextItemModule, item_logits
 
 
-class NARM(SeqRecModule):
+class NARM(NextItemModule):
     """Neural attentive session-based recommendation.
 
     Args:
@@ -72,11 +71,6 @@ class NARM(SeqRecModule):
         hidden_size: int = 128,
         num_layers: int = 1,
         dropout_probs: Sequence[float] = (0.25, 0.5),
-        loss_type: LossType = "ce",
-        num_negatives: int = 1,
-        negative_sampling: NegativeSampling = "uniform",
-        logq_correction: bool = True,
-        gbce_t: float = 0.75,
         **kwargs,
     ):
         super().__init__(num_items, **kwargs)
@@ -84,7 +78,6 @@ class NARM(SeqRecModule):
             raise ValueError(f"dropout_probs must hold two rates (embeddings, summary), got {list(dropout_probs)}")
         self.save_hyperparameters()
         self.hparams["dropout_probs"] = [float(p) for p in dropout_probs]  # a plain list in the checkpoint
-        self.item_loss = ItemLoss(loss_type, num_negatives, negative_sampling, logq_correction, gbce_t)
         self.item_embedding = nn.Embedding(num_items + 1, embedding_size, padding_idx=0)
         self.embedding_dropout = nn.Dropout(dropout_probs[0])
         self.gru = nn.GRU(embedding_size, hidden_size, num_layers=num_layers, bias=False, batch_first=True)
