@@ -288,6 +288,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    """A count (parameters) as an integer, whatever type the table gave it."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
+
+
 def _p(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -310,7 +315,7 @@ def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
                       _p(r.get("t_p_holm")), f"{r['effect_dz']:+.2f}"]
         else:
             cells += ["reference" if r["model"] == spec.reference else "-", "-", "-", "-"]
-        cells += [f"{_fmt(r.get('params_total'))} ({_fmt(r.get('params_trainable'))})", _fmt(r.get("seconds_to_best"), 1),
+        cells += [f"{_count(r.get('params_total'))} ({_count(r.get('params_trainable'))})", _fmt(r.get("seconds_to_best"), 1),
                   _fmt(r.get("s_per_epoch"), 2), _fmt(r.get("test_s"), 1), _fmt(r.get("peak_rss_mb"), 0),
                   f"{_fmt(r.get('best_epoch'), 1)} / {_fmt(r.get('epochs'), 1)}"]
         lines.append("| " + " | ".join(cells) + " |")
