@@ -176,6 +176,31 @@ def test_the_training_epoch_collects_exactly_the_training_sequences(model_class)
         torch.testing.assert_close(model.weights[1:, 1:].double(), torch.from_numpy(b), rtol=1e-4, atol=1e-7)
 
 
+def _training_batch(history: list[int], user: int) -> Batch:
+    """One tiled training window: ``history`` with every position a target (the next item)."""
+    labels = history[1:] + [0]
+    return Batch(torch.tensor([history]), torch.tensor([0]), torch.tensor([user]), labels=torch.tensor([labels]))
+
+
+def test_an_evaluation_in_the_middle_of_the_first_epoch_does_not_stop_the_collection():
+    """val_check_interval < 1: the mid-epoch evaluation fits on the first batches, the epoch's end
+    on all of them (a model frozen at the first evaluation scored history [4] as all zeros)."""
+    mid, whole = EASE(6, reg_weight=1.0), EASE(6, reg_weight=1.0)
+    mid.training_step(_training_batch([1, 2, 3], 1), 0)
+    assert mid.score(_batch([[4]], [9]))[0, 5:].abs().sum() == 0  # items 5, 6 not seen yet
+    for model in (mid, whole):
+        if model is whole:
+            model.training_step(_training_batch([1, 2, 3], 1), 0)
+        model.training_step(_training_batch([4, 5, 6], 2), 1)
+        model.on_train_epoch_end()
+    history = _batch([[4]], [9])
+    torch.testing.assert_close(mid.score(history), whole.score(history))
+    assert (whole.score(history)[0, 5:] > 0).all()
+    mid.training_step(_training_batch([1, 5], 3), 0)  # a later epoch adds nothing
+    mid.on_train_epoch_end()
+    torch.testing.assert_close(mid.score(history), whole.score(history))
+
+
 def test_an_unfitted_model_refuses_to_score():
     with pytest.raises(RuntimeError, match="not been fitted"):
         SKNN(4).score(_batch([[1]], [1]))

@@ -21,7 +21,7 @@ history and its target; the cloze sequence of a window is the history with the t
 (the oldest column dropped if that outgrows the model's ``max_len``), so the target is a cloze
 position like any other and the sequence has exactly the shape of an evaluation input (the
 history with the mask token appended, the same way). Tiles ``data.train_stride`` apart cover every
-item; a stride below ``max_len`` makes them overlap, so each item is masked in several windows
+item but, when a window is full, its oldest one (dropped for the appended target); a stride below ``max_len`` makes them overlap, so each item is masked in several windows
 per epoch, as the original code's ``dupe_factor`` copies (masks are redrawn every epoch anyway).
 RecBole instead trains on every prefix of each sequence and masks only inside the item list
 (the prefix's own target is never used), at ~``max_len`` times the compute per epoch.
@@ -69,7 +69,7 @@ class BERT4Rec(NextItemModule):
         mask_ratio: share of a window's items replaced by the mask token in a cloze sample.
         ft_ratio: probability that a training window is a next-item sample instead (only its
             last item, the target, masked).
-        loss_type, num_negatives, negative_sampling, logq_correction: the next-item loss at the
+        loss_type, num_negatives, negative_sampling, logq_correction, gbce_t: the next-item loss at the
             masked positions (:class:`~recsys.models.losses.ItemLoss`; the output bias is part of
             every item's score).
     """
@@ -170,7 +170,7 @@ class BERT4Rec(NextItemModule):
         return sequence.masked_fill(masked, self.mask_id), masked
 
     def loss(self, batch: Batch) -> Tensor:
-        """Next-item loss at the masked positions of each window's newest items (target included)."""
+        """Next-item loss at the masked positions of each window's cloze sequence (target included)."""
         sequence = self._appended(batch.history, batch.target[:, None])
         inputs, masked = self.cloze(sequence)
         hidden = self.encode(inputs)[masked]  # (T, D)

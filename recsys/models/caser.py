@@ -143,7 +143,8 @@ class Caser(NextItemModule):
             raise ValueError(f"history length {history.shape[1]} exceeds Caser's window L = max_len {self.max_len}: "
                              "set model.init_args.max_len >= data.init_args.max_len")
         if user.numel() and (int(user.max()) > self.num_users or int(user.min()) < 0):  # type: ignore[operator]
-            raise ValueError(f"user index {int(user.max())} is outside 1..num_users = 1..{self.num_users}")
+            bad = int(user.max()) if int(user.max()) > self.num_users else int(user.min())  # type: ignore[operator]
+            raise ValueError(f"user index {bad} is outside 1..num_users = 1..{self.num_users}")
         history = F.pad(history, (self.max_len - history.shape[1], 0))  # (B, L), left-padded to L
         real = (history != 0).unsqueeze(-1).to(self.item_embedding.weight.dtype)
         image = (self.item_embedding(history) * real).unsqueeze(1)  # (B, 1, L, d)

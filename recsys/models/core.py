@@ -59,7 +59,7 @@ class CORE(NextItemModule):
         sess_dropout: dropout on the session's item embeddings (both the sum and the weights read them).
         item_dropout: dropout on the item table the training loss scores against.
         temperature: cosine scores are divided by it.
-        loss_type, num_negatives, negative_sampling, logq_correction: the next-item loss
+        loss_type, num_negatives, negative_sampling, logq_correction, gbce_t: the next-item loss
             (:class:`~recsys.models.losses.ItemLoss`).
     """
 

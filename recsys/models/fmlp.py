@@ -86,7 +86,7 @@ class FMLPRec(NextItemModule):
         dropout: dropout on embeddings, filter output and feed-forward output.
         layer_norm_eps: LayerNorm epsilon.
         init_std: standard deviation of the normal initialisation (filters included).
-        loss_type, num_negatives, negative_sampling, logq_correction: the next-item loss
+        loss_type, num_negatives, negative_sampling, logq_correction, gbce_t: the next-item loss
             (:class:`~recsys.models.losses.ItemLoss`); the authors': ``bce`` with 1 negative.
     """
 

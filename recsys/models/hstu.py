@@ -131,7 +131,7 @@ class HSTU(NextItemModule):
         temperature: scores are divided by it (0.05 in the reference, with ``l2_norm``;
             1.0 with plain dot products).
         layer_norm_eps: LayerNorm and L2-normalisation epsilon.
-        loss_type, num_negatives, negative_sampling, logq_correction: the shared
+        loss_type, num_negatives, negative_sampling, logq_correction, gbce_t: the shared
             :class:`~recsys.models.losses.ItemLoss`.
     """
 

@@ -80,8 +80,9 @@ class InteractionSetModule(SeqRecModule):
     """A model computed in closed form from the set of training (user, item) interactions.
 
     The first training epoch's ``training_step`` collects the pairs (manual optimization, no
-    optimizer); :meth:`fit_interactions` turns them into buffers once, at the end of that epoch or
-    before the evaluation that follows it, whichever comes first. Subclasses implement
+    optimizer); :meth:`fit_interactions` turns them into buffers at the end of that epoch (an
+    evaluation in the middle of it, ``val_check_interval`` < 1, fits on the pairs collected so
+    far, and the epoch's end fits again on all of them). Subclasses implement
     :meth:`fit_interactions` and ``score`` (calling :meth:`require_fitted` first).
     """
 
@@ -92,7 +93,8 @@ class InteractionSetModule(SeqRecModule):
         super().__init__(num_items, **kwargs)
         self.automatic_optimization = False
         self.register_buffer("fitted", torch.tensor(False))
-        self._pending: list[Tensor] = []
+        self._pairs: list[Tensor] = []  # (P, 2) (user, item) chunks of the first epoch so far
+        self._collecting = False  # inside the first training epoch
 
     def fit_interactions(self, users: Tensor, items: Tensor) -> None:
         """Build the model from the distinct training interactions: (P,) users and (P,) items,
@@ -100,29 +102,33 @@ class InteractionSetModule(SeqRecModule):
         raise NotImplementedError
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        if not bool(self.fitted):
-            self._pending.append(training_pairs(batch).cpu())
+        if self._collecting or not bool(self.fitted):
+            self._collecting = True
+            self._pairs.append(training_pairs(batch).cpu())
         return None
 
     def configure_optimizers(self):
         return None
 
-    def _fit_pending(self) -> None:
-        if not self._pending:
+    def _fit_collected(self) -> None:
+        if not self._pairs:
             return
-        pairs = torch.cat(self._pending).unique(dim=0)  # sorted by (user, item)
-        self._pending = []
+        pairs = torch.cat(self._pairs).unique(dim=0)  # sorted by (user, item)
+        self._pairs = [pairs]  # kept until the epoch ends: a later fit adds the rest of it
         if len(pairs):
             self.fit_interactions(pairs[:, 0].to(self.device), pairs[:, 1].to(self.device))
         self.fitted.fill_(True)
 
     def on_train_epoch_end(self) -> None:
-        self._fit_pending()
+        if self._collecting:
+            self._fit_collected()
+        self._pairs, self._collecting = [], False
 
     def require_fitted(self) -> bool:
         """Fit what was collected; False when there is nothing to score with yet (the sanity
         check before training), an error when a model that never trained is asked to score."""
-        self._fit_pending()
+        if self._collecting or not bool(self.fitted):
+            self._fit_collected()
         if bool(self.fitted):
             return True
         if self._trainer is not None and self.trainer.sanity_checking:
