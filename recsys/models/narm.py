@@ -98,13 +98,9 @@ class NARM(NextItemModule):
 
     def encode(self, history: Tensor) -> Tensor:
         """(B, L) left-padded item ids -> (B, d): the output vector after the newest item."""
-        states = self._states(history)  # (B, L, H)
-        last = states[:, -1]  # (B, H): c_global, and the attention's query
-        real = (history != 0).unsqueeze(-1).to(states.dtype)  # (B, L, 1)
-        energy = torch.sigmoid(self.attention_key(states) + self.attention_query(last)[:, None])  # (B, L, H)
-        alpha = self.attention_weight(energy) * real  # (B, L, 1), zero on PAD positions
-        local = (alpha * states).sum(dim=1)  # (B, H)
-        return self.decoder(self.summary_dropout(torch.cat([local, last], dim=-1)))  # (B, d)
+        newest = torch.zeros_like(history, dtype=torch.bool)
+        newest[:, -1] = True
+        return self.encode_at(history, newest)  # (B, d)
 
     def encode_at(self, history: Tensor, at: Tensor) -> Tensor:
         """(B, L) left-padded item ids, (B, L) bool positions -> (T, d): the output vector after
