@@ -197,6 +197,36 @@ def test_two_jobs_in_one_process_run_every_slot_once(tmp_path, monkeypatch):
     assert {u.seed for u in ran if u.phase == "seed"} == {0, 1, 2}
 
 
+def test_retry_failed_reruns_only_the_failed_slots_with_their_parameters(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, budget={"trials": 3, "seeds": [0, 1]}), ROOT, tmp_path / "out")
+    broken = {("SASRec", "tune", 1), ("Pop", "seed", 1)}  # e.g. the data folder was missing for these
+
+    def execute(spec, unit, trial_id, env):
+        if (unit.task.model.name, unit.phase, unit.slot) in broken:
+            raise runner.RunFailed(f"{unit.label}: exit 2: no dataset")
+        ran.append(unit)
+        return {"status": "done", "wall_s": 0.0, "value": unit.params.get("model.lr", 0.1)}
+
+    ran: list[runner.Unit] = []
+    monkeypatch.setattr(runner, "execute", execute)
+    runner.run_study(spec, log=lambda line: None)
+    first_params = trials_by_slot(spec, "SASRec", "tune")[1].params
+    assert runner.run_study(spec, log=lambda line: None) == 0  # failed runs count as done without the flag
+    broken.clear()
+    ran.clear()
+    logged: list[str] = []
+    assert runner.run_study(spec, log=logged.append, retry_failed=True) == 2
+    assert sorted((u.task.model.name, u.phase, u.slot) for u in ran) == [("Pop", "seed", 1), ("SASRec", "tune", 1)]
+    assert next(u for u in ran if u.phase == "tune").params == first_params  # same point, no extra trial
+    assert sum("retrying" in line for line in logged) == 2
+    rows = {(r["model"], r["phase"]): r for r in runner.status(spec)}
+    assert rows["SASRec", "tune"]["failed"] == 0 and rows["SASRec", "tune"]["finished"] == 3
+    assert rows["Pop", "seed"]["failed"] == 0 and rows["Pop", "seed"]["finished"] == 2
+    logged.clear()
+    assert runner.run_study(spec, log=logged.append, retry_failed=True) == 0  # nothing left to retry
+    assert not any("retrying" in line for line in logged), logged
+
+
 def test_raising_the_budget_of_a_study_with_a_refused_trial(tmp_path):
     """A trial refused as over budget (two workers racing for the last slot) holds no slot: after
     the file's budget is raised the next trial takes the new slot (it used to be refused forever)."""

@@ -64,6 +64,7 @@ class PhaseState:
     running: frozenset[int]
     waiting: frozenset[int]
     budget: int
+    failed: frozenset[int] = frozenset()  #: finished slots whose run failed (and was not retried)
 
     @property
     def done(self) -> bool:
@@ -167,13 +168,31 @@ def _serialize_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners would keep pysqlite's BEGIN
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a failed trial's slot again with its parameters (called once per stale trial)."""
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue a failed trial's slot again with its parameters (called once per stale trial);
+    False for a trial that held no slot in the budget."""
     budget = budget_of(study)
     slot = slot_of(study, trial)
     if trial.user_attrs.get(OVER_BUDGET) or slot >= budget:
-        return
+        return False
     study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number}, skip_if_exists=False)
+    return True
+
+
+def retry_failed(study: optuna.Study) -> list[int]:
+    """Queue again, with the same parameters, every in-budget slot whose run failed (exit code
+    != 0: a missing file, out of memory, a bug fixed since) and is not queued again already;
+    returns those slots. A failed run otherwise counts as finished, so a study never loops on a
+    run that cannot succeed; ``recsys study run --retry-failed`` is the user saying the cause is
+    fixed. No slot is added: the budget stays what it was."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}
+    slots = []
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(RUN_FAILED) and trial.number not in retried:
+            if requeue(study, trial):
+                slots.append(slot_of(study, trial))
+    return slots
 
 
 def median_pruner(trials: int) -> optuna.pruners.MedianPruner:
@@ -211,22 +230,26 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
 
 def phase_state(study: optuna.Study) -> PhaseState:
     budget = budget_of(study)
-    finished, running, waiting = set(), set(), set()
-    for trial in study.get_trials(deepcopy=False):
-        if SLOT not in trial.user_attrs:  # over budget, or claimed an instant ago
+    finished, running, waiting, failed = set(), set(), set(), set()
+    trials = study.get_trials(deepcopy=False)
+    retried = {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}
+    for trial in trials:
+        if SLOT not in trial.user_attrs or trial.number in retried:  # over budget, claimed an instant ago, or superseded
             continue
         slot = int(trial.user_attrs[SLOT])
         if slot >= budget or trial.user_attrs.get(OVER_BUDGET):
             continue
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-                trial.state == TrialState.FAIL and trial.user_attrs.get(RUN_FAILED)):
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             finished.add(slot)
+        elif trial.state == TrialState.FAIL and trial.user_attrs.get(RUN_FAILED):
+            finished.add(slot)
+            failed.add(slot)
         elif trial.state == TrialState.RUNNING:
             running.add(slot)
         elif trial.state == TrialState.WAITING:
             waiting.add(slot)
     return PhaseState(frozenset(finished), frozenset(running - finished), frozenset(waiting - finished - running),
-                      budget)
+                      budget, frozenset(failed))
 
 
 def best_trial(study: optuna.Study, maximize: bool) -> FrozenTrial | None:

@@ -15,6 +15,8 @@ def main(argv: list[str]) -> int:
     run = commands.add_parser("run", help="run every slot not finished yet (resumable; workers may share a study)")
     run.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/tiny.yaml")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time in this process (default 1)")
+    run.add_argument("--retry-failed", action="store_true", help="first queue again every run that failed "
+                     "(same slot, same parameters: once its cause is fixed); otherwise a failed run counts as done")
     status = commands.add_parser("status", help="finished / running / budget slots per dataset, model and phase")
     status.add_argument("study", type=Path)
     status.add_argument("--json", action="store_true", help="print JSON rows")
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> int:
     if args.command == "run":
         from recsys.study.runner import run_study
 
-        ran = run_study(spec, args.jobs)
+        ran = run_study(spec, args.jobs, retry_failed=args.retry_failed)
         print(f"recsys: study {spec.name}: {ran} run(s) here; `recsys study report {args.study}` writes the report")
         return 0
     if args.command == "status":

@@ -140,7 +140,7 @@ def run_header(spec: StudySpec, unit: Unit) -> dict[str, Any]:
 def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str]) -> dict[str, Any]:
     """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails."""
     directory = unit.directory(spec)
-    if directory.exists():  # a run that was in flight when its worker died: kept aside, started again
+    if directory.exists():  # a run in flight when its worker died, or one retried after failing: kept aside
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         shutil.move(str(directory), str(directory.with_name(f"{directory.name}.crashed-{stamp}")))
     directory.mkdir(parents=True)
@@ -276,12 +276,18 @@ class Worker:
         return bool(ran)
 
 
-def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print) -> int:
-    """Run every unclaimed slot of the study with ``jobs`` worker threads; returns how many ran."""
+def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print, retry_failed: bool = False) -> int:
+    """Run every unclaimed slot of the study with ``jobs`` worker threads; returns how many ran.
+    With ``retry_failed``, runs that failed are queued again first (:func:`claims.retry_failed`)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner says what happens itself
     store = claims.storage(spec)
+    if retry_failed:
+        for task in claims.tasks(spec):
+            for phase in task.phases(spec):
+                for slot in claims.retry_failed(claims.open_study(spec, task, phase, store)):
+                    log(f"retrying {task.dataset}/{task.model.name}/{phase}-{slot}: its run failed")
     env = dict(os.environ)
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # parallel runs share the cores instead of fighting
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -315,11 +321,9 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
         for phase in task.phases(spec):
             study = claims.open_study(spec, task, phase, store)
             state = claims.phase_state(study)
-            failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                         if t.user_attrs.get(claims.RUN_FAILED))
             pruned = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
             rows.append({"dataset": task.dataset, "model": task.model.name, "phase": phase,
                          "finished": len(state.finished), "running": len(state.running),
                          "queued": len(state.waiting), "budget": state.budget,
-                         "failed": failed, "pruned": pruned})
+                         "failed": len(state.failed), "pruned": pruned})
     return rows
