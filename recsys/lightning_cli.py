@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -11,10 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import yaml
+
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from recsys.callbacks import TopKWriter
+from recsys.config_checks import config_problems
+from recsys.noise import silence_library_noise
+from recsys.progress import LogProgress
+from recsys.results import format_table, write_results
 from recsys.data.datamodule import RecDataModule
 from recsys.models.base import RecModule
 from recsys.plugins import load_plugins
@@ -168,10 +177,42 @@ class RecsysCLI(LightningCLI):
         # local files, but Lightning 2.6 passes weights_only=False for http(s) URLs unless told.
         if "weights_only" in self._subcommand_method_arguments.get(subcommand, {}):
             parser.set_defaults(weights_only=True)
+        # validate/test print recsys's short table (after_validate/after_test), not Lightning's.
+        if "verbose" in self._subcommand_method_arguments.get(subcommand, {}):
+            parser.set_defaults(verbose=False)
         return parser
 
     def before_instantiate_classes(self) -> None:
-        follow_model_monitor(self.config.get(self.subcommand) if self.subcommand else self.config)
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        follow_model_monitor(config)
+        problems = config_problems(config)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, but a class refusing its arguments (``ValueError`` from ``__init__``,
+        wrapped by jsonargparse in a many-line union error) is one :class:`ConfigError` line."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            if os.environ.get("RECSYS_DEBUG"):
+                raise
+            raise ConfigError(explain(str(exc))) from exc
+
+    def instantiate_trainer(self, **kwargs: Any):
+        """LightningCLI's trainer, with two defaults of our own: ``logger: true`` means TensorBoard
+        (when installed) plus CSV in one ``lightning_logs/version_N`` folder, without Lightning's
+        notice about tensorboardX; and when standard output is not a terminal, plain progress
+        lines (:class:`~recsys.progress.LogProgress`) instead of a bar that prints nothing."""
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):  # Lightning reads None as its default logger
+            kwargs.setdefault("logger", default_loggers(config.get("default_root_dir") or os.getcwd()))
+        callbacks = config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        wants_bar = config.get("enable_progress_bar", True) is not False
+        if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, LogProgress()])
+        return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
@@ -218,14 +259,71 @@ class RecsysCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and bool(getattr(checkpoint, "best_model_path", "")) else None
-        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        metrics: dict[str, Any] = {}
+        for evaluate in (self.trainer.validate, self.trainer.test):
+            for results in evaluate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False):
+                metrics.update(results)
+        best = getattr(checkpoint, "best_model_path", "") or None
+        self._report(metrics, checkpoint=best, best_epoch=_epoch_of(best))
+
+    def after_validate(self) -> None:
+        self._report(self._stage_metrics("val"), checkpoint=self._ckpt_path())
+
+    def after_test(self) -> None:
+        self._report(self._stage_metrics("test"), checkpoint=self._ckpt_path())
+
+    def _stage_metrics(self, stage: str) -> dict[str, Any]:
+        return {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+
+    def _ckpt_path(self) -> str | None:
+        assert self.subcommand is not None
+        return self.config_init[self.subcommand].get("ckpt_path")
+
+    def _report(self, metrics: dict[str, Any], **about: Any) -> None:
+        """Print the short metric table; save every value, the config and the versions in the run
+        folder (``results.json``, beside ``config.yaml`` and the checkpoints)."""
+        if not metrics or not self.trainer.is_global_zero:
+            return
+        if about.get("checkpoint"):
+            print(f"recsys: metrics of {about['checkpoint']}")
+        print(format_table(metrics))
+        folder = self.trainer.log_dir
+        if folder is None or not Path(folder).is_dir():
+            return
+        assert self.subcommand is not None
+        try:
+            config = yaml.safe_load(self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False))
+        except Exception as error:  # never lose the numbers over a config that will not serialize
+            config = {"error": f"could not serialize the configuration: {error}"}
+        path = write_results(folder, metrics, subcommand=self.subcommand, **about, config=config)
+        print(f"recsys: every metric, the config and the versions: {path}")
+
+
+def _epoch_of(checkpoint: str | None) -> int | None:
+    """The epoch in a checkpoint file name written by the default ``best-{epoch}`` pattern."""
+    match = re.search(r"best-(\d+)\.ckpt$", checkpoint or "")
+    return int(match.group(1)) if match else None
+
+
+def default_loggers(root: str) -> list[Logger]:
+    """TensorBoard (if ``tensorboard`` is installed: the ``tensorboard`` extra) and CSV
+    (``metrics.csv``, always), writing into the same ``<root>/lightning_logs/version_N``."""
+    version: int | str | None = SLURMEnvironment.job_id()  # as Lightning's own default: one folder per Slurm job
+    loggers: list[Logger] = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=root, version=version))
+        version = loggers[0].version
+    loggers.append(CSVLogger(save_dir=root, version=version))
+    return loggers
 
 
 def run_cli(argv: list[str] | None, run: bool = True) -> RecsysCLI:
     """Build (and by default run) the LightningCLI on ``argv`` (None = the command line);
     plugins load first so their models resolve by short class name."""
     load_plugins()
+    silence_library_noise()
     return RecsysCLI(
         RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
         auto_configure_optimizers=False, args=argv, run=run, parser_class=RecsysArgumentParser,

@@ -362,6 +362,22 @@ add("config/unknown-data-module", argv("fit", "--model=SASRec", "--data=SeqDataM
     "SeqDataModul", "Did you mean SeqDataModule")
 
 
+def run(*args: str) -> Build:
+    """A real run on data/tiny (no --print_config): what fails must fail before anything is built."""
+    base = ["fit", "--model=SASRec", "--data=SeqDataModule", f"--data.path={TINY}", "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    return lambda tmp: [*base, f"--trainer.default_root_dir={tmp}", *args]
+
+
+# Cross-field checks (recsys.config_checks): both fields named, before any model or data is built.
+add("config/stride-longer-than-the-window", run("--model.max_len=5", "--data.max_len=5", "--data.train_stride=8"),
+    "data.init_args.train_stride (8)", "data.init_args.max_len (5)")
+add("config/stride-with-one-window-per-target", run("--data.train_windows=every", "--data.train_stride=10"),
+    "data.init_args.train_stride (10)", "data.init_args.train_windows 'every'")
+add("config/model-and-data-max-len-differ", run("--model.max_len=10", "--data.max_len=5"),
+    "model.init_args.max_len (10)", "data.init_args.max_len (5)")
+add("config/value-refused-by-a-class", run("--model.max_len=0", "--data.max_len=0"), "data.max_len must be >= 1, got 0")
+
 def ambiguous(tmp: Path) -> list[str]:
     """Two model classes named ``Twin`` in two modules: the short name is ambiguous."""
     from recsys.models.pop import Pop

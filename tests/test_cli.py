@@ -1,3 +1,4 @@
+import functools
 import json
 from pathlib import Path
 
@@ -33,8 +34,17 @@ def test_fit_trains_then_validates_and_tests_the_best_checkpoint(tiny_path, tmp_
     cli = run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8", "--model.ffn_dim=16",
                    "--data=SeqDataModule", "--trainer.max_epochs=2", *common(tiny_path, tmp_path)])
     out = capsys.readouterr().out
-    assert "val/ndcg@10" in out and "test/ndcg@10" in out  # both tables printed
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    # one short table of both stages, and every value at full precision beside the checkpoint
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert results["checkpoint"] == str(best) and results["config"]["model"]["class_path"].endswith("SASRec")
+    assert {"torch", "lightning", "recsys-llm"} <= set(results["versions"])
+    table = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("metric", "val/", "test/"))}
+    column = table["metric"].index("@10")
+    for stage in ("val", "test"):
+        assert table[f"{stage}/ndcg"][column] == f"{results['metrics'][f'{stage}/ndcg@10']:.4g}"
+        assert table[f"{stage}/hit"][column] == f"{results['metrics'][f'{stage}/hit@10']:.4g}"
+    assert "┃" not in out  # not Lightning's 17-digit table
     assert best.name.startswith("best-") and (best.parent / "last.ckpt").exists()
     restored = RecModule.load_from_checkpoint(best)
     assert type(restored).__name__ == "SASRec" and restored.num_items == 15
@@ -144,3 +154,53 @@ def test_too_short_histories_are_explained(tmp_path, capsys):
 def test_monitoring_a_metric_the_model_does_not_log_is_explained(tiny_path, tmp_path, capsys):
     assert main(["fit", "--model=Pop", "--model.metrics=[hit]", "--data=SeqDataModule", *common(tiny_path, tmp_path)]) == 2
     assert "EarlyStopping monitors 'val/ndcg@10', which the model does not log" in capsys.readouterr().err
+
+
+def test_cross_field_problems_stop_the_run_before_anything_is_built(tiny_path, tmp_path, monkeypatch, capsys):
+    from recsys.data.datamodule import SeqDataModule
+    from recsys.models.sasrec import SASRec
+
+    built = []
+    init = SASRec.__init__
+
+    @functools.wraps(init)  # keeps the signature the parser reads
+    def counting_init(self, *args, **kwargs):
+        built.append("model")
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SASRec, "__init__", counting_init)
+    monkeypatch.setattr(SeqDataModule, "load_data", lambda self: built.append("data"))
+    code = main(["fit", "--model=SASRec", "--model.max_len=8", "--data=SeqDataModule", f"--data.path={tiny_path}",
+                 "--data.max_len=5", "--data.train_stride=6", f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and built == []
+    assert err[-1].startswith("recsys: error: ") and "Traceback" not in "\n".join(err)
+    # every problem found, in one line, each naming both of its fields
+    assert "model.init_args.max_len (8) and data.init_args.max_len (5)" in err[-1]
+    assert "data.init_args.train_stride (6) must be in 1..data.init_args.max_len (5)" in err[-1]
+
+
+def test_a_third_party_class_adds_its_own_cross_field_check(tiny_path, tmp_path, capsys):
+    import sys
+    import types
+
+    from recsys.models.pop import Pop
+
+    class PickyPop(Pop):
+        @classmethod
+        def config_problems(cls, model, data):
+            return [*super().config_problems(model, data),
+                    *(["model.init_args.lr must be 0.5 when data.init_args.batch_size is 3"]
+                      if data.get("batch_size") == 3 and model.get("lr") != 0.5 else [])]
+
+    module = types.ModuleType("picky_plugin")
+    module.PickyPop = PickyPop
+    PickyPop.__module__ = "picky_plugin"
+    sys.modules["picky_plugin"] = module
+    try:
+        code = main(["fit", "--model=picky_plugin.PickyPop", "--data=SeqDataModule", f"--data.path={tiny_path}",
+                     "--data.batch_size=3", f"--trainer.default_root_dir={tmp_path}"])
+    finally:
+        del sys.modules["picky_plugin"]
+    assert code == 2
+    assert "model.init_args.lr must be 0.5 when data.init_args.batch_size is 3" in capsys.readouterr().err

@@ -54,6 +54,15 @@ class RecDataModule(pl.LightningDataModule):
     def catalog(self) -> Catalog:
         return self.data.catalog
 
+    @classmethod
+    def config_problems(cls, model: dict[str, Any], data: dict[str, Any]) -> list[str]:
+        """Problems across fields of a run's configuration, one message each, naming the fields
+        (``data.init_args.train_stride``): the CLI calls this with the parsed ``init_args`` of
+        the model and of this data module before anything is built, and stops if any is found,
+        printing them all. Override (extending ``super()``'s list) to check your own fields; see
+        :mod:`recsys.config_checks`."""
+        return []
+
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """A DataLoader over ``dataset``, whose ``__getitems__`` returns a whole batch (collated
         by :func:`~recsys.data.sequences.identity_collate`), with this module's ``num_workers``.
@@ -190,6 +199,18 @@ class SeqDataModule(RecDataModule):
             min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
             cold_items=cold_items, cold_seed=cold_seed, protocol=evaluation_protocol)
         self.num_workers = num_workers
+
+    @classmethod
+    def config_problems(cls, model: dict[str, Any], data: dict[str, Any]) -> list[str]:
+        problems = super().config_problems(model, data)
+        max_len, stride, windows = data.get("max_len"), data.get("train_stride"), data.get("train_windows")
+        if stride is not None and isinstance(max_len, int) and not 1 <= stride <= max_len:
+            problems.append(f"data.init_args.train_stride ({stride}) must be in 1..data.init_args.max_len ({max_len}): "
+                            "tiled training windows would skip targets")
+        if stride is not None and windows == "every":
+            problems.append(f"data.init_args.train_stride ({stride}) has no effect with data.init_args.train_windows "
+                            "'every' (one window per target): drop it, or use 'tiled'")
+        return problems
 
     def load_data(self) -> SequenceData:
         return load_sequences(resolve_dataset(self.path), **self.load_options)

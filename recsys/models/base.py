@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from typing import TYPE_CHECKING, ClassVar, Literal, Sequence, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence, cast
 
 import lightning.pytorch as pl
 import torch
@@ -112,6 +112,15 @@ class RecModule(pl.LightningModule):
             catalog = None  # a data module without items (e.g. a tokenizer's item vectors)
         if catalog is not None:
             self.set_catalog(catalog)
+
+    @classmethod
+    def config_problems(cls, model: dict[str, Any], data: dict[str, Any]) -> list[str]:
+        """Problems across fields of a run's configuration, one message each, naming the fields
+        (``model.init_args.max_len``): the CLI calls this with the parsed ``init_args`` of this
+        model and of the data module before anything is built (no model loaded, no data read),
+        and stops if any is found, printing them all. Override (extending ``super()``'s list) to check your own
+        fields; see :mod:`recsys.config_checks`."""
+        return []
 
     def logged_metrics(self, stage: str) -> set[str]:
         """Every name this model logs at ``stage`` (``train``, ``val`` or ``test``), with its

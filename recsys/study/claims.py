@@ -129,7 +129,7 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         store = _retry_schema(lambda: optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
-            heartbeat_stale_trial_callback=requeue if heartbeat else None))
+            heartbeat_stale_trial_callback=_requeue_stale if heartbeat else None))
     if url.startswith("sqlite"):
         _serialize_sqlite(store.engine)
     return store
@@ -177,6 +177,10 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
         return False
     study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number}, skip_if_exists=False)
     return True
+
+
+def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    requeue(study, trial)
 
 
 def retry_failed(study: optuna.Study) -> list[int]:

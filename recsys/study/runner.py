@@ -27,6 +27,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from recsys.provenance import git_state, versions
 from recsys.study import claims
 from recsys.study.claims import OverBudget, Phase, Task
 from recsys.study.pruning import PRUNED
@@ -83,36 +84,6 @@ def command(spec: StudySpec, unit: Unit, trial_id: int | None) -> list[str]:
                                  "trial_id": trial_id, "monitor": spec.select, "trials": spec.trials}}
         args.append(f"--trainer.callbacks+={json.dumps(pruning)}")
     return args
-
-
-def versions() -> dict[str, str]:
-    """recsys, its main dependencies and every installed recsys plugin distribution."""
-    from importlib.metadata import PackageNotFoundError, entry_points, version
-
-    found = {}
-    for name in ("recsys-llm", "torch", "lightning", "transformers", "peft", "optuna"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    for ep in entry_points(group="recsys"):
-        if ep.dist is not None:
-            found[ep.dist.name] = ep.dist.version
-    found["python"] = sys.version.split()[0]
-    return found
-
-
-def git_state(root: Path) -> dict[str, Any]:
-    """The commit the study runs from and whether the tree had uncommitted changes."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))} if commit else {}
 
 
 def _die_with_parent() -> None:
