@@ -200,8 +200,8 @@ class RecsysCLI(LightningCLI):
             raise ConfigError(explain(str(exc))) from exc
 
     def instantiate_trainer(self, **kwargs: Any):
-        """LightningCLI's trainer, with two defaults of our own: ``logger: true`` means TensorBoard
-        (when installed) plus CSV in one ``lightning_logs/version_N`` folder, without Lightning's
+        """LightningCLI's trainer, with two defaults of our own: ``logger: true`` means CSV plus
+        TensorBoard (when installed) in one ``lightning_logs/version_N`` folder, without Lightning's
         notice about tensorboardX; and when standard output is not a terminal, plain progress
         lines (:class:`~recsys.progress.LogProgress`) instead of a bar that prints nothing."""
         config = self._get(self.config_init, "trainer", default={})
@@ -306,16 +306,15 @@ def _epoch_of(checkpoint: str | None) -> int | None:
 
 
 def default_loggers(root: str) -> list[Logger]:
-    """TensorBoard (if ``tensorboard`` is installed: the ``tensorboard`` extra) and CSV
-    (``metrics.csv``, always), writing into the same ``<root>/lightning_logs/version_N``."""
-    version: int | str | None = SLURMEnvironment.job_id()  # as Lightning's own default: one folder per Slurm job
-    loggers: list[Logger] = []
+    """CSV (``metrics.csv``, always) and TensorBoard (if ``tensorboard`` is installed: the
+    ``tensorboard`` extra), writing into the same ``<root>/lightning_logs/version_N``."""
+    # CSV first: it warns about (and would clear) a folder another logger wrote into first.
+    csv = CSVLogger(save_dir=root, version=SLURMEnvironment.job_id())  # one folder per Slurm job, as Lightning's
+    loggers: list[Logger] = [csv]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=root, version=version))
-        version = loggers[0].version
-    loggers.append(CSVLogger(save_dir=root, version=version))
+        loggers.append(TensorBoardLogger(save_dir=root, version=csv.version))
     return loggers
 
 
