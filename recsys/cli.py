@@ -223,6 +223,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from recsys.plugins import PluginError
 
     errors: tuple[type[Exception], ...] = (DataFormatError, PluginError, FileNotFoundError, FileExistsError)
+    if "recsys.metrics" in sys.modules:
+        errors += (sys.modules["recsys.metrics"].MetricError,)
     if "recsys.lightning_cli" in sys.modules:
         errors += (sys.modules["recsys.lightning_cli"].ConfigError,)
     if "recsys.study.spec" in sys.modules:

@@ -141,22 +141,43 @@ def parse_metric(spec: str, ks: Iterable[int]) -> list[tuple[str, str, int | Non
     return [(spec, name, int(k))]
 
 
-class MetricSet:
-    """The metrics one model logs: resolved once against the registered metric functions."""
+class MetricError(RuntimeError):
+    """A metric function raised, or returned something other than one value per rank."""
 
-    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, MetricFn]):
+
+class MetricSet:
+    """The metrics one model logs: resolved once against the registered metric functions.
+
+    ``owners`` maps a metric name to the plugin that registered it, for error messages."""
+
+    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, MetricFn],
+                 owners: Mapping[str, str] | None = None):
         self.entries: list[tuple[str, MetricFn, int | None]] = []
+        self._names: dict[str, str] = {}  # logged name -> "metric 'x' of plugin 'p'"
         for spec in specs:
             for logged, name, k in parse_metric(spec, ks):
                 if name not in registered:
                     raise ValueError(f"unknown metric {name!r} in {spec!r}; registered metrics: {sorted(registered)}")
                 self.entries.append((logged, registered[name], k))
+                owner = (owners or {}).get(name)
+                self._names[logged] = f"metric {name!r}" + (f" (plugin {owner!r})" if owner else "")
         cutoffs = [k for _, _, k in self.entries if k is not None]
         self.max_k = max(cutoffs) if cutoffs else max(ks)
         #: a metric without cutoff needs every item's rank (dense scores), not a top-k list
         self.has_uncut = len(cutoffs) < len(self.entries)
 
     def __call__(self, ranks: Tensor) -> dict[str, Tensor]:
-        """(B,) ranks -> {logged name: (B,) values}."""
-        return {logged: fn(ranks, k) for logged, fn, k in self.entries}
-
+        """(B,) ranks -> {logged name: (B,) values}; a metric that raises or returns another
+        shape is a :class:`MetricError` naming it and its plugin."""
+        values = {}
+        for logged, fn, k in self.entries:
+            try:
+                value = fn(ranks, k)
+            except Exception as exc:
+                raise MetricError(f"{self._names[logged]} failed at {logged}: {type(exc).__name__}: {exc}") from exc
+            if not isinstance(value, Tensor) or value.shape != ranks.shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise MetricError(f"{self._names[logged]} returned {got} at {logged}; "
+                                  f"expected one value per rank, shape {tuple(ranks.shape)}")
+            values[logged] = value
+        return values

@@ -148,6 +148,11 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
+    # Built-ins first: a plugin registering a name they hold (a metric called `hit`) is the
+    # one skipped, with an error naming both, instead of breaking every run later.
+    for module_name in DEFAULT_PLUGINS:
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), name=module_name)
     # Under pytest, installed plugins never leak into the suite (the llm/datasette convention).
     if not getattr(sys, "_called_from_test", False):
         allowed = _allowed_distributions()
@@ -171,9 +176,6 @@ def load_plugins() -> None:
                 if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                     continue
                 _register_entry_point(ep, dist)
-    for module_name in DEFAULT_PLUGINS:
-        if pm.get_plugin(module_name) is None:
-            pm.register(importlib.import_module(module_name), name=module_name)
     pm.check_pending()
     if os.environ.get("RECSYS_TRACE_PLUGINS", "") not in ("", "0"):
         _trace_hook_calls()
@@ -412,10 +414,14 @@ _MAKERS: dict[str, Callable[..., Entry]] = {
 
 
 def check_registrations(plugin_name: str) -> None:
-    """Run one plugin's registration hooks with validation, raising on anything invalid
-    (used when the plugin is loaded, so a bad plugin is skipped rather than breaking lookups)."""
+    """Run one plugin's registration hooks with validation, raising on anything invalid or on a
+    name another loaded plugin registered already (used when the plugin is loaded, so a bad
+    plugin is skipped rather than breaking lookups for everyone later)."""
     for hook_name, make in _MAKERS.items():
         _collect(hook_name, make, only=plugin_name)
+        mine = getattr(pm.hook, hook_name).get_hookimpls()
+        if any(impl.plugin_name == plugin_name for impl in mine):
+            _collect(hook_name, make)  # every loaded plugin's registrations: a clash names both
 
 
 def get_models() -> dict[str, Registered]:

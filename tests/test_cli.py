@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 
+import recsys
+
 from recsys.cli import main
 from recsys.lightning_cli import run_cli
 from recsys.models.base import RecModule
@@ -204,3 +206,33 @@ def test_a_third_party_class_adds_its_own_cross_field_check(tiny_path, tmp_path,
         del sys.modules["picky_plugin"]
     assert code == 2
     assert "model.init_args.lr must be 0.5 when data.init_args.batch_size is 3" in capsys.readouterr().err
+
+
+class BoomMetrics:
+    __name__ = "boom-metrics"
+
+    @recsys.hookimpl
+    def register_metrics(self, register):
+        def boom(ranks, k):
+            raise ZeroDivisionError("no users")
+
+        register("boom", boom)
+        register("scalar", lambda ranks, k: ranks.float().mean())  # one number, not one per rank
+
+
+@pytest.mark.parametrize("metric, words", [
+    ("boom@10", "metric 'boom' (plugin 'boom-metrics') failed at boom@10: ZeroDivisionError: no users"),
+    ("scalar@10", "metric 'scalar' (plugin 'boom-metrics') returned () at scalar@10; expected one value per rank, shape (8,)"),
+])
+def test_a_plugin_metric_that_fails_is_one_line_naming_metric_and_plugin(tiny_path, tmp_path, capsys, metric, words):
+    from recsys.plugins import pm, register_plugin
+
+    register_plugin(BoomMetrics(), "boom-metrics")
+    try:
+        code = main(["fit", "--model=Pop", "--data=SeqDataModule", f"--data.path={tiny_path}",
+                     f"--model.metrics=[ndcg@10, {metric}]", f"--trainer.default_root_dir={tmp_path}",
+                     "--trainer.enable_progress_bar=false"])
+    finally:
+        pm.unregister(name="boom-metrics")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == f"recsys: error: {words}", err[-3:]

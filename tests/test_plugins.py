@@ -337,3 +337,18 @@ def test_grounders_must_subclass_grounder():
             recsys.get_grounders()
     finally:
         pm.unregister(name="grounders")
+
+
+def test_a_plugin_reusing_a_built_in_name_is_refused_at_load_and_others_keep_working():
+    """Loading checks names against every plugin loaded so far (the built-ins first): the
+    newcomer is refused with both registrants named, nothing of it stays, lookups still work."""
+    from recsys.plugins import register_plugin
+
+    load_plugins()
+    with pytest.raises(PluginError) as error:
+        register_plugin(Clash(), "clash")
+    message = str(error.value)
+    assert "register_metrics: name 'ndcg' is registered twice" in message
+    assert "plugin 'recsys.default_plugins.metrics'" in message and "plugin 'clash'" in message
+    assert pm.get_plugin("clash") is None
+    assert get_metrics()["ndcg"].plugin == "recsys.default_plugins.metrics"

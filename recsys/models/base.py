@@ -71,8 +71,9 @@ class RecModule(pl.LightningModule):
         # classes against RecModule, and models look up the metrics plugins registered.
         from recsys.plugins import get_metrics
 
-        registered = {name: entry.obj for name, entry in get_metrics().items()}
-        self.metric_set = MetricSet(metrics, ks, registered)
+        entries = get_metrics()
+        self.metric_set = MetricSet(metrics, ks, {name: entry.obj for name, entry in entries.items()},
+                                    owners={name: entry.plugin for name, entry in entries.items()})
         self._catalog: Catalog | None = None
 
     # ---- item catalog ---------------------------------------------------------------------
