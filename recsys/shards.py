@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -37,7 +36,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from recsys.data.atomic import DataFormatError
+from recsys.data.atomic import DataFormatError, atomic_path
 from recsys.llm.templates import render_items
 
 if TYPE_CHECKING:
@@ -81,15 +80,10 @@ def read_manifest(directory: str | Path) -> dict | None:
 
 
 def _replace_json(path: Path, value: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _sha256(path: Path) -> str:
@@ -287,15 +281,10 @@ class ShardWriter(BasePredictionWriter):
 
     def _write(self, index: int, vectors: np.ndarray) -> None:
         path = self.shard_dir / shard_file(index)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.shard_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, vectors, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
         manifest = read_manifest(self.shard_dir) or {
             "format": FORMAT, "num_items": self.num_items, "dim": int(vectors.shape[1]), "dtype": "float32",
             "shard_size": self.shard_size, "shards": {}}

@@ -519,3 +519,30 @@ def test_an_interrupted_conversion_leaves_no_dataset_and_keeps_the_old_one(fmt, 
     assert len(load_sequences(out).items) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "staging directories were left behind"
     assert set(dataset_files(out)) >= {"inter", "item"}
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
+def test_converted_files_get_the_mode_the_umask_gives(tmp_path, umask, file_mode, dir_mode):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); what lands must look as if written
+    plainly under the umask, so a shared data folder stays readable when the umask says so."""
+    import os
+    import stat
+
+    import pandas as pd
+
+    from recsys.data.atomic import write_dataset
+    from recsys.shards import _replace_json
+
+    inter = pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["i1", "i2"], "timestamp": [1.0, 2.0]})
+    old = os.umask(umask)
+    try:
+        out = write_dataset(tmp_path / "shared", inter, pd.DataFrame({"item_id": ["i1", "i2"], "title": ["a", "b"]}))
+        _replace_json(tmp_path / "manifest.json", {"format": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode
+    for path in [*out.iterdir(), tmp_path / "manifest.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == file_mode, path

@@ -167,13 +167,37 @@ def _format_column(series: pd.Series, kind: str) -> pd.Series:
     return text
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | Path, directory: bool = False) -> None:
+    """Give a temporary file or directory (``mkstemp``: 0600, ``mkdtemp``: 0700) the mode a plain
+    ``open``/``mkdir`` would have given it under the umask, before it is renamed into place:
+    a shared data folder stays readable by the group when the umask says so."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+    The file gets the mode the umask gives new files."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    as_if_created(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -229,6 +253,7 @@ def write_dataset(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        as_if_created(staging, directory=True)
         for suffix, frame in (("inter", inter), ("item", item), ("user", user)):
             if frame is not None:
                 column_types = {c: t for c, t in (types or {}).items() if c in frame.columns}

@@ -22,6 +22,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from filelock import FileLock
 
+from recsys.data.atomic import as_if_created
+
 
 def cache_dir() -> Path:
     """The recsys cache directory (created on first use)."""
@@ -54,6 +56,7 @@ def cached_directory(name: str, build: Callable[[Path], None]) -> Path:
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
+            as_if_created(tmp, directory=True)
             build(tmp)
             (tmp / ".complete").touch()
             os.replace(tmp, target)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
+
+import recsys
 
 FORMAT = "recsys-semantic-ids/codes-v1"
 
@@ -109,14 +110,8 @@ class CodeTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "levels": self.levels, "stats": self.stats,
                    "items": dict(zip(self.item_ids, self.codes.tolist()))}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with recsys.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f)
         return path
 
     @classmethod

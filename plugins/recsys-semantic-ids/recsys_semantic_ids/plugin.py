@@ -3,7 +3,7 @@
 import recsys
 
 #: The engine API range this plugin is written against (checked when the plugin loads).
-RECSYS_API = ">=1.2,<2"
+RECSYS_API = ">=1.8,<2"  # 1.8: recsys.atomic_path
 
 
 @recsys.hookimpl
