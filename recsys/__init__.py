@@ -27,7 +27,8 @@ API_VERSION = "1.8"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item tem
 # recsys.metrics (recsys.eval is its deprecated alias), recsys.plugins owns the lookups
 # (recsys.registry is its deprecated alias); 1.6: SeqRecModule.evaluated_ranks (per-window test ranks);
 # 1.7: ItemLoss and NextItemModule (the shared next-item losses); 1.8: config_problems (RecModule,
-# RecDataModule: cross-field checks before anything is built), atomic_path (umask-respecting atomic writes)
+# RecDataModule: cross-field checks before anything is built), atomic_path (umask-respecting atomic writes),
+# NoGradientModule (models without gradient training: no optimizer, no lr option)
 
 _EXPORTS = {
     "Batch": "recsys.data.batch",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "list_ranks": "recsys.metrics",
     "RecModule": "recsys.models.base",
     "SeqRecModule": "recsys.models.base",
+    "NoGradientModule": "recsys.models.no_gradient",
     "ItemLoss": "recsys.models.losses",
     "NextItemModule": "recsys.models.losses",
     "PluginError": "recsys.plugins",

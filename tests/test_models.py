@@ -180,3 +180,20 @@ def test_a_model_can_load_another_checkpoint_inside_its_init_under_the_cli(fake_
     assert cli.model.hparams["inner_checkpoint"] == str(inner)
     assert "inner_checkpoint" not in cli.model.inner.hparams and cli.model.inner.hparams["d_model"] == 8
     assert type(cli.model.inner).__name__ == "SASRec"
+
+
+@pytest.mark.parametrize("model", ["Pop", "SKNN", "EASE"])
+def test_models_without_gradients_offer_no_lr_and_fit_without_optimizer_warnings(model, tiny_path, tmp_path, capsys):
+    import warnings
+
+    from recsys.cli import main
+    from recsys.testing import run_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", f"--model={model}", "--data=SeqDataModule", "--model.lr=0.01", f"--data.path={tiny_path}"])
+    assert exit_.value.code == 2 and "'lr' is not accepted" in capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli(["fit", f"--model={model}", "--data=SeqDataModule", f"--data.path={tiny_path}", "--data.max_len=5",
+                 "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 
 from recsys.data.batch import Batch
-from recsys.models.base import SeqRecModule
+from recsys.models.no_gradient import NoGradientModule
 
 
 def training_pairs(batch: Batch) -> Tensor:
@@ -76,7 +76,7 @@ def training_pairs(batch: Batch) -> Tensor:
     return torch.stack([users[real], items[real]], dim=1)
 
 
-class InteractionSetModule(SeqRecModule):
+class InteractionSetModule(NoGradientModule):
     """A model computed in closed form from the set of training (user, item) interactions.
 
     The first training epoch's ``training_step`` collects the pairs (manual optimization, no
@@ -91,7 +91,6 @@ class InteractionSetModule(SeqRecModule):
 
     def __init__(self, num_items: int, **kwargs):
         super().__init__(num_items, **kwargs)
-        self.automatic_optimization = False
         self.register_buffer("fitted", torch.tensor(False))
         self._pairs: list[Tensor] = []  # (P, 2) (user, item) chunks of the first epoch so far
         self._collecting = False  # inside the first training epoch
@@ -105,9 +104,6 @@ class InteractionSetModule(SeqRecModule):
         if self._collecting or not bool(self.fitted):
             self._collecting = True
             self._pairs.append(training_pairs(batch).cpu())
-        return None
-
-    def configure_optimizers(self):
         return None
 
     def _fit_collected(self) -> None:

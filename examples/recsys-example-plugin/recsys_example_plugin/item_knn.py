@@ -8,7 +8,7 @@ from torch import Tensor
 import recsys
 
 
-class ItemKNN(recsys.SeqRecModule):
+class ItemKNN(recsys.NoGradientModule):
     """Item-based nearest neighbours over the training sequences.
 
     Each training window adds ``decay ** (d - 1)`` to the co-occurrence of its target and the
@@ -28,17 +28,13 @@ class ItemKNN(recsys.SeqRecModule):
     """
 
     def __init__(self, num_items: int, window: int = 3, decay: float = 0.8, shrink: float = 1.0, **kwargs):
-        super().__init__(num_items, **kwargs)  # lr, metrics, ks, ties: the engine's arguments
+        super().__init__(num_items, **kwargs)  # metrics, ks, ties: the engine's arguments (no lr: no gradients)
         self.save_hyperparameters()  # so RecModule.load_from_checkpoint can rebuild the model
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window, self.decay, self.shrink = window, decay, shrink
+        # No gradient steps (NoGradientModule): Lightning calls training_step and we count.
         self.register_buffer("counts", torch.zeros(num_items + 1, num_items + 1))
-        # No gradient steps: Lightning calls training_step and we update the counts ourselves.
-        self.automatic_optimization = False
-
-    def configure_optimizers(self):
-        return None
 
     def _recent(self, history: Tensor) -> tuple[Tensor, Tensor]:
         """(B, L) history -> its last ``window`` items (B, w) and their weights (0 for PAD)."""

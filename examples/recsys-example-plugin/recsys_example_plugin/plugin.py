@@ -5,7 +5,7 @@ from recsys_example_plugin.item_knn import ItemKNN
 from recsys_example_plugin.metrics import precision
 
 #: The recsys public API versions this plugin works with; checked when the engine loads it.
-RECSYS_API = ">=1.2,<2"
+RECSYS_API = ">=1.8,<2"  # 1.8: NoGradientModule
 
 
 @recsys.hookimpl
