@@ -19,7 +19,7 @@ class _NothingToOptimize(torch.optim.Optimizer):
     def __init__(self) -> None:
         super().__init__([torch.zeros(1)], {})
 
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None):
         return closure() if closure is not None else None
 
 
