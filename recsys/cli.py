@@ -52,8 +52,25 @@ def cmd_datasets(argv: list[str]) -> int:
 
     _print_json(
         [{"name": name, "converter": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin,
-          "doc": (e.obj.__doc__ or "").strip().splitlines()[0] if e.obj.__doc__ else ""}
+          "doc": _first_line(e.obj)}
          for name, e in sorted(get_datasets().items())]
+    )
+    return 0
+
+
+def _first_line(obj) -> str:
+    return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ and obj.__doc__.strip() else ""
+
+
+def cmd_metrics(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="recsys metrics", description="Registered metrics as JSON (names for "
+                            "model.init_args.metrics, e.g. ndcg, ndcg@10, mrr@all).").parse_args(argv)
+    from recsys.plugins import get_metrics
+
+    _print_json(
+        [{"name": name, "function": f"{e.obj.__module__}.{getattr(e.obj, '__qualname__', type(e.obj).__qualname__)}",
+          "plugin": e.plugin, "doc": _first_line(e.obj)}
+         for name, e in sorted(get_metrics().items())]
     )
     return 0
 
@@ -186,6 +203,7 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
     "plugins": cmd_plugins,
     "models": cmd_models,
     "datasets": cmd_datasets,
+    "metrics": cmd_metrics,
     "backbones": cmd_backbones,
     "convert": cmd_convert,
     "embed-items": cmd_embed_items,
@@ -204,6 +222,7 @@ Plugins and data:
   plugins    installed plugins as JSON (--all includes built-ins)
   models     registered models
   datasets   registered raw-data converters
+  metrics    registered metrics (names for model.init_args.metrics)
   backbones  named LLM backbones
   convert    raw files -> RecBole atomic files (recsys convert NAME RAW OUT)
   embed-items  item text embeddings as resumable .npy shards (--data.shard_dir DIR --data.path DATA)

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -101,21 +101,27 @@ def explain(message: str) -> str:
 
 
 def follow_model_monitor(config) -> None:
-    """Callbacks left on the CLI's default monitor follow the model's own ``monitor``
-    (``RecModule.monitor``: ``val/ndcg@10`` for ranking models, ``val/auc`` for CTR ones), so
-    ``recsys fit --model=DIN --data=CTRDataModule`` selects checkpoints on AUC without a callbacks
-    block. A monitor set explicitly to anything else is kept as written. Edits ``config`` (one
-    subcommand's parsed configuration) in place."""
-    model = config.get("model") if hasattr(config, "get") else None
-    class_path = model.get("class_path") if model is not None and hasattr(model, "get") else None
-    if not class_path:
+    """Callbacks left on the CLI's default monitor follow ``--monitor`` when given, else the
+    model's own ``monitor`` (``RecModule.monitor``: ``val/ndcg@10`` for ranking models,
+    ``val/auc`` for CTR ones), so ``recsys fit --model=DIN --data=CTRDataModule`` selects
+    checkpoints on AUC without a callbacks block, and ``--monitor val/hit@20`` moves both the
+    checkpoint and the early stopping. A monitor set explicitly to anything else is kept as
+    written. Edits ``config`` (one subcommand's parsed configuration) in place."""
+    if not hasattr(config, "get"):
         return
-    try:
-        model_class = _class_at(class_path)
-    except ImportError:
-        return  # reported by the parser's own check of class_path
-    monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
-    if monitor == MONITOR:
+    if config.get("monitor"):
+        monitor, mode = config["monitor"], config.get("monitor_mode") or "max"
+    else:
+        model = config.get("model")
+        class_path = model.get("class_path") if model is not None and hasattr(model, "get") else None
+        if not class_path:
+            return
+        try:
+            model_class = _class_at(class_path)
+        except ImportError:
+            return  # reported by the parser's own check of class_path
+        monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
+    if (monitor, mode) == (MONITOR, "max"):
         return
     for callback in (config.get("trainer") or {}).get("callbacks") or []:
         init_args = callback.get("init_args") if hasattr(callback, "get") else None
@@ -155,6 +161,13 @@ class RecsysCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
         parser.add_lightning_class_args(TopKWriter, "predictions")
+        parser.add_argument(
+            "--monitor", type=Optional[str], default=None,
+            help="the validation metric that selects the checkpoint and stops training early (e.g. val/hit@20; "
+                 "the model must log it); default: the model's own (val/ndcg@10 for ranking models)",
+        )
+        parser.add_argument("--monitor_mode", type=Optional[Literal["max", "min"]], default=None,
+                            help="whether --monitor improves upward (max, the default) or downward (min)")
         parser.add_argument(
             "--test_after_fit", type=bool, default=True,
             help="after fit, validate and test the best checkpoint and print both metric tables",

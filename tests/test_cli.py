@@ -236,3 +236,29 @@ def test_a_plugin_metric_that_fails_is_one_line_naming_metric_and_plugin(tiny_pa
         pm.unregister(name="boom-metrics")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == f"recsys: error: {words}", err[-3:]
+
+
+def test_recsys_metrics_lists_built_in_and_plugin_metrics(capsys):
+    from recsys.plugins import pm, register_plugin
+
+    register_plugin(BoomMetrics(), "boom-metrics")
+    try:
+        assert main(["metrics"]) == 0
+    finally:
+        pm.unregister(name="boom-metrics")
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["ndcg"]["function"] == "recsys.metrics.ndcg" and rows["ndcg"]["plugin"] == "recsys.default_plugins.metrics"
+    assert rows["boom"]["plugin"] == "boom-metrics" and rows["boom"]["function"].endswith("boom")
+    assert rows["ndcg"]["doc"].startswith("1 / log2(rank + 1)")
+
+
+def test_monitor_moves_checkpoint_and_early_stopping_together(tiny_path, tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", "--monitor=val/hit@5", *common(tiny_path, tmp_path),
+                   "--trainer.max_epochs=1"])
+    watched = {type(c).__name__: (c.monitor, c.mode) for c in cli.trainer.callbacks
+               if isinstance(c, (ModelCheckpoint, EarlyStopping))}
+    assert watched == {"ModelCheckpoint": ("val/hit@5", "max"), "EarlyStopping": ("val/hit@5", "max")}
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert [c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]] == ["val/hit@5", "val/hit@5"]
