@@ -1,7 +1,8 @@
 """``recsys plugin new NAME``: write a plugin package that passes the model contract as it is.
 
-The package has a model, a metric, the entry point that registers both, and tests that run
-``recsys.testing``'s contract; its author replaces the model's ``loss`` and ``score``.
+The package has a model, a metric, a raw-data converter with a small fixture, the entry point
+that registers the three, and tests (``recsys.testing``'s model contract, the metric, the
+converter); its author replaces the model's ``loss`` and ``score`` and the converter's parsing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "$name"
 version = "0.1.0"
-description = "A recsys plugin: the $model model and the $metric metric."
+description = "A recsys plugin: the $model model, the $metric metric and the $dataset converter."
 requires-python = ">=3.10"
 dependencies = ["recsys-llm>=$engine"]
 
@@ -45,31 +46,34 @@ global-exclude __pycache__ *.py[cod]
     "README.md": '''\
 # $name
 
-A [recsys](https://pypi.org/project/recsys-llm/) plugin: the `$model` model and the
-`$metric` metric. Written by `recsys plugin new`; the guide is recsys's
-`docs/writing-plugins.md`.
+A [recsys](https://pypi.org/project/recsys-llm/) plugin: the `$model` model, the
+`$metric` metric and the `$dataset` converter. Written by `recsys plugin new`; the guide is
+recsys's `docs/writing-plugins.md`.
 
 ```sh
 pip install -e .
 recsys plugins                     # lists $package
+recsys convert $dataset tests/fixtures/events data/events   # raw events.tsv -> atomic files
 recsys fit --model $model --data SeqDataModule --data.path ml-100k \\
     --model.metrics '[hit, ndcg, $metric@10]'
 pytest                             # the recsys.testing model contract, and the metric
 ```
 ''',
     "$package/__init__.py": '''\
-"""$name: the $model model and the $metric metric for recsys."""
+"""$name: the $model model, the $metric metric and the $dataset converter for recsys."""
 
+from $package.converter import convert_events
 from $package.metrics import precision
 from $package.model import $model
 
-__all__ = ["$model", "precision"]
+__all__ = ["$model", "convert_events", "precision"]
 ''',
     "$package/plugin.py": '''\
 """The module the ``recsys`` entry point names: what this package adds to the engine."""
 
 import recsys
 
+from $package.converter import convert_events
 from $package.metrics import precision
 from $package.model import $model
 
@@ -85,6 +89,80 @@ def register_models(register):
 @recsys.hookimpl
 def register_metrics(register):
     register("$metric", precision)  # names are global: prefixed, so no other plugin takes it
+
+
+@recsys.hookimpl
+def register_datasets(register):
+    register("$dataset", convert_events)  # `recsys convert $dataset RAW OUT`
+''',
+    "$package/converter.py": '''\
+"""A raw-data converter: replace the parsing with your format's; keep the signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import recsys
+
+
+def convert_events(raw: Path, out: Path, *, overwrite: bool = False, min_rating: float | None = None,
+                   max_history: int | None = None, k_core: int | None = None, sep: str = "\\t") -> Path:
+    """Event logs: RAW/events.tsv with columns user, item, time (and optionally title).
+
+    Args:
+        sep: the column separator.
+    """
+    path = Path(raw) / "events.tsv"
+    events = pd.read_csv(path, sep=sep, dtype=str)
+    missing = {"user", "item", "time"} - set(events.columns)
+    if missing:
+        raise recsys.DataFormatError(f"{path}: missing column(s) {sorted(missing)}; found {list(events.columns)}")
+    inter = pd.DataFrame({"user_id": events["user"], "item_id": events["item"],
+                          "timestamp": pd.to_numeric(events["time"])})
+    item = None
+    if "title" in events.columns:  # the catalog reads titles from a column named title
+        item = events[["item", "title"]].drop_duplicates("item").rename(columns={"item": "item_id"})
+    return recsys.save_converted(out, inter, item, overwrite=overwrite, min_rating=min_rating,
+                                 max_history=max_history, k_core=k_core, source=path)
+''',
+    "tests/fixtures/events/events.tsv": '''\
+user\titem\ttime\ttitle
+u1\ta\t1\tApple
+u1\tb\t2\tBanana
+u1\tc\t3\tCherry
+u2\tb\t1\tBanana
+u2\tc\t2\tCherry
+u2\ta\t5\tApple
+u3\ta\t4\tApple
+u3\tc\t2\tCherry
+u3\tb\t3\tBanana
+''',
+    "tests/test_converter.py": '''\
+from pathlib import Path
+
+import recsys
+import recsys.testing
+
+from $package import plugin
+from $package.converter import convert_events
+
+FIXTURE = Path(__file__).parent / "fixtures" / "events"
+
+
+def test_converts_the_fixture_into_a_loadable_dataset(tmp_path):
+    out = convert_events(FIXTURE, tmp_path / "events")
+    data = recsys.SeqDataModule(str(out), max_len=5).data  # what `recsys fit --data.path` reads
+    assert len(data.users) == 3 and len(data.items) == 3
+    # each user's items in time order (u3's rows are not sorted in the file)
+    u3 = data.sequences.of(int(data.users.index(["u3"])[0]))
+    assert [data.items.token(i) for i in u3] == ["c", "b", "a"]
+    assert sorted(data.catalog.titles[1:]) == ["Apple", "Banana", "Cherry"]
+
+
+def test_converter_is_registered():
+    with recsys.testing.registered(plugin):
+        assert recsys.get_datasets()["$dataset"].obj is convert_events
 ''',
     "$package/model.py": '''\
 """$model: replace ``loss`` and ``score`` with your model's (or ``score`` with ``recommend``)."""
@@ -186,6 +264,9 @@ def names(name: str, model: str | None = None) -> dict[str, str]:
     """The template's values for distribution ``name`` (e.g. ``recsys-knn``)."""
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name):
         raise ValueError(f"{name!r} is not a distribution name (letters, digits, '-', '_', '.')")
+    if not re.fullmatch(r"recsys-[A-Za-z0-9]", name[:8]):
+        raise ValueError(f"{name!r}: name plugin distributions recsys-<something> (e.g. recsys-{name.lower()}), "
+                         "so people find them on PyPI next to the engine")
     package = re.sub(r"[-.]+", "_", name).lower()
     if keyword.iskeyword(package) or package in ("recsys", "recsys_llm"):
         raise ValueError(f"{name!r} would make a package named {package!r}: choose another name")
@@ -195,6 +276,7 @@ def names(name: str, model: str | None = None) -> dict[str, str]:
         raise ValueError(f"{model!r} is not a Python class name")
     major = int(recsys.API_VERSION.split(".")[0])
     return {"name": name, "package": package, "model": model, "metric": f"{short}_precision",
+            "dataset": f"{short.replace('_', '-')}-events",
             "engine": recsys.__version__, "api_range": f">={recsys.API_VERSION},<{major + 1}"}
 
 

@@ -21,7 +21,8 @@ def test_generated_plugin_passes_its_own_tests(tmp_path, capsys):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "9 passed" in result.stdout
+    assert "11 passed" in result.stdout  # contract (8), metric (2)... and the converter's two
+    assert (root / "tests" / "fixtures" / "events" / "events.tsv").is_file()
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path, capsys):
@@ -32,7 +33,7 @@ def test_an_existing_folder_is_never_overwritten(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, model, expected", [
     ("recsys-item-knn", None, ("recsys_item_knn", "ItemKnn", "item_knn_precision")),
-    ("Fancy.Rec", "FancyRec", ("fancy_rec", "FancyRec", "fancy_rec_precision")),
+    ("recsys-Fancy.Rec", "FancyRec", ("recsys_fancy_rec", "FancyRec", "fancy_rec_precision")),
 ])
 def test_names(name, model, expected):
     values = names(name, model)
@@ -40,10 +41,11 @@ def test_names(name, model, expected):
 
 
 @pytest.mark.parametrize("name, model, message", [
-    ("recsys", None, "'recsys' would make a package named 'recsys': choose another name"),
+    ("recsys", None, "'recsys': name plugin distributions recsys-<something> (e.g. recsys-recsys)"),
+    ("my-knn", None, "'my-knn': name plugin distributions recsys-<something> (e.g. recsys-my-knn)"),
     ("2fast", None, "'2fast' is not a distribution name"),
-    ("import", None, "'import' would make a package named 'import': choose another name"),
-    ("ok", "not-a-class", "'not-a-class' is not a Python class name"),
+    ("recsys-llm", None, "'recsys-llm' would make a package named 'recsys_llm': choose another name"),
+    ("recsys-ok", "not-a-class", "'not-a-class' is not a Python class name"),
 ])
 def test_bad_names_are_refused(name, model, message):
     with pytest.raises(ValueError, match=re.escape(message)):
