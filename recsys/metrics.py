@@ -1,17 +1,74 @@
 """Evaluation: scores or top-k lists -> one rank per user -> metrics.
 
-Every metric is a function of the target's rank (1 = best), as in HSTU's evaluation:
-``fn(ranks: (B,) int64, k: int | None) -> (B,) float``, with ``k=None`` meaning no cutoff.
+Two kinds of metric:
+
+- **rank metrics** (accuracy), a function of the target's rank (1 = best), as in HSTU's
+  evaluation: ``fn(ranks: (B,) int64, k: int | None) -> (B,) float``, ``k=None`` meaning no
+  cutoff; the logged value is the mean over windows.
+- **list metrics** (beyond accuracy: coverage, concentration, novelty), a function of what was
+  recommended: ``fn(lists: (n, k) int64 item ids, k: int, context: ListContext) -> () float``,
+  over every evaluated window of the epoch at once (they are not means of per-user values).
+  Registered with ``register(name, fn, kind="list")``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal, Mapping
 
 import torch
 from torch import Tensor
 
 MetricFn = Callable[[Tensor, "int | None"], Tensor]
+MetricKind = Literal["rank", "list"]
+
+
+@dataclass(frozen=True)
+class ListContext:
+    """What a list metric may read besides the lists.
+
+    num_items: N (items are 1..N; 0 in a list means "no item").
+    popularity: (N + 1,) float, training interactions per item (the catalog's; PAD row 0).
+    num_users: users with training interactions (the denominator of an item's popularity share).
+    """
+
+    num_items: int
+    popularity: Tensor
+    num_users: int
+
+
+def _exposure(lists: Tensor, num_items: int) -> Tensor:
+    """(N + 1,) float: how many lists each item appears in (row 0 counts the empty slots)."""
+    return torch.bincount(lists.reshape(-1).long(), minlength=num_items + 1).float()
+
+
+def coverage(lists: Tensor, k: int, context: ListContext) -> Tensor:
+    """Item coverage@k: the share of the catalog's N items that appear in at least one top-k list."""
+    return (_exposure(lists[:, :k], context.num_items)[1:] > 0).float().mean()
+
+
+def gini(lists: Tensor, k: int, context: ListContext) -> Tensor:
+    """Gini index@k of item exposure over the catalog: 0 when every item is recommended equally
+    often, towards 1 when a few items take every slot (items never recommended count, with 0)."""
+    counts = _exposure(lists[:, :k], context.num_items)[1:].sort().values
+    n, total = len(counts), counts.sum()
+    if n == 0 or total == 0:
+        return torch.tensor(0.0)
+    index = torch.arange(1, n + 1, dtype=counts.dtype, device=counts.device)
+    return ((2 * index - n - 1) * counts).sum() / (n * total)
+
+
+def novelty(lists: Tensor, k: int, context: ListContext) -> Tensor:
+    """Mean self-information@k of the recommended items, -log2 p(i), with p(i) the item's
+    training interactions over the number of training users (capped at 1; an item never seen in
+    training counts as seen once): higher = less popular recommendations."""
+    top = lists[:, :k]
+    listed = top > 0
+    if not listed.any():
+        return torch.tensor(0.0)
+    popularity = context.popularity.to(top.device).float().clamp(min=1.0)
+    share = (popularity / max(context.num_users, 1)).clamp(max=1.0)
+    return (-torch.log2(share[top[listed]])).mean()
 
 DEFAULT_METRICS = ("hit", "ndcg", "mrr")
 DEFAULT_KS = (5, 10, 20, 50)
@@ -148,27 +205,41 @@ class MetricError(RuntimeError):
 class MetricSet:
     """The metrics one model logs: resolved once against the registered metric functions.
 
-    ``owners`` maps a metric name to the plugin that registered it, for error messages."""
+    ``owners`` maps a metric name to the plugin that registered it, for error messages;
+    ``kinds`` to its kind (``rank``, the default, or ``list``)."""
 
-    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, MetricFn],
-                 owners: Mapping[str, str] | None = None):
-        self.entries: list[tuple[str, MetricFn, int | None]] = []
-        self._names: dict[str, str] = {}  # logged name -> "metric 'x' of plugin 'p'"
+    def __init__(self, specs: Iterable[str], ks: Iterable[int], registered: Mapping[str, Callable],
+                 owners: Mapping[str, str] | None = None, kinds: Mapping[str, MetricKind] | None = None):
+        self.entries: list[tuple[str, MetricFn, int | None]] = []  #: rank metrics
+        self.list_entries: list[tuple[str, Callable, int]] = []  #: list metrics (always with a cutoff)
+        self._names: dict[str, str] = {}  # logged name -> "metric 'x' (plugin 'p')"
         for spec in specs:
             for logged, name, k in parse_metric(spec, ks):
                 if name not in registered:
                     raise ValueError(f"unknown metric {name!r} in {spec!r}; registered metrics: {sorted(registered)}")
-                self.entries.append((logged, registered[name], k))
                 owner = (owners or {}).get(name)
                 self._names[logged] = f"metric {name!r}" + (f" (plugin {owner!r})" if owner else "")
+                if (kinds or {}).get(name, "rank") == "list":
+                    if k is None:
+                        raise ValueError(f"metric {spec!r}: {name} is computed on top-k lists; give it a cutoff ({name}@10)")
+                    self.list_entries.append((logged, registered[name], k))
+                else:
+                    self.entries.append((logged, registered[name], k))
         cutoffs = [k for _, _, k in self.entries if k is not None]
-        self.max_k = max(cutoffs) if cutoffs else max(ks)
+        self.max_k = max([*cutoffs, *(k for _, _, k in self.list_entries)], default=max(ks))
         #: a metric without cutoff needs every item's rank (dense scores), not a top-k list
         self.has_uncut = len(cutoffs) < len(self.entries)
+        #: length of the recommendation lists the list metrics read (0: none asked for)
+        self.list_k = max((k for _, _, k in self.list_entries), default=0)
+
+    @property
+    def logged(self) -> list[str]:
+        """Every logged name (without stage prefix), rank metrics first."""
+        return [logged for logged, _, _ in self.entries] + [logged for logged, _, _ in self.list_entries]
 
     def __call__(self, ranks: Tensor) -> dict[str, Tensor]:
-        """(B,) ranks -> {logged name: (B,) values}; a metric that raises or returns another
-        shape is a :class:`MetricError` naming it and its plugin."""
+        """(B,) ranks -> {logged name: (B,) values} of the rank metrics; a metric that raises or
+        returns another shape is a :class:`MetricError` naming it and its plugin."""
         values = {}
         for logged, fn, k in self.entries:
             try:
@@ -180,4 +251,18 @@ class MetricSet:
                 raise MetricError(f"{self._names[logged]} returned {got} at {logged}; "
                                   f"expected one value per rank, shape {tuple(ranks.shape)}")
             values[logged] = value
+        return values
+
+    def of_lists(self, lists: Tensor, context: ListContext) -> dict[str, Tensor]:
+        """(n, list_k) item ids of every evaluated window -> {logged name: () value} of the list metrics."""
+        values = {}
+        for logged, fn, k in self.list_entries:
+            try:
+                value = torch.as_tensor(fn(lists, k, context), dtype=torch.float)
+            except Exception as exc:
+                raise MetricError(f"{self._names[logged]} failed at {logged}: {type(exc).__name__}: {exc}") from exc
+            if value.numel() != 1:
+                raise MetricError(f"{self._names[logged]} returned shape {tuple(value.shape)} at {logged}; "
+                                  "a list metric returns one number for the whole evaluation set")
+            values[logged] = value.reshape(())
         return values

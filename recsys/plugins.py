@@ -368,6 +368,15 @@ def _named_callable(kind: str) -> Callable[..., Registered]:
     return make
 
 
+def _metric(name: str, fn: Callable, kind: str = "rank") -> Registered:
+    """``register(name, fn)`` for a rank metric, ``register(name, fn, kind="list")`` for one
+    computed on the recommended lists (see :mod:`recsys.metrics`)."""
+    if kind not in ("rank", "list"):
+        raise TypeError(f"metric {name!r}: kind must be 'rank' or 'list', got {kind!r}")
+    entry = _named_callable("metric")(name, fn)
+    return dataclasses.replace(entry, extra={"kind": kind})
+
+
 def _grounder(cls) -> Registered:
     # No import of recsys.grounding (it imports torch and the data layer): a subclass of
     # recsys.Grounder cannot exist before that module has been imported, so look it up there.
@@ -406,7 +415,7 @@ def _item_template(name: str, fn: Callable, dataset: str | None = None) -> Regis
 _MAKERS: dict[str, Callable[..., Entry]] = {
     "register_models": _model,
     "register_datasets": _named_callable("dataset converter"),
-    "register_metrics": _named_callable("metric"),
+    "register_metrics": _metric,
     "register_grounders": _grounder,
     "register_backbones": _backbone,
     "register_item_templates": _item_template,

@@ -52,6 +52,16 @@ def test_the_guide_plugin_registers_and_its_parts_work(guide, tmp_path):
 
     assert recsys.get_models()["Knn"].obj is guide.Knn
     assert recsys.get_metrics()["knn_precision"].obj is guide.precision
+    long_tail = recsys.get_metrics()["knn_long_tail"]
+    assert long_tail.obj is guide.long_tail_share and long_tail.extra["kind"] == "list"
+    import pytest
+    import torch
+
+    from recsys.metrics import ListContext
+
+    popularity = torch.tensor([0.0, 9, 8, 1, 2])  # median of items 1..4: 2
+    lists = torch.tensor([[1, 3], [4, 0]])  # listed: 1 (popular), 3 (tail), 4 (not below the median)
+    assert guide.long_tail_share(lists, 2, ListContext(4, popularity, 5)).item() == pytest.approx(1 / 3)
     assert "my-encoder" in recsys.get_backbones() and "title-year" in recsys.get_item_templates()
     raw = tmp_path / "raw"
     raw.mkdir()

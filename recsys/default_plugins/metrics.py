@@ -1,4 +1,4 @@
-"""Built-in ranking metrics."""
+"""Built-in metrics: accuracy from the target's rank; coverage, concentration and novelty from the lists."""
 
 from recsys import metrics
 from recsys.hookspecs import hookimpl
@@ -10,3 +10,6 @@ def register_metrics(register):
     register("recall", metrics.hit)  # one target per user: recall@k == hit@k
     register("ndcg", metrics.ndcg)
     register("mrr", metrics.mrr)
+    register("coverage", metrics.coverage, kind="list")
+    register("gini", metrics.gini, kind="list")
+    register("novelty", metrics.novelty, kind="list")

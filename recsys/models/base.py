@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from recsys.data.batch import Batch
-from recsys.metrics import DEFAULT_KS, DEFAULT_METRICS, MetricSet, dense_ranks, list_ranks, mask_seen
+from recsys.metrics import DEFAULT_KS, DEFAULT_METRICS, ListContext, MetricSet, dense_ranks, list_ranks, mask_seen
 
 if TYPE_CHECKING:
     from recsys.data.catalog import Catalog
@@ -73,7 +73,8 @@ class RecModule(pl.LightningModule):
 
         entries = get_metrics()
         self.metric_set = MetricSet(metrics, ks, {name: entry.obj for name, entry in entries.items()},
-                                    owners={name: entry.plugin for name, entry in entries.items()})
+                                    owners={name: entry.plugin for name, entry in entries.items()},
+                                    kinds={name: entry.extra.get("kind", "rank") for name, entry in entries.items()})
         self._catalog: Catalog | None = None
 
     # ---- item catalog ---------------------------------------------------------------------
@@ -131,7 +132,7 @@ class RecModule(pl.LightningModule):
             return {"train/loss"}
         if self.metric_set is None:
             return set()
-        return {f"{stage}/{name}" for name, _, _ in self.metric_set.entries}
+        return {f"{stage}/{name}" for name in self.metric_set.logged}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets RecModule.load_from_checkpoint restore the right subclass, CLI or not.
@@ -319,7 +320,10 @@ class SeqRecModule(RecModule):
         it, among the unseen items plus itself: see :meth:`_rank_repeats`.
         """
         if self.is_dense:
-            scores = mask_seen(self.score(batch).float(), batch.seen, batch.target)
+            scores = self.score(batch).float()
+            if self.metric_set.list_k:  # what the user would be shown: seen items masked, the target too
+                self._keep_lists(mask_seen(scores.clone(), batch.seen).topk(self._list_k, dim=1).indices)
+            scores = mask_seen(scores, batch.seen, batch.target)
             return dense_ranks(scores, batch.target, self.ties, batch.user)
         if self.metric_set.has_uncut:
             raise ValueError(
@@ -328,8 +332,23 @@ class SeqRecModule(RecModule):
             )
         k = min(self.metric_set.max_k + 1, self.num_items)
         ids, scores = self.recommend(batch, k)
+        if self.metric_set.list_k:
+            self._keep_lists(ids[:, : self._list_k])
         ranks = list_ranks(ids, scores, batch.target, batch.seen, self.num_items, self.ties, batch.user)
         return self._rank_repeats(batch, ranks, k)
+
+    @property
+    def _list_k(self) -> int:
+        return min(self.metric_set.list_k, self.num_items)
+
+    def _keep_lists(self, ids: Tensor) -> None:
+        """Keep this batch's (B, <= list_k) recommended ids for the list metrics (evaluation's own call only)."""
+        if self.__dict__.get("_reporting_stage") is None:
+            return
+        width = self._list_k
+        if ids.shape[1] < width:  # a short list: no item (0) in the remaining slots
+            ids = torch.cat([ids, ids.new_zeros(ids.shape[0], width - ids.shape[1])], dim=1)
+        self._kept_lists = ids.long()
 
     def _rank_repeats(self, batch: Batch, ranks: Tensor, k: int) -> Tensor:
         """Re-rank the windows whose target is in ``seen`` (a repeat), which ``recommend`` may not list.
@@ -379,6 +398,12 @@ class SeqRecModule(RecModule):
         index = batch.index if batch.index is not None else torch.full_like(ranks, -1)
         cold = batch.cold if batch.cold is not None else torch.zeros_like(ranks, dtype=torch.bool)
         rows = torch.stack([index, ranks.long(), cold.long(), batch.user.long()], dim=1)
+        if self.metric_set.list_k:
+            lists = self.__dict__.pop("_kept_lists", None)
+            if lists is None:
+                raise RuntimeError(f"{type(self).__name__} overrides rank(), so the list metrics "
+                                   f"({', '.join(n for n, _, _ in self.metric_set.list_entries)}) cannot see its lists")
+            rows = torch.cat([rows, lists.to(rows.device)], dim=1)  # columns 4..: the recommended ids
         self._eval_ranks.setdefault(stage, []).append(rows)
 
     @property
@@ -391,13 +416,14 @@ class SeqRecModule(RecModule):
         """(n, 4) int64 rows (window index, rank, cold, user) of this epoch's ``stage`` windows,
         from every process, each window once (rows without an index are all kept)."""
         rows = self._eval_ranks.pop(stage, [])
-        local = torch.cat(rows) if rows else torch.empty(0, 4, dtype=torch.long, device=self.device)
+        width = 4 + (self._list_k if self.metric_set.list_k else 0)
+        local = torch.cat(rows) if rows else torch.empty(0, width, dtype=torch.long, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             # all_gather needs equal shapes: pad every process's rows to the longest.
             sizes = cast(Tensor, self.all_gather(torch.tensor(len(local), device=local.device))).reshape(-1)
-            padded = torch.full((int(sizes.max()), 4), -2, dtype=torch.long, device=local.device)
+            padded = torch.full((int(sizes.max()), width), -2, dtype=torch.long, device=local.device)
             padded[: len(local)] = local
-            gathered = cast(Tensor, self.all_gather(padded)).reshape(-1, 4)  # a tensor in, a tensor out
+            gathered = cast(Tensor, self.all_gather(padded)).reshape(-1, width)  # a tensor in, a tensor out
             local = gathered[gathered[:, 0] != -2]
         indexed = local[:, 0] >= 0
         if indexed.any():
@@ -423,7 +449,7 @@ class SeqRecModule(RecModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         rows = self._gathered(stage)
-        self._evaluated[stage] = rows.cpu()
+        self._evaluated[stage] = rows[:, :4].cpu()
         if len(rows) == 0:
             return
         ranks, cold = rows[:, 1], rows[:, 2].bool()
@@ -431,7 +457,19 @@ class SeqRecModule(RecModule):
         if cold.any():
             # Targets held out of training (data.cold_items): the same metrics over them alone.
             self._log_metrics(ranks[cold], f"{stage}/cold", prog_bar=False)
+        if self.metric_set.list_k:
+            for name, value in self.metric_set.of_lists(rows[:, 4:], self._list_context()).items():
+                self.log(f"{stage}/{name}", value.to(self.device), sync_dist=True)
         self.log(f"{stage}/windows", float(len(rows)), sync_dist=True)
+
+    def _list_context(self) -> ListContext:
+        catalog = self.catalog
+        if catalog is None:
+            raise RuntimeError(f"{type(self).__name__} has no catalog: the list metrics need the items' training popularity")
+        popularity = torch.as_tensor(catalog.popularity, dtype=torch.float)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        users = getattr(datamodule, "num_users", None) or int(popularity.sum())
+        return ListContext(self.num_items, popularity, int(users))
 
     def _log_metrics(self, ranks: Tensor, prefix: str, prog_bar: bool = True) -> None:
         """Log every metric's mean over ``ranks`` (n,) as ``{prefix}/{name}``."""
