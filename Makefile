@@ -8,7 +8,10 @@ TESTS = tests $(wildcard plugins/*/tests) $(wildcard examples/*/tests)
 setup:
 	VENV=$(VENV) ./scripts/setup.sh
 
-run: setup
+# The default run needs only the engine and MovieLens-100k: a lighter set-up (SETUP=run) unless
+# .venv is already complete.
+run:
+	VENV=$(VENV) SETUP=run ./scripts/setup.sh
 	$(VENV)/bin/recsys fit --config configs/ml-100k/sasrec.yaml
 
 .PHONY: lint

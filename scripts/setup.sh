@@ -3,6 +3,8 @@
 #   TORCH: the torch requirement installed first (default: the 2.13.0 CPU build; e.g. TORCH=torch
 #          for your platform's default build, with CUDA where available).
 #   VENV:  where to create the environment (default .venv).
+#   SETUP: "run" installs only what `make run` needs (the engine and MovieLens-100k: no test
+#          tools, LLM libraries or plugins); anything else (the default) installs everything.
 set -eu
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -12,6 +14,12 @@ PYTHON="${PYTHON:-python3}"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first, so the project's `torch>=2.4` is already satisfied and pip downloads nothing bigger.
 "$VENV/bin/python" -m pip install -q "$TORCH"
+if [ "${SETUP:-all}" = "run" ]; then
+    "$VENV/bin/python" -m pip install -q -e .
+    "$VENV/bin/python" -m pip install -q --no-deps "recbole==1.2.1"
+    echo "recsys: environment for the default run ready in $VENV (make setup adds tests, LLMs, plugins)"
+    exit 0
+fi
 "$VENV/bin/python" -m pip install -q -e ".[test]"
 # Offline data and models that ship inside PyPI packages. Only their files are used (the modules
 # are never imported), so their dependencies are not installed (--no-deps):
