@@ -67,3 +67,56 @@ def test_a_run_logs_list_metrics_of_the_lists_it_recommended(tiny_path, tmp_path
     share = (popularity[top].clamp(min=1) / cli.datamodule.num_users).clamp(max=1)
     assert logged["test/novelty@3"].item() == pytest.approx(float((-torch.log2(share)).mean()), rel=1e-5)
     assert not math.isnan(logged["test/ndcg@3"].item())
+
+
+class FixedVectors:
+    """Stands in for a text backbone: items 1 and 3 point the same way, item 2 orthogonally."""
+
+    def __init__(self):
+        from recsys.metrics import IntraListDiversity
+
+        class Fixed(IntraListDiversity):
+            def item_vectors(self, catalog):
+                return torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+
+        self.metric = Fixed("unused")
+
+
+def test_intra_list_diversity_by_hand():
+    ild = FixedVectors().metric
+    ctx = ListContext(3, torch.ones(4), 3, catalog=object())
+    # [1, 2, 3]: distances 1 (1-2), 0 (1-3), 1 (2-3) -> 2/3; [1, 2, 0]: 1; [1, 0, 0]: no pair, left out
+    lists = torch.tensor([[1, 2, 3], [1, 2, 0], [1, 0, 0]])
+    assert ild(lists, 3, ctx).item() == pytest.approx((2 / 3 + 1) / 2)
+    assert ild(lists, 2, ctx).item() == pytest.approx(1.0)  # cutoff first: [1, 2], [1, 2]
+    with pytest.raises(ValueError, match="reads the items' text"):
+        ild(lists, 3, ListContext(3, torch.ones(4), 3))
+
+
+def test_a_run_logs_diversity_on_the_text_embeddings_of_what_it_recommended(tiny_path, tmp_path):
+    import recsys
+    from recsys.metrics import IntraListDiversity
+    from recsys.plugins import pm, register_plugin
+    from recsys.testing import run_cli
+
+    ild = IntraListDiversity("tiny-bert")  # a small random text model: offline and fast
+
+    class TinyDiversity:
+        @recsys.hookimpl
+        def register_metrics(self, register):
+            register("ild_tiny", ild, kind="list")
+
+    register_plugin(TinyDiversity(), "tiny-diversity")
+    try:
+        cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", f"--data.path={tiny_path}",
+                       "--data.mask_history=false", "--model.metrics=[ndcg@3, ild_tiny@3]", "--monitor=val/ndcg@3",
+                       "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
+                       "--trainer.enable_progress_bar=false"])
+    finally:
+        pm.unregister(name="tiny-diversity")
+    popularity = torch.as_tensor(cli.datamodule.catalog.popularity, dtype=torch.float)
+    top = (popularity[1:].topk(3).indices + 1).tolist()  # every user's list (no masking)
+    v = ild.item_vectors(cli.datamodule.catalog)[top]
+    expected = sum(1 - float(v[i] @ v[j]) for i in range(3) for j in range(3) if i != j) / 6
+    assert cli.trainer.callback_metrics["test/ild_tiny@3"].item() == pytest.approx(expected, abs=1e-5)
+    assert 0 < expected  # random text vectors are not all parallel: the check can fail

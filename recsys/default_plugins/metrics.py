@@ -13,3 +13,4 @@ def register_metrics(register):
     register("coverage", metrics.coverage, kind="list")
     register("gini", metrics.gini, kind="list")
     register("novelty", metrics.novelty, kind="list")
+    register("ild", metrics.IntraListDiversity("all-minilm-l6-v2"), kind="list")

@@ -469,7 +469,7 @@ class SeqRecModule(RecModule):
         popularity = torch.as_tensor(catalog.popularity, dtype=torch.float)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         users = getattr(datamodule, "num_users", None) or int(popularity.sum())
-        return ListContext(self.num_items, popularity, int(users))
+        return ListContext(self.num_items, popularity, int(users), catalog)
 
     def _log_metrics(self, ranks: Tensor, prefix: str, prog_bar: bool = True) -> None:
         """Log every metric's mean over ``ranks`` (n,) as ``{prefix}/{name}``."""
