@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from recsys.callbacks import TopKWriter
 from recsys.config_checks import config_problems
-from recsys.noise import silence_library_noise
+from recsys.noise import silence_evaluation_only_noise, silence_library_noise
 from recsys.progress import LogProgress
 from recsys.results import format_table, write_results
 from recsys.data.datamodule import RecDataModule
@@ -226,6 +226,15 @@ class RecsysCLI(LightningCLI):
         if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs.setdefault("callbacks", [*callbacks, LogProgress()])
         return super().instantiate_trainer(**kwargs)
+
+    def before_validate(self) -> None:
+        silence_evaluation_only_noise()
+
+    def before_test(self) -> None:
+        silence_evaluation_only_noise()
+
+    def before_predict(self) -> None:
+        silence_evaluation_only_noise()
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()

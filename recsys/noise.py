@@ -25,6 +25,13 @@ class _DropAdvert(logging.Filter):
         return not str(record.msg).startswith(INFO_PREFIXES)
 
 
+def silence_evaluation_only_noise() -> None:
+    """For ``recsys validate|test|predict``: Lightning's notice that a checkpoint's callback state
+    will not be reloaded into another folder concerns resuming training, not evaluating it."""
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from",
+                            module=r"lightning\.pytorch\.callbacks\.model_checkpoint")
+
+
 def silence_library_noise() -> None:
     """Install the filters (idempotent)."""
     for message, module in WARNINGS:

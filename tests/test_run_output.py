@@ -26,10 +26,27 @@ def fit(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> subprocess.CompletedProcess:
-    done = fit(tmp_path_factory.mktemp("default"))
+def default_run_folder(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    folder = tmp_path_factory.mktemp("default")
+    done = fit(folder)
     assert done.returncode == 0, done.stderr[-2000:]
-    return done
+    return done, folder
+
+
+@pytest.fixture(scope="module")
+def default_run(default_run_folder) -> subprocess.CompletedProcess:
+    return default_run_folder[0]
+
+
+def test_testing_a_checkpoint_elsewhere_prints_no_library_warnings(default_run_folder, tmp_path):
+    _, folder = default_run_folder
+    best = next(folder.glob("lightning_logs/version_0/checkpoints/best-*.ckpt"))
+    done = subprocess.run([sys.executable, "-m", "recsys.cli", "test", "--config",
+                           str(ROOT / "configs/ml-100k/sasrec.yaml"), f"--ckpt_path={best}",
+                           f"--trainer.default_root_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line for line in (done.stdout + done.stderr).splitlines() if NOISE.search(line) or "dirpath" in line] == []
+    assert re.search(r"^test/ndcg +0\.\d+", done.stdout, re.MULTILINE), done.stdout
 
 
 def test_a_default_run_prints_no_library_warnings(default_run):
