@@ -304,12 +304,12 @@ class RecsysCLI(LightningCLI):
     def _report(self, metrics: dict[str, Any], **about: Any) -> None:
         """Print the short metric table; save every value, the config and the versions in the run
         folder (``results.json``, beside ``config.yaml`` and the checkpoints)."""
+        folder = self.trainer.log_dir  # a broadcast under DDP: every process must ask, not only rank 0
         if not metrics or not self.trainer.is_global_zero:
             return
         if about.get("checkpoint"):
             print(f"recsys: metrics of {about['checkpoint']}")
         print(format_table(metrics))
-        folder = self.trainer.log_dir
         if folder is None or not Path(folder).is_dir():
             return
         assert self.subcommand is not None

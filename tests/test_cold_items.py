@@ -1,5 +1,9 @@
 """``SeqDataModule(cold_items=...)``: items held out of training, flagged and scored at evaluation."""
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,7 +82,10 @@ def test_fit_and_test_log_cold_target_metrics(tiny_path, tmp_path, capsys):
                    "--data.cold_items=0.3", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     metrics = cli.trainer.callback_metrics  # the last stage's: test
-    assert "val/cold/hit@10" in capsys.readouterr().out  # the validation table, printed before
+    out = capsys.readouterr().out
+    assert re.search(r"^val/cold/hit +\S+ +\S+", out, re.MULTILINE), out  # the validation rows, printed before
+    saved = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())["metrics"]
+    assert "val/cold/hit@10" in saved and "test/cold/hit@10" in saved
     batch = next(iter(cli.datamodule.test_dataloader()))  # the 8 users fit in one batch
     ranks = cli.model.rank(batch)
     assert batch.cold.any()

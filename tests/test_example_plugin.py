@@ -70,6 +70,9 @@ def test_recsys_fit_trains_the_example_model_by_short_name(example_plugin, tmp_p
                             "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
                             "--trainer.enable_progress_bar", "false", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "test/precision@10" in result.stdout and "val/precision@10" in result.stdout
+    metrics = json.loads(next((tmp_path / "run").glob("lightning_logs/version_*/results.json")).read_text())["metrics"]
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.startswith(("val/", "test/"))}
+    for stage in ("val", "test"):  # the plugin's metric, in the printed table and in results.json
+        assert rows[f"{stage}/precision"] == [f"{metrics[f'{stage}/precision@10']:.4g}"]
     config = yaml.safe_load(next((tmp_path / "run").rglob("config.yaml")).read_text())
     assert config["model"]["class_path"] == "recsys_example_plugin.ItemKNN"  # the full path, resolved

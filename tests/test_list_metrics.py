@@ -73,7 +73,7 @@ class FixedVectors:
     """Stands in for a text backbone: items 1 and 3 point the same way, item 2 orthogonally."""
 
     def __init__(self):
-        from recsys.metrics import IntraListDiversity
+        from recsys.llm import IntraListDiversity
 
         class Fixed(IntraListDiversity):
             def item_vectors(self, catalog):
@@ -95,7 +95,7 @@ def test_intra_list_diversity_by_hand():
 
 def test_a_run_logs_diversity_on_the_text_embeddings_of_what_it_recommended(tiny_path, tmp_path):
     import recsys
-    from recsys.metrics import IntraListDiversity
+    from recsys.llm import IntraListDiversity
     from recsys.plugins import pm, register_plugin
     from recsys.testing import run_cli
 

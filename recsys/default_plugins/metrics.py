@@ -2,6 +2,7 @@
 
 from recsys import metrics
 from recsys.hookspecs import hookimpl
+from recsys.llm.diversity import IntraListDiversity
 
 
 @hookimpl
@@ -13,4 +14,4 @@ def register_metrics(register):
     register("coverage", metrics.coverage, kind="list")
     register("gini", metrics.gini, kind="list")
     register("novelty", metrics.novelty, kind="list")
-    register("ild", metrics.IntraListDiversity("all-minilm-l6-v2"), kind="list")
+    register("ild", IntraListDiversity("all-minilm-l6-v2"), kind="list")

@@ -21,6 +21,7 @@ _EXPORTS = {
     "cache_dir": "recsys.llm.cache",
     "TextEncoder": "recsys.llm.encoder",
     "embed_texts": "recsys.llm.encoder",
+    "IntraListDiversity": "recsys.llm.diversity",
     "eval_mode": "recsys.llm.encoder",
     "freeze_except_top": "recsys.llm.encoder",
     "transformer_layers": "recsys.llm.encoder",

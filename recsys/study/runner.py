@@ -69,14 +69,16 @@ def cli_args(values: dict[str, Any]) -> list[str]:
 
 
 def command(spec: StudySpec, unit: Unit, trial_id: int | None) -> list[str]:
-    """The ``recsys fit`` command of a unit (what run.json records and a user can re-run)."""
+    """The ``recsys fit`` command of a unit (what run.json records and a user can re-run). Its
+    output goes to the run's stdout.txt, a file, so the run prints plain progress lines there."""
     config = unit.task.model.config_for(unit.task.dataset, spec.root)
     data = {f"data.{k}": v for k, v in spec.datasets[unit.task.dataset].items()}
     recorder = {"class_path": "recsys.study.RunRecorder",
                 "init_args": {"select": spec.select, "select_mode": spec.select_mode}}
     args = [sys.executable, "-m", "recsys.cli", "fit", f"--config={config}", *cli_args(data),
             *cli_args(unit.task.model.overrides), *cli_args(unit.params), f"--seed_everything={unit.seed}",
-            f"--trainer.default_root_dir={unit.directory(spec)}", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={unit.directory(spec)}", f"--monitor={spec.select}",
+            f"--monitor_mode={spec.select_mode}",  # checkpoints and early stopping on the study's selection metric
             f"--trainer.callbacks+={json.dumps(recorder)}", f"--test_after_fit={unit.phase == 'seed'}"]
     if unit.phase == "tune" and spec.pruning and trial_id is not None:
         pruning = {"class_path": "recsys.study.OptunaPruning",
