@@ -1,21 +1,30 @@
-#!/usr/bin/env python3
-"""SASRec on MovieLens-100k: recsys against RecBole 1.2.1, same split and hyper-parameters.
+"""Built-in sequential models on MovieLens-100k: recsys against RecBole 1.2.1, same split and hyper-parameters.
 
-Prints one table and writes ``benchmarks/results/recbole_parity.json``.
+``--model`` is one of SASRec (the default; its layout and options are unchanged), GRU4Rec, NARM,
+Caser, CORE, BERT4Rec. Our side trains ``configs/ml-100k/<model>.yaml`` (model and data
+settings as written there) with ``data.mask_history=false`` and ``data.tie_break=file``; RecBole's
+side is ``benchmarks/recbole_side.py --model <Model>`` (RecBole's defaults for the model, with the
+same values as our config where it differs; recbole_side.py's ``MODELS`` lists them). The settings
+that differ per model are in one table, ``MODELS`` below. Prints one table and writes
+``benchmarks/results/recbole_parity.json`` (SASRec) or ``recbole_parity_<model>.json``.
 
 Two parts:
 
-1. **Speed, side by side in this run.** A few epochs of RecBole's SASRec (through
+1. **Speed, side by side in this run.** A few epochs of RecBole's model (through
    ``benchmarks/recbole_side.py``, in RecBole's own virtualenv, ``--recbole-python``) and of
    ours, one after the other, each in its own process with the same thread count. Reported:
-   training throughput in next-item targets per second (the targets the loss covers, 97,171 per
-   epoch on both sides: our windows' ``labels``, RecBole's (prefix, next item) pairs; context
-   positions of overlapping windows are not targets), seconds per training epoch, seconds per
-   full-ranking evaluation of all users, peak RSS, and the ratios.
+   training throughput in labelled next-item targets per second, seconds per training epoch,
+   seconds per full-ranking evaluation of all users, peak RSS, and the ratios. Targets are what
+   each side's loss covers, counted while it trains: ours by wrapping the model's ``item_loss``
+   (one row per target: our windows' ``labels``, or one per window for Caser's ``every``
+   windows, or BERT4Rec's masked positions), RecBole's by wrapping ``calculate_loss`` (one per
+   (prefix, next item) row, or BERT4Rec's masked positions, ``MASK_INDEX > 0``). Context
+   positions of overlapping windows are not targets. BERT4Rec's masks are random, so its count
+   is each epoch's actual count (the mean over the timed epochs is reported).
 2. **Accuracy at convergence.** Ours trained with early stopping on validation NDCG@10 for each
-   ``--seeds``; RecBole's converged runs are slow here (about an hour each), so they are run
-   separately (``recbole_side.py --epochs 300 --seed N ...``) and every complete
-   ``benchmarks/results/recbole_sasrec_ml-100k*.json`` is read back (each records its command
+   ``--seeds``; RecBole's converged runs are slow here, so they are run separately
+   (``recbole_side.py --model M --epochs 300 --seed N ...``) and every complete
+   ``benchmarks/results/recbole_<model>_ml-100k*.json`` is read back (each records its command
    and versions). The table gives per-seed numbers of both sides and the difference of means
    (ours - RecBole) with Welch's 95% confidence interval.
 
@@ -24,13 +33,13 @@ for sequential models, and keeps file order for equal timestamps; the parity row
 use ``data.mask_history=false`` and ``data.tie_break=file``. The same checkpoints are also
 tested with history masking (our default protocol) and reported beside.
 
-Hyper-parameters (both): d=64, 2 layers, 2 heads, inner 256, dropout 0.5/0.5, L=50, Adam lr
-1e-3, full cross-entropy, early stopping on validation NDCG@10. ``--patience`` is RecBole's
+Hyper-parameters (SASRec, both): d=64, 2 layers, 2 heads, inner 256, dropout 0.5/0.5, L=50, Adam lr
+1e-3, full cross-entropy, early stopping on validation NDCG@10 (other models: their configs). ``--patience`` is RecBole's
 ``stopping_step`` (10): RecBole stops when ``cur_step > stopping_step``, i.e. after 11
 validations in a row without improvement, so our Lightning ``EarlyStopping`` gets
 ``patience + 1``; both count validation epochs (one per training epoch).
 
-Known differences, each named in docs/results.md:
+Known differences for SASRec, each named in docs/results.md (other models: ``MODELS[...]["notes"]``):
 
 - Batching, by design: a RecBole batch is 256 (prefix, next item) pairs, each a separate forward
   pass over its prefix (up to 50 items); ours is ``--batch-size`` windows of 50 items, windows
@@ -51,6 +60,9 @@ Usage::
     python benchmarks/recbole_parity.py --skip-speed     # accuracy: ours for seeds 0-4
     python benchmarks/recbole_parity.py --speed-only     # speed (3 epochs each), keeps accuracy
     python benchmarks/recbole_parity.py --report-only    # rebuild the table from the JSONs
+    python benchmarks/recbole_parity.py --model GRU4Rec --speed-only --speed-epochs 2
+    python benchmarks/recbole_parity.py --model GRU4Rec --skip-speed --seeds 0 \
+        --out benchmarks/results/recbole_parity_gru4rec_seed0.json   # one seed; merge with --accuracy-from
 """
 
 from __future__ import annotations
@@ -66,17 +78,66 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
-RECBOLE_CONVERGED_GLOB = "recbole_sasrec_ml-100k*.json"
-DEFAULT_BATCH_SIZE = 16
 METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20", "ndcg@20")
+
+# One row per model: our config (model + data settings, mask_history switched off here), the
+# default output, and what differs from RecBole's implementation by design (read from both codes;
+# the model files' docstrings give the reasons).
+MODELS: dict[str, dict] = {
+    "SASRec": dict(config="configs/ml-100k/sasrec.yaml", out="recbole_parity.json", notes=[
+        "positions: ours position_alignment right by default (RecBole: left, --position-alignment left)",
+        "PAD id in RecBole's training softmax, not in ours (--pad-in-softmax)",
+    ]),
+    "GRU4Rec": dict(config="configs/ml-100k/gru4rec.yaml", notes=[
+        "PAD id in RecBole's training softmax, not in ours",
+    ]),
+    "NARM": dict(config="configs/ml-100k/narm.yaml", notes=[
+        "embedding dropout drawn once per window (shared by its prefixes) here, once per prefix in RecBole",
+        "PAD id in RecBole's training softmax, not in ours",
+    ]),
+    "Caser": dict(config="configs/ml-100k/caser.yaml", notes=[
+        "L = 5 on both sides (RecBole's MAX_ITEM_LIST_LENGTH set to our config's max_len)",
+        "histories shorter than L: left-padded here, right-padded in RecBole; RecBole's PAD row is a "
+        "fixed N(0, 1/d) vector (its init overwrites the padding row), ours zero",
+        "PAD id in RecBole's training softmax, not in ours",
+    ]),
+    "CORE": dict(config="configs/ml-100k/core.yaml", notes=[
+        "PAD id in RecBole's training softmax, not in ours",
+    ]),
+    "BERT4Rec": dict(config="configs/ml-100k/bert4rec.yaml", notes=[
+        "training data: ours 50-item windows 10 apart with the target appended (a cloze position like "
+        "any other), RecBole every (prefix) row with its own target never used",
+        "masking: ours exactly max(1, round(0.2 n)) positions per window, or (ft_ratio, per window) only "
+        "the last; RecBole Bernoulli(0.2) per item, at most the newest 10 kept, index 0 dropped, or "
+        "(ft_ratio, per batch) the prefix's last item",
+        "inference: RecBole drops the oldest item of every history (mask appended, first column cut), "
+        "ours only when the history fills max_len",
+        "PAD id in RecBole's training softmax, not in ours",
+    ]),
+}
+
+
+def model_settings(name: str) -> dict:
+    """The model's row of ``MODELS`` with its config's model / data ``init_args`` read in."""
+    import yaml
+
+    row = dict(MODELS[name])
+    config = yaml.safe_load((ROOT / row["config"]).read_text())
+    row["class_name"] = config["model"]["class_path"].rsplit(".", 1)[-1]
+    row["model_args"] = dict(config["model"].get("init_args") or {})
+    row["data_args"] = dict(config["data"].get("init_args") or {})
+    row.setdefault("out", f"recbole_parity_{name.lower()}.json")
+    row["recbole_glob"] = f"recbole_{name.lower()}_ml-100k*.json"
+    return row
 
 
 # ---- our side, run in a subprocess (clean peak RSS, same thread settings as RecBole) --------
 
 
-def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, workdir: str,
-             batch_size: int, train_stride: int | None, position_alignment: str, pad_in_softmax: bool) -> None:
+def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: int, out: str, workdir: str,
+             batch_size: int | None, train_stride: int | None, position_alignment: str, pad_in_softmax: bool) -> None:
     import resource
 
     import torch
@@ -86,20 +147,36 @@ def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from recsys import SeqDataModule
-    from recsys.models.sasrec import SASRec
+    from recsys.plugins import get_models
 
-    if pad_in_softmax:
-        SASRec = _pad_in_softmax(SASRec)  # noqa: N806
+    settings = model_settings(model_name)
+    model_class = get_models()[settings["class_name"]].obj
+    model_args = dict(settings["model_args"])
+    if model_name == "SASRec":
+        model_args["position_alignment"] = position_alignment
+        if pad_in_softmax:
+            model_class = _pad_in_softmax(model_class)
+    elif pad_in_softmax:
+        raise SystemExit("--pad-in-softmax is a SASRec ablation")
+    data_args = dict(settings["data_args"], mask_history=False, tie_break="file")
+    if batch_size is not None:
+        data_args["batch_size"] = batch_size
+    if train_stride is not None and "train_stride" in data_args:
+        data_args["train_stride"] = train_stride
+
+    targets_seen = {"n": 0}
 
     class Timer(pl.Callback):
         def __init__(self):
-            self.train, self.val, self.val_ndcg = [], [], []
+            self.train, self.val, self.val_ndcg, self.targets = [], [], [], []
 
         def on_train_epoch_start(self, trainer, module):
+            targets_seen["n"] = 0
             self._t = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
             self.train.append(time.perf_counter() - self._t)
+            self.targets.append(targets_seen["n"])
 
         def on_validation_epoch_start(self, trainer, module):
             self._v = time.perf_counter()
@@ -112,11 +189,18 @@ def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, 
 
     pl.seed_everything(seed, verbose=False)
     started = time.perf_counter()
-    data = SeqDataModule("ml-100k", max_len=50, batch_size=batch_size, train_stride=train_stride,
-                         eval_batch_size=1024, mask_history=False, tie_break="file")
-    model = SASRec(data.num_items, max_len=50, d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
-                   dropout=0.5, attn_dropout=0.5, loss_type="ce", lr=1e-3,
-                   position_alignment=position_alignment)
+    data = SeqDataModule(**data_args)
+    model = model_class(data.num_items, **model_args)
+    if hasattr(model, "item_loss"):
+        # Count the rows the training loss covers (labels; BERT4Rec's masked positions), per epoch.
+        item_loss = model.item_loss
+
+        def counted_item_loss(hidden, labels, *rest, **kwargs):
+            if model.training:
+                targets_seen["n"] += int(labels.numel())
+            return item_loss(hidden, labels, *rest, **kwargs)
+
+        model.item_loss = counted_item_loss
     timer = Timer()
     checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val/ndcg@10", mode="max", filename="best")
     trainer = pl.Trainer(
@@ -131,18 +215,25 @@ def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, 
     loader = data.train_dataloader()
     windows = loader.dataset
     batch = windows.__getitems__(range(len(windows)))
-    # Targets = the positions the loss covers (`labels`, each training target once per epoch).
+    # Targets = the positions the loss covers, counted while training (`labels`, each training
+    # target once per epoch; one per window for `every` windows; BERT4Rec's masked positions).
     # Overlapping windows (stride < L) also run the encoder over context positions that are
     # another window's targets; those are counted apart, not as targets.
-    targets = int((batch.labels != 0).sum()) if batch.labels is not None else int((batch.target != 0).sum())
+    label_targets = int((batch.labels != 0).sum()) if batch.labels is not None else int((batch.target != 0).sum())
+    counted = [n for n in timer.targets if n]
+    targets = statistics.mean(counted) if counted else label_targets
     best_epoch = max(range(len(timer.val_ndcg)), key=lambda i: timer.val_ndcg[i])
     result = {
-        "seed": seed, "threads": threads, "position_alignment": position_alignment,
-        "pad_in_softmax": pad_in_softmax, "batch_size": batch_size, "train_stride": train_stride,
+        "model": model_name, "config": settings["config"], "model_args": model_args, "data_args": data_args,
+        "seed": seed, "threads": threads, "position_alignment": model_args.get("position_alignment"),
+        "pad_in_softmax": pad_in_softmax, "batch_size": data_args.get("batch_size"),
+        "train_stride": data_args.get("train_stride"), "train_windows": data._resolved_train_windows(),
         "lightning_patience": patience + 1,
         "epochs_run": len(timer.train), "best_epoch": best_epoch,
         "epoch_train_seconds": timer.train, "epoch_eval_seconds": timer.val, "epoch_val_ndcg@10": timer.val_ndcg,
+        "epoch_train_targets": timer.targets,
         "train_targets_per_epoch": targets,
+        "window_label_targets_per_epoch": label_targets,
         "train_windows_per_epoch": len(windows),
         "train_steps_per_epoch": len(loader),
         "history_positions_per_epoch": int((batch.history != 0).sum()),
@@ -159,7 +250,7 @@ def run_ours(seed: int, max_epochs: int, patience: int, threads: int, out: str, 
     quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
     result["val"] = {k[4:]: float(v) for k, v in pl.Trainer(**quiet).validate(best, datamodule=data, verbose=False)[0].items()}
     result["test"] = {k[5:]: float(v) for k, v in pl.Trainer(**quiet).test(best, datamodule=data, verbose=False)[0].items()}
-    masked = SeqDataModule("ml-100k", max_len=50, eval_batch_size=1024, mask_history=True, tie_break="file")
+    masked = SeqDataModule(**dict(data_args, mask_history=True))
     result["test_masked"] = {k[5:]: float(v) for k, v in pl.Trainer(**quiet).test(best, datamodule=masked, verbose=False)[0].items()}
     # Full-ranking evaluation of every user, without the Trainer: one batch, no grad.
     evaluation = data.test_dataloader().dataset
@@ -194,26 +285,29 @@ def _pad_in_softmax(base):
     return SASRecPadInSoftmax
 
 
-def ours(seed: int, max_epochs: int, patience: int, threads: int, batch_size: int, train_stride: int | None,
-         position_alignment: str, pad_in_softmax: bool) -> dict:
+def ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: int, batch_size: int | None,
+         train_stride: int | None, position_alignment: str, pad_in_softmax: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         subprocess.run(
-            [sys.executable, __file__, "--worker", "--seed", str(seed), "--max-epochs", str(max_epochs),
+            [sys.executable, __file__, "--worker", "--model", model_name, "--seed", str(seed),
+             "--max-epochs", str(max_epochs),
              "--patience", str(patience), "--threads", str(threads), "--out", str(out), "--workdir", tmp,
-             "--batch-size", str(batch_size), *(["--train-stride", str(train_stride)] if train_stride else []),
-             "--position-alignment", position_alignment, *(["--pad-in-softmax"] if pad_in_softmax else [])],
+             *(["--batch-size", str(batch_size)] if batch_size else []),
+             *(["--train-stride", str(train_stride)] if train_stride else []),
+             *(["--position-alignment", position_alignment] if position_alignment else []),
+             *(["--pad-in-softmax"] if pad_in_softmax else [])],
             check=True, env=env,
         )
         return json.loads(out.read_text())
 
 
-def recbole(python: str, epochs: int, threads: int) -> dict:
+def recbole(model_name: str, python: str, epochs: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "recbole.json"
         subprocess.run(
-            [python, str(HERE / "recbole_side.py"), "--epochs", str(epochs), "--seed", "2020",
+            [python, str(HERE / "recbole_side.py"), "--model", model_name, "--epochs", str(epochs), "--seed", "2020",
              "--threads", str(threads), "--out", str(out), "--workdir", tmp],
             check=True, stdout=subprocess.DEVNULL,
         )
@@ -227,10 +321,10 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def recbole_converged_runs() -> list[dict]:
-    """Every complete converged RecBole run (``recbole_sasrec_ml-100k*.json``), by seed."""
+def recbole_converged_runs(pattern: str) -> list[dict]:
+    """Every complete converged RecBole run (``recbole_<model>_ml-100k*.json``), by seed."""
     runs = []
-    for path in sorted(RESULTS.glob(RECBOLE_CONVERGED_GLOB)):
+    for path in sorted(RESULTS.glob(pattern)):
         run = json.loads(path.read_text())
         if run.get("complete") and run.get("test_metrics"):
             run["file"] = str(path.relative_to(HERE.parent))
@@ -238,9 +332,37 @@ def recbole_converged_runs() -> list[dict]:
     return sorted(runs, key=lambda r: r["hyper_parameters"]["seed"])
 
 
-def recbole_incomplete_runs() -> list[str]:
-    return [f"{p.name} ({len(json.loads(p.read_text()).get('epoch_train_seconds', []))} epochs so far)"
-            for p in sorted(RESULTS.glob(RECBOLE_CONVERGED_GLOB)) if not json.loads(p.read_text()).get("complete")]
+def recbole_incomplete_runs(pattern: str) -> list[str]:
+    """Runs still going or cut off: how far they got and their best validation NDCG@10 so far."""
+    notes = []
+    for path in sorted(RESULTS.glob(pattern)):
+        run = json.loads(path.read_text())
+        if run.get("complete"):
+            continue
+        curve = [m["ndcg@10"] for m in run.get("epoch_valid_metrics") or []]
+        best = (f", best val ndcg@10 so far {max(curve):.4f} at epoch {curve.index(max(curve))}" if curve else "")
+        notes.append(f"{path.name} ({len(run.get('epoch_train_seconds', []))} epochs so far{best})")
+    return notes
+
+
+def validation_curves(accuracy: list[dict], pattern: str) -> list[str]:
+    """Mean validation NDCG@10 per epoch, ours against every RecBole run (complete or not), so runs
+    cut off before convergence can still be compared epoch by epoch (one epoch = every training
+    target once on both sides; BERT4Rec's epochs cover different numbers of masked targets)."""
+    ours = [r["epoch_val_ndcg@10"] for r in accuracy if r.get("epoch_val_ndcg@10")]
+    theirs = [[m["ndcg@10"] for m in json.loads(p.read_text()).get("epoch_valid_metrics") or []]
+              for p in sorted(RESULTS.glob(pattern))]
+    theirs = [c for c in theirs if c]
+    if not ours or not theirs:
+        return []
+    epochs = min(max(len(c) for c in theirs), max(len(c) for c in ours), 40)
+    lines = ["| epoch | recsys val ndcg@10 (runs) | RecBole val ndcg@10 (runs) |", "|---:|---:|---:|"]
+    for e in range(epochs):
+        mine = [c[e] for c in ours if len(c) > e]
+        other = [c[e] for c in theirs if len(c) > e]
+        cell = lambda v: f"{statistics.mean(v):.4f} ({len(v)})" if v else ""  # noqa: E731
+        lines.append(f"| {e} | {cell(mine)} | {cell(other)} |")
+    return lines
 
 
 def welch(a: list[float], b: list[float], confidence: float = 0.95) -> dict:
@@ -304,14 +426,18 @@ def _recbole_metric(run: dict, metric: str, split: str = "test") -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=tuple(MODELS), default="SASRec",
+                        help="which built-in model (our side: MODELS[model]['config'])")
     parser.add_argument("--speed-epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--patience", type=int, default=10,
                         help="RecBole's stopping_step: stop after patience + 1 validations without improvement")
     parser.add_argument("--max-epochs", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="our training windows per batch")
-    parser.add_argument("--train-stride", type=int, default=25, help="distance between our training windows")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="our training windows per batch (default: the model's config)")
+    parser.add_argument("--train-stride", type=int, default=None,
+                        help="distance between our training windows (default: the model's config)")
     parser.add_argument("--position-alignment", choices=("left", "right"), default="right",
                         help="our SASRec's position_alignment: right = configs/ml-100k/sasrec.yaml, chosen on "
                              "validation; left = RecBole's positions (ablation)")
@@ -325,25 +451,35 @@ def main() -> None:
                         help="take our accuracy runs from these earlier --out files instead of training")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the table from --out and the converged RecBole JSONs, without running anything")
-    parser.add_argument("--out", default=str(RESULTS / "recbole_parity.json"))
+    parser.add_argument("--out", default=None,
+                        help="default benchmarks/results/recbole_parity.json (SASRec), recbole_parity_<model>.json")
     # internal: one run of our side
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()
+    settings = model_settings(args.model)
+    if args.batch_size is None:
+        args.batch_size = settings["data_args"].get("batch_size")
+    if args.train_stride is None:
+        args.train_stride = settings["data_args"].get("train_stride")
+    if args.model != "SASRec":
+        args.position_alignment = None  # SASRec's option only
+    if args.out is None:
+        args.out = str(RESULTS / settings["out"])
     if args.worker:
-        run_ours(args.seed, args.max_epochs, args.patience, args.threads, args.out, args.workdir,
+        run_ours(args.model, args.seed, args.max_epochs, args.patience, args.threads, args.out, args.workdir,
                  args.batch_size, args.train_stride, args.position_alignment, args.pad_in_softmax)
         return
 
     saved = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    settings = ("threads", "seeds", "batch_size", "train_stride", "position_alignment", "pad_in_softmax", "patience")
+    saved_settings = ("model", "threads", "seeds", "batch_size", "train_stride", "position_alignment", "pad_in_softmax", "patience")
     command = saved.get("commands", {})
     if isinstance(command, str):
         command = {}
     if args.report_only:
         ours_speed, recbole_speed, accuracy = saved.get("ours_speed"), saved.get("recbole_speed"), saved["ours_accuracy"]
-        for name in settings:
+        for name in saved_settings:
             setattr(args, name, saved.get(name, getattr(args, name)))
     else:
         invocation = " ".join(["python", *sys.argv])
@@ -352,52 +488,56 @@ def main() -> None:
         if not args.skip_speed:
             command["speed"] = invocation
             print(f"speed: {args.speed_epochs} epochs each, {args.threads} thread(s), one after the other", flush=True)
-            ours_speed = ours(0, args.speed_epochs, 10**6, args.threads, args.batch_size, args.train_stride,
+            ours_speed = ours(args.model, 0, args.speed_epochs, 10**6, args.threads, args.batch_size, args.train_stride,
                               args.position_alignment, args.pad_in_softmax)
             recbole_speed = None
             if not args.skip_recbole_speed:
-                recbole_speed = recbole(args.recbole_python, args.speed_epochs, args.threads)
+                recbole_speed = recbole(args.model, args.recbole_python, args.speed_epochs, args.threads)
         if args.accuracy_from:
             # Our per-seed runs, made by separate invocations (e.g. one seed each), merged.
             command["accuracy"] = invocation
             accuracy = [run for path in args.accuracy_from for run in json.loads(Path(path).read_text())["ours_accuracy"]]
             first = accuracy[0]
-            for name in ("batch_size", "train_stride", "position_alignment", "pad_in_softmax"):
-                values = {run[name] for run in accuracy}
+            for name in ("model", "batch_size", "train_stride", "position_alignment", "pad_in_softmax"):
+                values = {run.get(name, "SASRec" if name == "model" else None) for run in accuracy}
                 if len(values) != 1:
                     raise SystemExit(f"--accuracy-from: runs differ in {name}: {sorted(values)}")
                 setattr(args, name, first[name])
             args.patience = first["lightning_patience"] - 1
             args.seeds = [run["seed"] for run in accuracy]
         elif args.speed_only:
-            for name in settings:
+            for name in saved_settings:
                 setattr(args, name, saved.get(name, getattr(args, name)))
         else:
             command["accuracy"] = invocation
             accuracy = []
             for seed in args.seeds:
                 print(f"accuracy: ours, seed {seed}, to convergence", flush=True)
-                accuracy.append(ours(seed, args.max_epochs, args.patience, args.threads, args.batch_size,
+                accuracy.append(ours(args.model, seed, args.max_epochs, args.patience, args.threads, args.batch_size,
                                      args.train_stride, args.position_alignment, args.pad_in_softmax))
                 run = accuracy[-1]
                 Path(args.out + ".partial").write_text(json.dumps({"ours_accuracy": accuracy}, indent=2))
                 print(f"seed {seed}: val ndcg@10 {run['val']['ndcg@10']:.4f}, test ndcg@10 {run['test']['ndcg@10']:.4f}, "
                       f"best epoch {run['best_epoch']} of {run['epochs_run']}, "
                       f"median epoch {_median(run['epoch_train_seconds']):.1f} s", flush=True)
-    converged = recbole_converged_runs()
-    incomplete = recbole_incomplete_runs()
+    converged = recbole_converged_runs(settings["recbole_glob"])
+    incomplete = recbole_incomplete_runs(settings["recbole_glob"])
     ties = timestamp_ties()
 
     lines = []
     if ours_speed:
-        lines += ["## Speed (same machine, same run, %d thread(s))" % args.threads,
-                  f"(ours: batch {ours_speed.get('batch_size', args.batch_size)} windows, stride "
-                  f"{ours_speed.get('train_stride', args.train_stride)}, "
-                  f"{ours_speed.get('train_steps_per_epoch', '?')} steps per epoch; RecBole: batch 256 pairs, "
+        windows = (f"stride {ours_speed.get('train_stride', args.train_stride)}"
+                   if ours_speed.get("train_windows", "tiled") == "tiled" else "one window per target")
+        same = bool(recbole_speed) and recbole_speed["train_targets_per_epoch"] == ours_speed["train_targets_per_epoch"]
+        counted = (f"{ours_speed['train_targets_per_epoch']:,.0f} per epoch" + (" on both sides" if same else
+                   f" ours, {recbole_speed['train_targets_per_epoch']:,.0f} RecBole's" if recbole_speed else ""))
+        lines += [f"## {args.model}: speed (same machine, same run, {args.threads} thread(s))",
+                  f"(ours: batch {ours_speed.get('batch_size', args.batch_size)} windows, {windows}, "
+                  f"{ours_speed.get('train_steps_per_epoch', '?')} steps per epoch; RecBole: batch "
+                  f"{recbole_speed['hyper_parameters']['train_batch_size'] if recbole_speed else '?'} pairs, "
                   f"{recbole_speed['data']['train_batches_per_epoch'] if recbole_speed else '?'} steps per epoch; "
-                  f"targets = next-item targets in the loss, {ours_speed['train_targets_per_epoch']:,} per epoch"
-                  + (" on both sides)" if recbole_speed and recbole_speed["train_targets_per_epoch"]
-                     == ours_speed["train_targets_per_epoch"] else ")"), "",
+                  f"targets = {'masked (cloze) positions' if args.model == 'BERT4Rec' else 'next-item targets'} "
+                  f"in the loss, counted while training: {counted})", "",
                   "| measure | recsys | RecBole 1.2.1 | ratio |", "|---|---:|---:|---:|"]
         for name, mine, theirs in speed_rows(ours_speed, recbole_speed):
             if theirs is None:
@@ -407,6 +547,10 @@ def main() -> None:
                 lines.append(f"| {name} | {mine:.3f} | {theirs:.3f} | {ratio:.1f}x |")
         lines.append(f"| full-ranking of all {ours_speed['users_evaluated']} users, no Trainer (s) | "
                      f"{ours_speed['rank_all_users_seconds']:.4f} | | |")
+        if recbole_speed:
+            ratio = speed_rows(ours_speed, recbole_speed)[0]
+            lines += ["", f"Bar (issue 19): throughput ratio {ratio[1] / ratio[2]:.1f}x >= 10x: "
+                      f"{'met' if ratio[1] >= 10 * ratio[2] else 'NOT met'}."]
         lines += ["", "Ratios: throughput = ours / RecBole; times and memory = RecBole / ours (higher = ours better).",
                   f"Our encoder also runs over {ours_speed.get('history_positions_per_epoch', 0):,} history "
                   "positions per epoch (windows overlap), RecBole's over every pair's whole prefix.", ""]
@@ -418,23 +562,25 @@ def main() -> None:
 
     recbole_seeds = [r["hyper_parameters"]["seed"] for r in converged]
     ours_seeds = [r["seed"] for r in accuracy]
-    setting = (f"position_alignment {args.position_alignment}, batch {args.batch_size} windows, stride "
-               f"{args.train_stride}, PAD {'in' if args.pad_in_softmax else 'not in'} the training softmax")
-    lines += ["## Accuracy at convergence (test, loo, no history masking, file-order ties)", "",
+    setting = (f"{settings['config']}, batch {args.batch_size} windows"
+               + (f", stride {args.train_stride}" if args.train_stride else "")
+               + (f", position_alignment {args.position_alignment}, PAD "
+                  f"{'in' if args.pad_in_softmax else 'not in'} the training softmax" if args.model == "SASRec" else ""))
+    lines += [f"## {args.model}: accuracy at convergence (test, loo, no history masking, file-order ties)", "",
               f"(ours: {setting}; early stopping after {args.patience + 1} validations without improvement on "
               f"both sides; mean ± standard deviation over seeds)", "",
               "| model | seeds | " + " | ".join(METRICS) + " | val ndcg@10 | epochs (best) | s to best |",
               "|---|---|" + "---:|" * (len(METRICS) + 3)]
     if accuracy:
         lines.append(
-            f"| recsys SASRec | {len(accuracy)}: {ours_seeds} | "
+            f"| recsys {args.model} | {len(accuracy)}: {ours_seeds} | "
             + " | ".join(fmt([r['test'][m] for r in accuracy]) for m in METRICS)
             + f" | {fmt([r['val']['ndcg@10'] for r in accuracy])}"
             + f" | {fmt([r['epochs_run'] for r in accuracy], 1)} ({fmt([r['best_epoch'] for r in accuracy], 1)}) | "
             f"{fmt([r['wall_seconds_to_best'] for r in accuracy], 0)} |")
     if converged:
         lines.append(
-            f"| RecBole SASRec | {len(converged)}: {recbole_seeds} | "
+            f"| RecBole {args.model} | {len(converged)}: {recbole_seeds} | "
             + " | ".join(fmt([_recbole_metric(r, m) for r in converged]) for m in METRICS)
             + f" | {fmt([_recbole_metric(r, 'ndcg@10', 'val') for r in converged])}"
             + f" | {fmt([r['epochs_run'] for r in converged], 1)} ({fmt([r['best_epoch'] for r in converged], 1)}) | "
@@ -450,6 +596,9 @@ def main() -> None:
         for m, w in comparison.items():
             lines.append(f"| {'test ' + m if m in METRICS else m} | {w['difference']:+.4f} | "
                          f"[{w['ci_low']:+.4f}, {w['ci_high']:+.4f}] | {w['p_value']:.2f} |")
+        w = comparison["ndcg@10"]
+        lines += ["", f"Bar (issue 19): ours − RecBole test ndcg@10 = {w['difference']:+.4f} >= −1 combined standard "
+                  f"error (−{w['standard_error']:.4f}): {'met' if w['difference'] >= -w['standard_error'] else 'NOT met'}."]
     lines += ["", "Per seed (test ndcg@10, test hit@10, best validation ndcg@10, best epoch):", "",
               "| side | seed | test ndcg@10 | test hit@10 | val ndcg@10 | best epoch / epochs |", "|---|---:|---:|---:|---:|---:|"]
     for r in accuracy:
@@ -461,6 +610,10 @@ def main() -> None:
                      f"{r['best_epoch']} / {r['epochs_run']} |")
     if incomplete:
         lines += ["", "RecBole runs not complete, not counted: " + ", ".join(incomplete) + "."]
+    curves = validation_curves(accuracy, settings["recbole_glob"])
+    if curves and (incomplete or args.model != "SASRec"):
+        lines += ["", "Validation NDCG@10 by epoch (0 = after the first), mean over the runs that reached it, "
+                  "complete or not:", "", *curves]
     lines += ["", f"RecBole's float32 timestamps change {len(ties['test'])} test and {len(ties['val'])} validation "
               "targets (user: ours -> RecBole's item): test "
               + ", ".join(f"{t['user']}: {t['ours']} -> {t['recbole']}" for t in ties["test"]) + "; validation "
@@ -468,7 +621,7 @@ def main() -> None:
     if accuracy:
         lines += ["", "## Our default protocol (history masked), same checkpoints", "",
                   "| model | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS),
-                  f"| recsys SASRec, seeds {ours_seeds} | "
+                  f"| recsys {args.model}, seeds {ours_seeds} | "
                   + " | ".join(fmt([r['test_masked'][m] for r in accuracy]) for m in METRICS) + " |"]
     if converged and accuracy:
         ratio = (statistics.mean(r["wall_seconds_to_best"] for r in converged)
@@ -476,7 +629,8 @@ def main() -> None:
         lines += ["", f"Wall-clock to the early-stopped best model (means over seeds): RecBole / ours = {ratio:.1f}x."]
     table = "\n".join(lines)
     print("\n" + table)
-    report = {"commands": command, **{name: getattr(args, name) for name in settings},
+    report = {"commands": command, **{name: getattr(args, name) for name in saved_settings},
+              "model_notes": settings["notes"],
               "ours_speed": ours_speed, "recbole_speed": recbole_speed, "ours_accuracy": accuracy,
               "recbole_converged": [{k: r.get(k) for k in (
                   "file", "command", "epochs_run", "best_epoch", "best_valid_metrics", "test_metrics",

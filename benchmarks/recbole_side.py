@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
-"""RecBole 1.2.1 side of the SASRec / MovieLens-100k parity benchmark.
+"""RecBole 1.2.1 side of the MovieLens-100k parity benchmarks (SASRec, GRU4Rec, NARM, Caser, CORE, BERT4Rec).
 
-Runs RecBole's own SASRec implementation on RecBole's bundled ml-100k
+Runs RecBole's own implementation of ``--model`` on RecBole's bundled ml-100k
 (``recbole/dataset_example/ml-100k/``) with the hyper-parameters below and
 writes one JSON file with timings, throughput, peak memory and the best
 validation / test metrics.  It is meant to run in its own virtualenv
@@ -11,13 +10,21 @@ environment.
 
 Usage::
 
-    python benchmarks/recbole_side.py --epochs 300 --seed 2020 --threads 1 \
-        --patience 10 --out benchmarks/results/recbole_sasrec_ml-100k.json
+    python benchmarks/recbole_side.py --model GRU4Rec --epochs 300 --seed 0 --threads 1 \
+        --patience 10          # -> benchmarks/results/recbole_gru4rec_ml-100k-seed0.json
 
-Configuration (RecBole names): hidden_size 64, n_layers 2, n_heads 2,
-inner_size 256, hidden_dropout_prob 0.5, attn_dropout_prob 0.5 (RecBole's
-SASRec defaults), MAX_ITEM_LIST_LENGTH 50, learning_rate 1e-3,
-train_batch_size 256, loss_type CE, train_neg_sample_args None,
+(``--out`` chooses another file; the SASRec runs in docs/results.md were written with
+``--out benchmarks/results/recbole_sasrec_ml-100k_seed0.json`` etc.)
+
+Model hyper-parameters: RecBole 1.2.1's own defaults for the model
+(``recbole/properties/model/<Model>.yaml``, repeated in ``MODELS`` below so the JSON
+records them), except where the project's ``configs/ml-100k/<model>.yaml`` chose another
+value; then both sides use the project's value and ``MODELS[...]["differs_from_recbole_default"]``
+says so.  Training settings shared by every model: learning_rate 1e-3 (Adam),
+train_batch_size 256 (RecBole's default is 2048; 256 was the SASRec benchmark's choice and is
+Caser's batch in our config; for the other models our batches are windows, see
+recbole_parity.py), loss_type CE, train_neg_sample_args None,
+MAX_ITEM_LIST_LENGTH 50 (Caser: 5, the paper's L for MovieLens, as configs/ml-100k/caser.yaml),
 eval_args = split LS valid_and_test / order TO / mode full / group_by user,
 metrics Recall, NDCG, MRR, Hit @ [5, 10, 20, 50], valid_metric NDCG@10,
 stopping_step = --patience (RecBole's ``early_stopping`` stops once
@@ -28,6 +35,13 @@ reproducibility True, use_gpu False, show_progress False,
 eval_batch_size 4096.  ``torch.set_num_threads(--threads)`` is called and the
 OMP/MKL/OpenBLAS thread variables are set to the same value (when not set
 already) before numpy/torch are imported.
+
+Targets: every call of the model's ``calculate_loss`` is counted (``epoch_train_targets``):
+for every model but BERT4Rec one (prefix, next item) row is one cross-entropy target, so an
+epoch has one target per augmented training row (97,171 on ml-100k); for BERT4Rec the loss
+covers the masked positions RecBole's ``MaskItemSequence`` draws for each batch, counted as
+``(MASK_INDEX > 0).sum()`` exactly as its ``calculate_loss`` weights them (random, so it
+differs from epoch to epoch; ``train_targets_per_epoch`` is then their mean).
 
 Timing is taken by subclassing RecBole's ``Trainer`` (``_train_epoch``,
 ``_valid_epoch`` and the test-time ``evaluate``) with ``time.perf_counter``;
@@ -63,7 +77,7 @@ not modified):
    is wrapped, in this process only, to default ``weights_only=False`` when
    the caller does not pass it (used by ``Trainer.evaluate`` to reload the
    best model before testing).
-5. ``import recbole.model.sequential_recommender`` (needed to get SASRec)
+5. ``import recbole.model.sequential_recommender`` (needed to get any of the models)
    also imports SINE, which calls ``torch.autograd.set_detect_anomaly(True)``
    at import time; that slows every backward pass, so it is switched off
    again right after import for fair timing.
@@ -96,12 +110,19 @@ import time
 from collections import OrderedDict
 
 
+MODEL_NAMES = ("SASRec", "GRU4Rec", "NARM", "Caser", "CORE", "BERT4Rec")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="SASRec", choices=MODEL_NAMES)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--out", required=True, help="output JSON path")
+    p.add_argument("--out", default=None,
+                   help="output JSON path (default benchmarks/results/recbole_<model>_ml-100k-seed<seed>.json)")
+    p.add_argument("--train-batch-size", type=int, default=256,
+                   help="RecBole train_batch_size (its own default is 2048)")
     p.add_argument("--patience", type=int, default=10,
                    help="RecBole stopping_step: stops after stopping_step + 1 "
                         "evaluations without improvement")
@@ -112,7 +133,9 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-OUT = os.path.abspath(ARGS.out)
+OUT = os.path.abspath(ARGS.out or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results",
+    f"recbole_{ARGS.model.lower()}_ml-100k-seed{ARGS.seed}.json"))
 WORKDIR = os.path.abspath(
     ARGS.workdir or os.path.join("/work/rb-runs", os.path.splitext(os.path.basename(OUT))[0])
 )
@@ -194,7 +217,7 @@ from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import FeatureType, get_model, init_logger, init_seed  # noqa: E402
 
 _anomaly_before = torch.is_anomaly_enabled()
-SASRec = get_model("SASRec")  # imports recbole.model.sequential_recommender (incl. SINE)
+MODEL_CLASS = get_model(ARGS.model)  # imports recbole.model.sequential_recommender (incl. SINE)
 _anomaly_after_import = torch.is_anomaly_enabled()
 
 # --- shim 5: SINE turns on autograd anomaly detection at import --------------
@@ -301,23 +324,54 @@ def _clean_metrics(d):
     return OrderedDict((k, float(v)) for k, v in d.items())
 
 
+# One entry per model: RecBole 1.2.1's defaults for it (properties/model/<Model>.yaml, RecBole's
+# names), the training settings that are not RecBole's defaults, and what differs from them.
+_TRANSFORMER = dict(n_layers=2, n_heads=2, inner_size=256, hidden_act="gelu", layer_norm_eps=1e-12,
+                    initializer_range=0.02)
+MODELS = {
+    "SASRec": dict(
+        hyper=dict(hidden_size=64, **_TRANSFORMER, hidden_dropout_prob=0.5, attn_dropout_prob=0.5),
+        differs_from_recbole_default=["train_batch_size 256 (RecBole: 2048)"],
+        ours="configs/ml-100k/sasrec.yaml"),
+    "GRU4Rec": dict(
+        hyper=dict(embedding_size=64, hidden_size=128, num_layers=1, dropout_prob=0.3),
+        differs_from_recbole_default=["train_batch_size 256 (RecBole: 2048)"],
+        ours="configs/ml-100k/gru4rec.yaml"),
+    "NARM": dict(
+        hyper=dict(embedding_size=64, hidden_size=128, n_layers=1, dropout_probs=[0.25, 0.5]),
+        differs_from_recbole_default=["train_batch_size 256 (RecBole: 2048)"],
+        ours="configs/ml-100k/narm.yaml"),
+    "Caser": dict(
+        hyper=dict(embedding_size=64, nh=8, nv=4, dropout_prob=0.4, reg_weight=1e-4, MAX_ITEM_LIST_LENGTH=5),
+        differs_from_recbole_default=[
+            "MAX_ITEM_LIST_LENGTH 5 (RecBole's ml-100k.yaml: 50; configs/ml-100k/caser.yaml uses the paper's "
+            "L = 5 for MovieLens, and RecBole's Caser docstring asks for a small value)",
+            "train_batch_size 256 (RecBole: 2048; configs/ml-100k/caser.yaml: 256 windows, one target each)"],
+        ours="configs/ml-100k/caser.yaml"),
+    "CORE": dict(
+        hyper=dict(embedding_size=64, **_TRANSFORMER, hidden_dropout_prob=0.5, attn_dropout_prob=0.5,
+                   dnn_type="trm", sess_dropout=0.2, item_dropout=0.2, temperature=0.07),
+        differs_from_recbole_default=["train_batch_size 256 (RecBole: 2048)"],
+        ours="configs/ml-100k/core.yaml"),
+    "BERT4Rec": dict(
+        hyper=dict(hidden_size=64, **_TRANSFORMER, hidden_dropout_prob=0.2, attn_dropout_prob=0.2,
+                   mask_ratio=0.2, ft_ratio=0.5, transform="mask_itemseq"),
+        differs_from_recbole_default=["train_batch_size 256 (RecBole: 2048)"],
+        ours="configs/ml-100k/bert4rec.yaml"),
+}
+MODEL = MODELS[ARGS.model]
+
 HYPER = OrderedDict(
-    model="SASRec",
+    model=ARGS.model,
     dataset="ml-100k",
-    hidden_size=64,
-    n_layers=2,
-    n_heads=2,
-    inner_size=256,
-    hidden_dropout_prob=0.5,
-    attn_dropout_prob=0.5,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-    initializer_range=0.02,
-    MAX_ITEM_LIST_LENGTH=50,
+    **MODEL["hyper"],
+)
+HYPER.setdefault("MAX_ITEM_LIST_LENGTH", 50)
+HYPER.update(
     learning_rate=1e-3,
     learner="adam",
     weight_decay=0.0,
-    train_batch_size=256,
+    train_batch_size=ARGS.train_batch_size,
     loss_type="CE",
     train_neg_sample_args=None,
     eval_args={"split": {"LS": "valid_and_test"}, "order": "TO",
@@ -360,7 +414,11 @@ REPORT["threads"] = OrderedDict(requested=ARGS.threads, torch_num_threads=torch.
                                 torch_interop_threads=torch.get_num_interop_threads(),
                                 env=THREAD_ENV)
 REPORT["shims"] = SHIMS
+REPORT["model"] = ARGS.model
 REPORT["hyper_parameters"] = HYPER
+REPORT["differs_from_recbole_default"] = MODEL["differs_from_recbole_default"]
+REPORT["compare_with"] = MODEL["ours"]
+REPORT["epoch_train_targets"] = []
 REPORT["epoch_train_seconds"] = []
 REPORT["epoch_eval_seconds"] = []
 REPORT["epoch_train_loss_sum"] = []
@@ -373,6 +431,8 @@ def write_report():
     train_s = REPORT["epoch_train_seconds"]
     eval_s = REPORT["epoch_eval_seconds"]
     REPORT["epochs_run"] = len(train_s)
+    if REPORT["epoch_train_targets"] and ARGS.model == "BERT4Rec":
+        REPORT["train_targets_per_epoch"] = round(statistics.mean(REPORT["epoch_train_targets"]), 1)
     n_targets = REPORT.get("train_targets_per_epoch")
     if train_s and n_targets:
         med = statistics.median(train_s)
@@ -391,11 +451,13 @@ class TimedTrainer(Trainer):
     """RecBole's Trainer with per-epoch timers and JSON progress."""
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        TARGETS["n"] = 0
         t0 = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func,
                                     show_progress=show_progress)
         dt = time.perf_counter() - t0
         REPORT["epoch_train_seconds"].append(round(dt, 4))
+        REPORT["epoch_train_targets"].append(TARGETS["n"])
         total = sum(loss) if isinstance(loss, tuple) else loss
         REPORT["epoch_train_loss_sum"].append(float(total))
         REPORT["stage"] = f"trained epoch {epoch_idx}"
@@ -415,6 +477,25 @@ class TimedTrainer(Trainer):
         if epoch >= 0:
             REPORT["best_epoch"] = int(epoch)
         return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+
+TARGETS = {"n": 0}
+
+
+def count_targets(model):
+    """Wrap ``model.calculate_loss`` (this instance only) to count the targets its loss covers."""
+    original = model.calculate_loss
+
+    def counted(interaction):
+        if ARGS.model == "BERT4Rec":
+            # BERT4Rec.calculate_loss weights each masked slot by (MASK_INDEX > 0): padding slots and
+            # a mask drawn at index 0 carry no loss.
+            TARGETS["n"] += int((interaction[model.MASK_INDEX] > 0).sum())
+        else:
+            TARGETS["n"] += len(interaction)  # one (prefix, next item) row = one CE target
+        return original(interaction)
+
+    model.calculate_loss = counted
 
 
 def epoch_callback(epoch_idx, valid_score):
@@ -465,7 +546,7 @@ def main():
 
     config_dict = {k: v for k, v in HYPER.items() if k not in ("model", "dataset")}
     t0 = time.perf_counter()
-    config = Config(model="SASRec", dataset="ml-100k", config_dict=config_dict)
+    config = Config(model=ARGS.model, dataset="ml-100k", config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     torch.set_num_threads(ARGS.threads)  # in case anything above reset it
@@ -478,7 +559,8 @@ def main():
             "normalize_all", "load_col", "user_inter_num_interval", "item_inter_num_interval",
             "rm_dup_inter", "val_interval", "filter_inter_by_user_or_item", "repeatable",
             "MODEL_INPUT_TYPE", "metric_decimal_place", "device", "eval_args",
-            "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args")
+            "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args",
+            "MAX_ITEM_LIST_LENGTH", "train_batch_size", "transform")
     )
     REPORT["fill_nan_report"] = FILL_NAN_REPORT
 
@@ -495,12 +577,17 @@ def main():
         train_batches_per_epoch=int(len(train_data)),
         max_item_list_length=int(config["MAX_ITEM_LIST_LENGTH"]),
         note="RecBole's SequentialDataset turns every interaction after a user's first into one "
-             "(prefix -> next item) row (prefix truncated to the last 50 items), then leave-one-out "
+             "(prefix -> next item) row (prefix truncated to the last MAX_ITEM_LIST_LENGTH items), then "
+             "leave-one-out "
              "takes each user's last row as test and second-to-last as valid. No user/item "
              "filtering is configured for ml-100k (user_inter_num_interval / "
              "item_inter_num_interval are None).",
     )
-    REPORT["train_targets_per_epoch"] = int(len(tr))
+    # One CE target per training row; BERT4Rec's count is the masked positions, set per epoch.
+    REPORT["train_targets_per_epoch"] = None if ARGS.model == "BERT4Rec" else int(len(tr))
+    REPORT["train_targets_counting"] = (
+        "masked positions the loss covers, (MASK_INDEX > 0).sum() per batch, counted each epoch"
+        if ARGS.model == "BERT4Rec" else "one (prefix, next item) row of the training set = one CE target")
     REPORT["history_masking_in_full_ranking"] = OrderedDict(
         masked=False,
         valid_loader_is_sequential=bool(getattr(valid_data, "is_sequential", None)),
@@ -519,7 +606,8 @@ def main():
     write_report()
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = SASRec(config, tr).to(config["device"])
+    model = MODEL_CLASS(config, tr).to(config["device"])
+    count_targets(model)
     REPORT["model_parameters"] = int(sum(p.numel() for p in model.parameters()))
     trainer = TimedTrainer(config, model)
     REPORT["recbole_checkpoint"] = os.path.abspath(trainer.saved_model_file)
