@@ -38,7 +38,8 @@ Differences from RecBole, and why:
 - Padding: our histories are left-padded (as the paper's own code), RecBole's right-padded. For
   histories of at least L items (most windows) the two agree; for shorter ones the vertical
   filters see the items at the newest positions here, at the oldest there. PAD rows of E are
-  zero in both (here they are masked, whatever the PAD embedding row holds).
+  zero here (masked, whatever the PAD embedding row holds); RecBole's weight initialisation
+  overwrites its padding row, so there PAD is a fixed random vector the filters do see.
 - The PAD id is left out of the training softmax (:class:`~recsys.models.losses.ItemLoss`).
 """
 
