@@ -20,13 +20,19 @@ from typing import Any
 LINKED = frozenset({"num_items"})
 
 
+def class_at(class_path: str) -> type[Any] | None:
+    """The class a parsed ``class_path`` names (None when its module has no such name); raises
+    ImportError for a module that cannot be imported."""
+    module, _, name = str(class_path).rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
 def _class(section: Any) -> type | None:
     class_path = section.get("class_path") if hasattr(section, "get") else None
     if not class_path:
         return None
-    module, _, name = str(class_path).rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name, None)
+        return class_at(class_path)
     except ImportError:
         return None  # the parser reports an unknown class_path itself
 

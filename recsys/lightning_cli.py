@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.util
 import inspect
 import os
@@ -20,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from recsys.callbacks import TopKWriter
-from recsys.config_checks import config_problems
+from recsys.config_checks import class_at, config_problems
 from recsys.noise import silence_evaluation_only_noise, silence_library_noise
 from recsys.progress import LogProgress
 from recsys.results import format_table, write_results
@@ -60,15 +59,9 @@ def _registered_names(key: str) -> list[str]:
     return []
 
 
-def _class_at(class_path: str) -> type[Any] | None:
-    """The class a ``class_path`` names (None when its module has no such name)."""
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name, None)
-
-
 def _accepted_options(class_path: str) -> list[str]:
     try:
-        cls = _class_at(class_path)
+        cls = class_at(class_path)
         if cls is None:
             return []
         return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
@@ -117,7 +110,7 @@ def follow_model_monitor(config) -> None:
         if not class_path:
             return
         try:
-            model_class = _class_at(class_path)
+            model_class = class_at(class_path)
         except ImportError:
             return  # reported by the parser's own check of class_path
         monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))

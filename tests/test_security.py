@@ -224,10 +224,9 @@ ALLOWED = {
         "imports the built-in DEFAULT_PLUGINS, a constant tuple of recsys modules",
     ("recsys/lazy.py", "import of a computed name"):
         "lazy exports: module names from the packages' constant _EXPORTS tables",
-    ("recsys/lightning_cli.py", "import of a computed name"):
-        "an error hint re-imports a class path jsonargparse has already imported, to list its options",
     ("recsys/config_checks.py", "import of a computed name"):
-        "looks up the model and data classes of a parsed config, class paths jsonargparse has already imported",
+        "class_at: the classes of a parsed config (cross-field checks, the model's monitor, an error hint "
+        "listing a class's options), class paths jsonargparse has already imported",
     ("recsys/models/base.py", "import of a computed name"):
         "load_from_checkpoint imports the RecModule subclass recorded in the checkpoint (read weights_only); "
         "only importable (installed) modules, and the result must be a RecModule subclass",
