@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: Version of the public API below and of ``recsys.testing``: the minor number grows when names
 #: are added, the major one when a name is removed or changes meaning. Plugins declare the
 #: range they support (``RECSYS_API = ">=1.2,<2"``), checked when they load.
-API_VERSION = "1.8"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
+API_VERSION = "1.9"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item templates); 1.2: recsys.testing;
 # 1.3: the CTR protocol (CTRBatch, CTRDataModule, CTRModule, load_ctr); item-embedding shards
 # (ShardWriter, ItemShardDataModule, TextItemEmbedder, load_shards, iter_shards); Batch.index;
 # 1.4: normalize_title, RecModule.monitor, recsys.pytest_plugin;
@@ -28,9 +28,12 @@ API_VERSION = "1.8"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item tem
 # (recsys.registry is its deprecated alias); 1.6: SeqRecModule.evaluated_ranks (per-window test ranks);
 # 1.7: ItemLoss and NextItemModule (the shared next-item losses); 1.8: config_problems (RecModule,
 # RecDataModule: cross-field checks before anything is built), atomic_path (umask-respecting atomic writes),
-# NoGradientModule (models without gradient training: no optimizer, no lr option)
+# NoGradientModule (models without gradient training: no optimizer, no lr option); 1.9: registration
+# by import path (register("pkg.module.Name"): imported at first use), lazy_exports (a plugin
+# package's names loaded on first use)
 
 _EXPORTS = {
+    "lazy_exports": "recsys.lazy",
     "Batch": "recsys.data.batch",
     "Catalog": "recsys.data.catalog",
     "DataFormatError": "recsys.data.atomic",

@@ -40,7 +40,7 @@ def cmd_models(argv: list[str]) -> int:
     from recsys.plugins import get_models
 
     _print_json(
-        [{"name": name, "class_path": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin}
+        [{"name": name, "class_path": e.path, "plugin": e.plugin}
          for name, e in sorted(get_models().items())]
     )
     return 0
@@ -51,7 +51,7 @@ def cmd_datasets(argv: list[str]) -> int:
     from recsys.plugins import get_datasets
 
     _print_json(
-        [{"name": name, "converter": f"{e.obj.__module__}.{e.obj.__qualname__}", "plugin": e.plugin,
+        [{"name": name, "converter": e.path, "plugin": e.plugin,
           "doc": _first_line(e.obj)}
          for name, e in sorted(get_datasets().items())]
     )
@@ -68,7 +68,7 @@ def cmd_metrics(argv: list[str]) -> int:
     from recsys.plugins import get_metrics
 
     _print_json(
-        [{"name": name, "function": f"{e.obj.__module__}.{getattr(e.obj, '__qualname__', type(e.obj).__qualname__)}",
+        [{"name": name, "function": e.path,
           "plugin": e.plugin, "doc": _first_line(e.obj)}
          for name, e in sorted(get_metrics().items())]
     )

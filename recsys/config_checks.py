@@ -12,19 +12,13 @@ Classes add their own checks with a ``config_problems(model, data)`` classmethod
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from recsys.lazy import object_at
+
 #: Init arguments the CLI fills itself (linked from the data when the classes are built).
 LINKED = frozenset({"num_items"})
-
-
-def class_at(class_path: str) -> type[Any] | None:
-    """The class a parsed ``class_path`` names (None when its module has no such name); raises
-    ImportError for a module that cannot be imported."""
-    module, _, name = str(class_path).rpartition(".")
-    return getattr(importlib.import_module(module), name, None)
 
 
 def _class(section: Any) -> type | None:
@@ -32,7 +26,7 @@ def _class(section: Any) -> type | None:
     if not class_path:
         return None
     try:
-        return class_at(class_path)
+        return object_at(class_path)
     except ImportError:
         return None  # the parser reports an unknown class_path itself
 

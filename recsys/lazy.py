@@ -1,4 +1,5 @@
-"""Lazy exports (PEP 562): a package's public names are imported on first use.
+"""Imports on first use: a package's public names (PEP 562 lazy exports) and objects named by
+import path (registrations by path, the classes of a parsed config).
 
 ``recsys``, ``recsys.llm`` and ``recsys.study`` list their public names in a constant table
 (name -> defining module) and hand it to :func:`lazy_exports`, so ``import recsys`` stays fast
@@ -13,6 +14,14 @@ import sys
 from typing import Any, Callable
 
 
+def object_at(path: str) -> Any:
+    """The object the import path ``"package.module.Name"`` names, or None when the module has no
+    such name; raises ImportError for a module that cannot be imported. The one place recsys
+    imports a computed module name (tests/test_security.py lists why each caller may)."""
+    module, _, name = str(path).rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of ``package`` for ``exports`` (public name -> module).
 
@@ -22,7 +31,7 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        value = object_at(f"{module}.{name}")
         setattr(sys.modules[package], name, value)
         return value
 

@@ -19,13 +19,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from recsys.callbacks import TopKWriter
-from recsys.config_checks import class_at, config_problems
+from recsys.config_checks import config_problems
+from recsys.lazy import object_at
 from recsys.noise import silence_evaluation_only_noise, silence_library_noise
 from recsys.progress import LogProgress
 from recsys.results import format_table, write_results
 from recsys.data.datamodule import RecDataModule
 from recsys.models.base import RecModule
-from recsys.plugins import load_plugins
+from recsys.plugins import import_models, load_plugins
 
 MONITOR = "val/ndcg@10"
 
@@ -61,7 +62,7 @@ def _registered_names(key: str) -> list[str]:
 
 def _accepted_options(class_path: str) -> list[str]:
     try:
-        cls = class_at(class_path)
+        cls = object_at(class_path)
         if cls is None:
             return []
         return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
@@ -110,7 +111,7 @@ def follow_model_monitor(config) -> None:
         if not class_path:
             return
         try:
-            model_class = class_at(class_path)
+            model_class = object_at(class_path)
         except ImportError:
             return  # reported by the parser's own check of class_path
         monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
@@ -335,8 +336,9 @@ def default_loggers(root: str) -> list[Logger]:
 
 def run_cli(argv: list[str] | None, run: bool = True) -> RecsysCLI:
     """Build (and by default run) the LightningCLI on ``argv`` (None = the command line);
-    plugins load first so their models resolve by short class name."""
+    plugins load first, and their models are imported, so each resolves by short class name."""
     load_plugins()
+    import_models()
     silence_library_noise()
     return RecsysCLI(
         RecModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,

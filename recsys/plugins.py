@@ -21,15 +21,18 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union, cast
 
 import pluggy
 
 from recsys import hookspecs
+from recsys.lazy import object_at
 
 ENTRY_POINT_GROUP = "recsys"
 
@@ -236,12 +239,39 @@ def get_plugins(all: bool = False, hook: str | None = None) -> list[dict]:
 
 @dataclass(frozen=True)
 class Registered:
-    """One registered thing: its name, the object, and the plugin that registered it."""
+    """One registered thing: its name, what was registered (``target``: the object, or the import
+    path ``"package.module.Name"`` it is imported from on first use of :attr:`obj`), and the plugin
+    that registered it. Registering a path keeps ``recsys plugins`` / ``recsys models`` from
+    importing the module (torch, Lightning, transformers) just to list a name."""
 
     name: str
-    obj: Any
+    target: Any
     plugin: str
     extra: dict = field(default_factory=dict)
+    #: Validates the imported object of a path registration (the checks an object gets at once).
+    check: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        """Where the object is defined (``package.module.Name``), read without importing it."""
+        return self.target if isinstance(self.target, str) else _where(self.target)
+
+    @cached_property
+    def obj(self) -> Any:
+        """The registered object (a path is imported and validated here, the first time)."""
+        if not isinstance(self.target, str):
+            return self.target
+        try:
+            value = object_at(self.target)
+            if value is None:
+                raise ImportError(f"module {self.target.rpartition('.')[0]!r} has no attribute "
+                                  f"{self.target.rpartition('.')[2]!r}")
+            if self.check is not None:
+                self.check(value)
+        except Exception as exc:
+            raise PluginError(f"plugin {self.plugin!r} registered {self.name!r} as {self.target!r}, which cannot "
+                              f"be used: {type(exc).__name__}: {exc}") from exc
+        return value
 
 
 @dataclass(frozen=True)
@@ -285,14 +315,16 @@ def _describe(entry: Entry) -> str:
     """Where a registered thing is defined, for the duplicate-name error."""
     if isinstance(entry, BackboneSource):
         return _where(entry.build) if entry.build is not None else f"hub id {entry.hub_id!r}"
-    return _where(entry.obj)
+    return entry.path
 
 
 def _same(a: Entry, b: Entry) -> bool:
     """Whether two registrations under one name register the same thing (then it is no clash)."""
     if isinstance(a, BackboneSource) and isinstance(b, BackboneSource):
         return (a.hub_id, a.local, a.build, a.install) == (b.hub_id, b.local, b.build, b.install)
-    return a.obj is b.obj
+    if isinstance(a, Registered) and isinstance(b, Registered):
+        return a.target is b.target or a.path == b.path
+    return False
 
 
 def _collect(hook_name: str, make: Callable[..., Entry], only: str | None = None) -> dict[str, Entry]:
@@ -345,7 +377,22 @@ def _register_callback(
     return register
 
 
-def _model(cls) -> Registered:
+#: An import path a registration may give instead of the object: dotted names, the last one the attribute.
+_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
+def _deferred(target: Any, name: str, check: Callable[[Any], None], extra: dict | None = None) -> Registered:
+    """An entry for ``target``: an object is checked now; an import path (``"pkg.module.Name"``) is
+    checked for form now and imported and checked when first used (:attr:`Registered.obj`)."""
+    if isinstance(target, str):
+        if not _PATH.match(target):
+            raise TypeError(f"{target!r} is not an import path (write 'package.module.Name')")
+        return Registered(name, target, "", extra or {}, check=check)
+    check(target)
+    return Registered(name, target, "", extra or {})
+
+
+def _check_model(cls) -> None:
     # The one import cycle left in recsys, on purpose (tests/test_import_graph.py): validating a
     # model class needs RecModule, and RecModule.__init__ resolves its metric names here.
     from recsys.models.base import RecModule
@@ -354,36 +401,60 @@ def _model(cls) -> Registered:
         raise TypeError(f"register_models expects a subclass of recsys.RecModule, got {cls!r}")
     if "num_items" not in inspect.signature(cls.__init__).parameters:
         raise TypeError(f"{_where(cls)}.__init__ must accept `num_items` (it is linked from the data)")
-    return Registered(cls.__name__, cls, "")
+
+
+def _class_named(name: str, check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``check``, plus: the class a path names is called ``name`` (configs select it by that name)."""
+
+    def check_named(cls) -> None:
+        check(cls)
+        if cls.__name__ != name:
+            raise TypeError(f"the class is named {cls.__name__!r}; register a path ending in its own name")
+
+    return check_named
 
 
 def _named_callable(kind: str) -> Callable[..., Registered]:
-    def make(name: str, fn: Callable) -> Registered:
+    def make(name: str, fn: Any) -> Registered:
         if not isinstance(name, str) or not name:
             raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
-        if not callable(fn):
-            raise TypeError(f"{kind} {name!r} must be callable, got {fn!r}")
-        return Registered(name, fn, "")
+
+        def check(value) -> None:
+            if not callable(value):
+                raise TypeError(f"{kind} {name!r} must be callable, got {value!r}")
+
+        return _deferred(fn, name, check)
 
     return make
 
 
-def _metric(name: str, fn: Callable, kind: str = "rank") -> Registered:
+def _metric(name: str, fn: Any, kind: str = "rank") -> Registered:
     """``register(name, fn)`` for a rank metric, ``register(name, fn, kind="list")`` for one
-    computed on the recommended lists (see :mod:`recsys.metrics`)."""
+    computed on the recommended lists (see :mod:`recsys.metrics`); ``fn`` may be an import path."""
     if kind not in ("rank", "list"):
         raise TypeError(f"metric {name!r}: kind must be 'rank' or 'list', got {kind!r}")
     entry = _named_callable("metric")(name, fn)
     return dataclasses.replace(entry, extra={"kind": kind})
 
 
-def _grounder(cls) -> Registered:
+def _check_grounder(cls) -> None:
     # No import of recsys.grounding (it imports torch and the data layer): a subclass of
     # recsys.Grounder cannot exist before that module has been imported, so look it up there.
     grounder = getattr(sys.modules.get("recsys.grounding"), "Grounder", None)
     if grounder is None or not (inspect.isclass(cls) and issubclass(cls, grounder)):
         raise TypeError(f"register_grounders expects a subclass of recsys.Grounder, got {cls!r}")
-    return Registered(cls.__name__, cls, "")
+
+
+def _class_entry(check: Callable[[Any], None]) -> Callable[[Any], Registered]:
+    """``register(Cls)`` or ``register("package.module.Cls")``: the name is the class name."""
+
+    def make(cls: Any) -> Registered:
+        if isinstance(cls, str):
+            name = cls.rpartition(".")[2]
+            return _deferred(cls, name, _class_named(name, check))
+        return _deferred(cls, getattr(cls, "__name__", repr(cls)), check)
+
+    return make
 
 
 def _backbone(
@@ -408,15 +479,15 @@ def _item_template(name: str, fn: Callable, dataset: str | None = None) -> Regis
     entry = _named_callable("item template")(name, fn)
     if "@" in name:
         raise TypeError(f"item template name {name!r} must not contain '@'")
-    return entry if dataset is None else Registered(f"{name}@{dataset}", fn, "")
+    return entry if dataset is None else dataclasses.replace(entry, name=f"{name}@{dataset}")
 
 
 #: How each registration hook's ``register(...)`` call is validated.
 _MAKERS: dict[str, Callable[..., Entry]] = {
-    "register_models": _model,
+    "register_models": _class_entry(_check_model),
     "register_datasets": _named_callable("dataset converter"),
     "register_metrics": _metric,
-    "register_grounders": _grounder,
+    "register_grounders": _class_entry(_check_grounder),
     "register_backbones": _backbone,
     "register_item_templates": _item_template,
 }
@@ -425,12 +496,30 @@ _MAKERS: dict[str, Callable[..., Entry]] = {
 def check_registrations(plugin_name: str) -> None:
     """Run one plugin's registration hooks with validation, raising on anything invalid or on a
     name another loaded plugin registered already (used when the plugin is loaded, so a bad
-    plugin is skipped rather than breaking lookups for everyone later)."""
+    plugin is skipped rather than breaking lookups for everyone later). What it registers by
+    import path is imported and checked only under ``RECSYS_STRICT_PLUGINS`` (plugin authors'
+    CI); otherwise at first use, so loading stays cheap."""
     for hook_name, make in _MAKERS.items():
-        _collect(hook_name, make, only=plugin_name)
-        mine = getattr(pm.hook, hook_name).get_hookimpls()
-        if any(impl.plugin_name == plugin_name for impl in mine):
+        mine = _collect(hook_name, make, only=plugin_name)
+        if _strict():
+            for entry in mine.values():
+                _ = entry.obj  # imports and checks a path registration
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        if any(impl.plugin_name == plugin_name for impl in impls):
             _collect(hook_name, make)  # every loaded plugin's registrations: a clash names both
+
+
+def import_models() -> None:
+    """Import every registered model class (those registered by import path too), so LightningCLI
+    can select each by its short class name. One that cannot be imported is skipped with one line
+    on stderr naming it and its plugin (an error under ``RECSYS_STRICT_PLUGINS``)."""
+    for name, entry in get_models().items():
+        try:
+            _ = entry.obj  # the import is the point
+        except PluginError as exc:
+            if _strict():
+                raise
+            print(f"recsys: skipped model {name!r}: {exc}", file=sys.stderr)
 
 
 def get_models() -> dict[str, Registered]:

@@ -62,38 +62,38 @@ pytest                             # the recsys.testing model contract, and the 
     "$package/__init__.py": '''\
 """$name: the $model model, the $metric metric and the $dataset converter for recsys."""
 
-from $package.converter import convert_events
-from $package.metrics import precision
-from $package.model import $model
+import recsys
 
-__all__ = ["$model", "convert_events", "precision"]
+# Names load on first use (PEP 562): the engine imports this package to read its plugin
+# module, and `recsys plugins` / `recsys models` should not pay for torch to list it.
+_EXPORTS = {"$model": "$package.model", "convert_events": "$package.converter", "precision": "$package.metrics"}
+__getattr__, __dir__ = recsys.lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
 ''',
     "$package/plugin.py": '''\
 """The module the ``recsys`` entry point names: what this package adds to the engine."""
 
 import recsys
 
-from $package.converter import convert_events
-from $package.metrics import precision
-from $package.model import $model
-
 #: The recsys public API versions this plugin works with; checked when the engine loads it.
 RECSYS_API = "$api_range"
 
 
+# Import paths rather than objects: listing (`recsys models`) imports nothing of the package;
+# the engine imports each the first time it is used.
 @recsys.hookimpl
 def register_models(register):
-    register($model)
+    register("$package.model.$model")
 
 
 @recsys.hookimpl
 def register_metrics(register):
-    register("$metric", precision)  # names are global: prefixed, so no other plugin takes it
+    register("$metric", "$package.metrics.precision")  # names are global: prefixed, so no other plugin takes it
 
 
 @recsys.hookimpl
 def register_datasets(register):
-    register("$dataset", convert_events)  # `recsys convert $dataset RAW OUT`
+    register("$dataset", "$package.converter.convert_events")  # `recsys convert $dataset RAW OUT`
 ''',
     "$package/converter.py": '''\
 """A raw-data converter: replace the parsing with your format's; keep the signature."""

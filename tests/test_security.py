@@ -223,10 +223,9 @@ ALLOWED = {
     ("recsys/plugins.py", "import of a computed name"):
         "imports the built-in DEFAULT_PLUGINS, a constant tuple of recsys modules",
     ("recsys/lazy.py", "import of a computed name"):
-        "lazy exports: module names from the packages' constant _EXPORTS tables",
-    ("recsys/config_checks.py", "import of a computed name"):
-        "class_at: the classes of a parsed config (cross-field checks, the model's monitor, an error hint "
-        "listing a class's options), class paths jsonargparse has already imported",
+        "object_at: module names from the packages' constant _EXPORTS tables (lazy exports), from the "
+        "import paths installed plugins register (their own code, trusted like any plugin), and class "
+        "paths of a parsed config that jsonargparse has already imported",
     ("recsys/models/base.py", "import of a computed name"):
         "load_from_checkpoint imports the RecModule subclass recorded in the checkpoint (read weights_only); "
         "only importable (installed) modules, and the result must be a RecModule subclass",

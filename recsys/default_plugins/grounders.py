@@ -1,9 +1,8 @@
 """Built-in grounders."""
 
-from recsys.grounding import ExactTitleGrounder
 from recsys.hookspecs import hookimpl
 
 
 @hookimpl
 def register_grounders(register):
-    register(ExactTitleGrounder)
+    register("recsys.grounding.ExactTitleGrounder")

@@ -1,17 +1,15 @@
 """Built-in metrics: accuracy from the target's rank; coverage, concentration and novelty from the lists."""
 
-from recsys import metrics
 from recsys.hookspecs import hookimpl
-from recsys.llm.diversity import IntraListDiversity
 
 
 @hookimpl
 def register_metrics(register):
-    register("hit", metrics.hit)
-    register("recall", metrics.hit)  # one target per user: recall@k == hit@k
-    register("ndcg", metrics.ndcg)
-    register("mrr", metrics.mrr)
-    register("coverage", metrics.coverage, kind="list")
-    register("gini", metrics.gini, kind="list")
-    register("novelty", metrics.novelty, kind="list")
-    register("ild", IntraListDiversity("all-minilm-l6-v2"), kind="list")
+    register("hit", "recsys.metrics.hit")
+    register("recall", "recsys.metrics.hit")  # one target per user: recall@k == hit@k
+    register("ndcg", "recsys.metrics.ndcg")
+    register("mrr", "recsys.metrics.mrr")
+    register("coverage", "recsys.metrics.coverage", kind="list")
+    register("gini", "recsys.metrics.gini", kind="list")
+    register("novelty", "recsys.metrics.novelty", kind="list")
+    register("ild", "recsys.llm.diversity.ild", kind="list")

@@ -1,20 +1,23 @@
-"""Built-in models, registered like any plugin's."""
+"""Built-in models, registered like any plugin's: by import path, so listing them imports no torch."""
 
 from recsys.hookspecs import hookimpl
-from recsys.models.bert4rec import BERT4Rec
-from recsys.models.caser import Caser
-from recsys.models.core import CORE
-from recsys.models.ease import EASE
-from recsys.models.fmlp import FMLPRec
-from recsys.models.gru4rec import GRU4Rec
-from recsys.models.hstu import HSTU
-from recsys.models.narm import NARM
-from recsys.models.pop import Pop
-from recsys.models.sasrec import SASRec
-from recsys.models.sknn import SKNN
+
+MODELS = (
+    "recsys.models.pop.Pop",
+    "recsys.models.sasrec.SASRec",
+    "recsys.models.gru4rec.GRU4Rec",
+    "recsys.models.narm.NARM",
+    "recsys.models.caser.Caser",
+    "recsys.models.core.CORE",
+    "recsys.models.bert4rec.BERT4Rec",
+    "recsys.models.fmlp.FMLPRec",
+    "recsys.models.hstu.HSTU",
+    "recsys.models.sknn.SKNN",
+    "recsys.models.ease.EASE",
+)
 
 
 @hookimpl
 def register_models(register):
-    for model in (Pop, SASRec, GRU4Rec, NARM, Caser, CORE, BERT4Rec, FMLPRec, HSTU, SKNN, EASE):
-        register(model)
+    for path in MODELS:
+        register(path)

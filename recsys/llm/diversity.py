@@ -53,3 +53,7 @@ class IntraListDiversity:
             return torch.tensor(0.0)
         distance = ((1 - similarity) * pairs).sum(dim=(1, 2))[keep] / count[keep]
         return distance.mean()
+
+
+#: The built-in ``ild`` metric (all-MiniLM-L6-v2, offline; its vectors are cached per catalog).
+ild = IntraListDiversity("all-minilm-l6-v2")

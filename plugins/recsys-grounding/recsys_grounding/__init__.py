@@ -1,8 +1,15 @@
 """recsys-grounding: generate an item in language, then ground it to real items (BIGRec)."""
 
-from recsys_grounding.data import FewShotSeqDataModule
-from recsys_grounding.grounders import EmbeddingGrounder
-from recsys_grounding.model import BIGRec
-from recsys_grounding.reweight import minmax, reweight
+import recsys
 
-__all__ = ["BIGRec", "EmbeddingGrounder", "FewShotSeqDataModule", "minmax", "reweight"]
+# Names load on first use (PEP 562): the `recsys` entry point imports this package, and
+# `recsys plugins` / `recsys models` should not pay for torch to list it.
+_EXPORTS = {
+    "BIGRec": "recsys_grounding.model",
+    "EmbeddingGrounder": "recsys_grounding.grounders",
+    "FewShotSeqDataModule": "recsys_grounding.data",
+    "minmax": "recsys_grounding.reweight",
+    "reweight": "recsys_grounding.reweight",
+}
+__getattr__, __dir__ = recsys.lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

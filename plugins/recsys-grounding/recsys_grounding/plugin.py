@@ -3,18 +3,14 @@
 import recsys
 
 #: The engine API range this plugin is written against (checked when the plugin loads).
-RECSYS_API = ">=1.4,<2"
+RECSYS_API = ">=1.9,<2"  # 1.9: registration by import path (listing imports no torch)
 
 
 @recsys.hookimpl
 def register_models(register):
-    from recsys_grounding.model import BIGRec
-
-    register(BIGRec)
+    register("recsys_grounding.model.BIGRec")
 
 
 @recsys.hookimpl
 def register_grounders(register):
-    from recsys_grounding.grounders import EmbeddingGrounder
-
-    register(EmbeddingGrounder)
+    register("recsys_grounding.grounders.EmbeddingGrounder")

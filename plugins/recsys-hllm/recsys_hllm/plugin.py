@@ -3,12 +3,10 @@
 import recsys
 
 #: The engine API range this plugin is written against (checked when the plugin loads).
-RECSYS_API = ">=1.2,<2"
+RECSYS_API = ">=1.9,<2"  # 1.9: registration by import path (listing imports no torch)
 
 
 @recsys.hookimpl
 def register_models(register):
-    from recsys_hllm.model import HLLM, LiteLLM4Rec
-
-    register(HLLM)
-    register(LiteLLM4Rec)
+    register("recsys_hllm.model.HLLM")
+    register("recsys_hllm.model.LiteLLM4Rec")

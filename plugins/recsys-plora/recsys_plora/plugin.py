@@ -2,15 +2,11 @@
 
 import recsys
 
-#: The engine API range this plugin is written against (checked when the plugin loads):
-#: 1.3 added the CTR protocol (CTRDataModule, CTRModule).
-RECSYS_API = ">=1.3,<2"
+#: The engine API range this plugin is written against (checked when the plugin loads).
+RECSYS_API = ">=1.9,<2"  # 1.9: registration by import path (listing imports no torch)
 
 
 @recsys.hookimpl
 def register_models(register):
-    from recsys_plora.crm import DIN
-    from recsys_plora.model import RecLoRA
-
-    register(DIN)
-    register(RecLoRA)
+    register("recsys_plora.crm.DIN")
+    register("recsys_plora.model.RecLoRA")

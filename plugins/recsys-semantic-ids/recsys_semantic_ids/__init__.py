@@ -1,7 +1,17 @@
 """recsys-semantic-ids: semantic item IDs (RQ-VAE / RQ-KMeans) and generators over them
 (LC-Rec-style instruction LLM, TIGER-style code-only decoder)."""
 
-from recsys_semantic_ids.codes import CodeTable, collision_rate, random_codes, resolve_collisions
-from recsys_semantic_ids.tokenizer import RQVAE, ItemDataModule
+import recsys
 
-__all__ = ["RQVAE", "CodeTable", "ItemDataModule", "collision_rate", "random_codes", "resolve_collisions"]
+# Names load on first use (PEP 562): the `recsys` entry point imports this package, and
+# `recsys plugins` / `recsys models` should not pay for torch to list it.
+_EXPORTS = {
+    "CodeTable": "recsys_semantic_ids.codes",
+    "collision_rate": "recsys_semantic_ids.codes",
+    "random_codes": "recsys_semantic_ids.codes",
+    "resolve_collisions": "recsys_semantic_ids.codes",
+    "RQVAE": "recsys_semantic_ids.tokenizer",
+    "ItemDataModule": "recsys_semantic_ids.tokenizer",
+}
+__getattr__, __dir__ = recsys.lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

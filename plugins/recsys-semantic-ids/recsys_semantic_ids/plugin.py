@@ -3,14 +3,11 @@
 import recsys
 
 #: The engine API range this plugin is written against (checked when the plugin loads).
-RECSYS_API = ">=1.8,<2"  # 1.8: recsys.atomic_path
+RECSYS_API = ">=1.9,<2"  # 1.9: registration by import path (listing imports no torch)
 
 
 @recsys.hookimpl
 def register_models(register):
-    from recsys_semantic_ids.generator import TIGER, SemanticIDGenerator
-    from recsys_semantic_ids.tokenizer import RQVAE
-
-    register(RQVAE)
-    register(SemanticIDGenerator)
-    register(TIGER)
+    register("recsys_semantic_ids.tokenizer.RQVAE")
+    register("recsys_semantic_ids.generator.SemanticIDGenerator")
+    register("recsys_semantic_ids.generator.TIGER")
