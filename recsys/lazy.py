@@ -25,15 +25,20 @@ def object_at(path: str) -> Any:
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of ``package`` for ``exports`` (public name -> module).
 
-    A name is imported from its module the first time it is read, then kept on the package."""
+    A name is imported from its module the first time it is read; then every name exported from
+    that module is kept on the package. All of them at once, because importing a submodule binds
+    it on its package: ``reweight`` exported from ``pkg.reweight`` would otherwise read as the
+    submodule once a sibling name from it had been imported."""
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = object_at(f"{module}.{name}")
-        setattr(sys.modules[package], name, value)
-        return value
+        loaded = importlib.import_module(module)
+        for other, where in exports.items():
+            if where == module:
+                setattr(sys.modules[package], other, getattr(loaded, other))
+        return getattr(sys.modules[package], name)
 
     def __dir__() -> list[str]:
         return sorted(set(vars(sys.modules[package])) | set(exports))

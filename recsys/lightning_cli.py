@@ -316,9 +316,20 @@ class RecsysCLI(LightningCLI):
 
 
 def _epoch_of(checkpoint: str | None) -> int | None:
-    """The epoch in a checkpoint file name written by the default ``best-{epoch}`` pattern."""
-    match = re.search(r"best-(\d+)\.ckpt$", checkpoint or "")
-    return int(match.group(1)) if match else None
+    """The epoch a checkpoint was saved at: from the default ``best-{epoch}`` file name, else
+    from the file (memory-mapped, weights only: no tensor is read); None when neither says."""
+    if not checkpoint:
+        return None
+    match = re.search(r"best-(\d+)\.ckpt$", checkpoint)
+    if match:
+        return int(match.group(1))
+    try:
+        import torch
+
+        epoch = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("epoch")
+    except Exception:  # a custom file format: the best epoch is only missing from results.json
+        return None
+    return int(epoch) if isinstance(epoch, int) else None
 
 
 def default_loggers(root: str) -> list[Logger]:

@@ -14,7 +14,7 @@ Two kinds of metric:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
 
 import torch
 from torch import Tensor
@@ -32,7 +32,7 @@ class ListContext:
 
     num_items: N (items are 1..N; 0 in a list means "no item").
     popularity: (N + 1,) float, training interactions per item (the catalog's; PAD row 0).
-    num_users: users with training interactions (the denominator of an item's popularity share).
+    num_users: users of the data set (the catalog's; the denominator of an item's popularity share).
     catalog: the items' fields (titles, text) for metrics that read them, e.g. diversity on
         text embeddings; None when the model has no catalog.
     """
@@ -248,10 +248,7 @@ class MetricSet:
         returns another shape is a :class:`MetricError` naming it and its plugin."""
         values = {}
         for logged, fn, k in self.entries:
-            try:
-                value = fn(ranks, k)
-            except Exception as exc:
-                raise MetricError(f"{self._names[logged]} failed at {logged}: {type(exc).__name__}: {exc}") from exc
+            value = self._call(logged, fn, ranks, k)
             if not isinstance(value, Tensor) or value.shape != ranks.shape:
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise MetricError(f"{self._names[logged]} returned {got} at {logged}; "
@@ -259,14 +256,18 @@ class MetricSet:
             values[logged] = value
         return values
 
+    def _call(self, logged: str, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``; an exception it raises becomes a :class:`MetricError` naming the metric and its plugin."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise MetricError(f"{self._names[logged]} failed at {logged}: {type(exc).__name__}: {exc}") from exc
+
     def of_lists(self, lists: Tensor, context: ListContext) -> dict[str, Tensor]:
         """(n, list_k) item ids of every evaluated window -> {logged name: () value} of the list metrics."""
         values = {}
         for logged, fn, k in self.list_entries:
-            try:
-                value = torch.as_tensor(fn(lists, k, context), dtype=torch.float)
-            except Exception as exc:
-                raise MetricError(f"{self._names[logged]} failed at {logged}: {type(exc).__name__}: {exc}") from exc
+            value = torch.as_tensor(self._call(logged, fn, lists, k, context), dtype=torch.float)
             if value.numel() != 1:
                 raise MetricError(f"{self._names[logged]} returned shape {tuple(value.shape)} at {logged}; "
                                   "a list metric returns one number for the whole evaluation set")

@@ -527,6 +527,24 @@ def get_models() -> dict[str, Registered]:
     return cast("dict[str, Registered]", _collect("register_models", _MAKERS["register_models"]))
 
 
+class MetricFunctions(Mapping[str, Callable]):
+    """The registered metric functions by name, each imported (when registered by path) only when
+    read: a model resolves the metrics it logs, and a broken path in a plugin breaks only the
+    runs that name its metric."""
+
+    def __init__(self, entries: Mapping[str, Registered]):
+        self.entries = entries
+
+    def __getitem__(self, name: str) -> Callable:
+        return self.entries[name].obj
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 def get_datasets() -> dict[str, Registered]:
     """Raw-data converters by dataset-format name."""
     return cast("dict[str, Registered]", _collect("register_datasets", _MAKERS["register_datasets"]))

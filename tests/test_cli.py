@@ -262,3 +262,15 @@ def test_monitor_moves_checkpoint_and_early_stopping_together(tiny_path, tmp_pat
     assert watched == {"ModelCheckpoint": ("val/hit@5", "max"), "EarlyStopping": ("val/hit@5", "max")}
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
     assert [c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]] == ["val/hit@5", "val/hit@5"]
+
+
+def test_the_best_epoch_is_read_from_a_custom_named_checkpoint(tmp_path):
+    """results.json's best_epoch: from the default ``best-{epoch}`` name, else from the file itself."""
+    from recsys.lightning_cli import _epoch_of
+
+    custom = tmp_path / "model-val_ndcg=0.31.ckpt"
+    torch.save({"epoch": 4, "global_step": 40, "state_dict": {"w": torch.zeros(3)}}, custom)
+    assert _epoch_of(str(custom)) == 4
+    assert _epoch_of(str(tmp_path / "best-7.ckpt")) == 7  # the name suffices: the file is not read
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
+    assert _epoch_of(str(tmp_path / "garbage.ckpt")) is None and _epoch_of(None) is None

@@ -115,10 +115,9 @@ def test_existing_output_is_left_intact(name, tmp_path):
 
 
 def test_default_plugin_registers_every_converter():
-    from recsys.default_plugins import datasets
+    import recsys
 
-    registered = {}
-    datasets.register_datasets(register=lambda name, fn: registered.setdefault(name, fn))
+    registered = {name: e.obj for name, e in recsys.get_datasets().items() if e.plugin == "recsys.default_plugins.datasets"}
     assert registered == {name: fn for name, (fn, *_rest) in FORMATS.items()}
 
 

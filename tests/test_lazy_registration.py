@@ -154,3 +154,14 @@ def test_listing_imports_no_torch_with_the_installed_plugins():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert "SASRec" in result["models"]
     assert result["heavy"] == [], f"listing imported {result['heavy']}"
+
+
+def test_a_broken_metric_path_breaks_only_the_runs_that_name_it(plugin):
+    """A model resolves the metrics it logs, not every registered one."""
+    from recsys.models.pop import Pop
+
+    plugin("broken", register_metrics=lambda register: register("broken_metric", "no_such_module_xyz.metric"))
+    model = Pop(num_items=5, metrics=["ndcg"], ks=[3])  # built: the broken path is never imported
+    assert [logged for logged, _, _ in model.metric_set.entries] == ["ndcg@3"]
+    with pytest.raises(PluginError, match="plugin 'broken' registered 'broken_metric' as 'no_such_module_xyz.metric'"):
+        Pop(num_items=5, metrics=["broken_metric"], ks=[3])

@@ -120,3 +120,24 @@ def test_a_run_logs_diversity_on_the_text_embeddings_of_what_it_recommended(tiny
     expected = sum(1 - float(v[i] @ v[j]) for i in range(3) for j in range(3) if i != j) / 6
     assert cli.trainer.callback_metrics["test/ild_tiny@3"].item() == pytest.approx(expected, abs=1e-5)
     assert 0 < expected  # random text vectors are not all parallel: the check can fail
+
+
+def test_the_list_context_reads_the_number_of_users_from_the_catalog(tiny_path):
+    """Without a Trainer (a notebook: set_catalog by hand) novelty's denominator is still the
+    data's users, not a guess; a catalog that does not know it is a clear error."""
+    from recsys.data.catalog import Catalog
+    from recsys.data.datamodule import SeqDataModule
+    from recsys.models.pop import Pop
+
+    data = SeqDataModule(path=str(tiny_path))
+    data.setup("fit")
+    catalog = data.catalog
+    assert catalog.num_users == data.num_users > 0
+    model = Pop(num_items=data.num_items)
+    model.set_catalog(catalog)
+    context = model._list_context()
+    assert context.num_users == data.num_users
+    assert context.num_users != int(context.popularity.sum())  # the old fallback: interactions, not users
+    model.set_catalog(Catalog(catalog.dataset, catalog.vocab, catalog.fields, catalog.popularity))
+    with pytest.raises(RuntimeError, match=r"does not say how many users .*num_users="):
+        model._list_context()

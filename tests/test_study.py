@@ -49,6 +49,8 @@ GOOD = {"datasets": {"tiny": {"path": "data/tiny"}},
      "models.S.search.model.lr"),
     ({"datasets": {}}, "datasets"),
     ({"epochs": 3}, "top level"),
+    ({"report": {"list_metrics": ["ndcg"]}}, "report.list_metrics"),  # a rank metric
+    ({"report": {"list_metrics": "coverage"}}, "report.list_metrics"),
 ])
 def test_a_bad_study_file_names_the_file_and_the_field(tmp_path, change, field):
     path = tmp_path / "bad.yaml"
@@ -63,6 +65,7 @@ def test_a_good_study_file():
     assert spec.trials == 2 and spec.seeds == (0, 1) and spec.reference == "SASRec"
     assert [p.key for p in spec.models["SASRec"].search] == ["model.lr", "model.dropout"]
     assert spec.report_metrics == ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"]
+    assert spec.report_list_metrics == ["coverage@5", "coverage@10", "novelty@5", "novelty@10"]
     assert spec.storage == f"sqlite:///{ROOT / 'runs' / 'studies' / 'tiny' / 'study.db'}"
 
 
@@ -166,11 +169,17 @@ def test_report_tables_plots_and_html(tiny_study):
                   for r in runs_of(spec.output) if r["model"] == model and r["phase"] == "seed"]
         assert board.loc[model, "ndcg@10"] == pytest.approx(sum(logged) / 2, abs=1e-6)
         assert board.loc[model, "ci_low"] <= board.loc[model, "ndcg@10"] <= board.loc[model, "ci_high"]
+        # list metrics: the mean over seeds of what each seed run logged (the report cannot recompute them)
+        for metric in ("coverage@5", "novelty@10"):
+            logged = [json.loads((r["dir"] / "record.json").read_text())["test"][f"test/{metric}"]
+                      for r in runs_of(spec.output) if r["model"] == model and r["phase"] == "seed"]
+            assert board.loc[model, metric] == pytest.approx(sum(logged) / 2, abs=1e-6)
     assert pd.isna(board.loc["SASRec", "wilcoxon_p"]) and 0 < board.loc["Pop", "wilcoxon_p_holm"] <= 1
     assert board.loc["Pop", "test_users"] == 8
     text = (out / "index.md").read_text()
     assert "| SASRec | 2/2 | 8 |" in text and "| Pop | 2/2 | 8 |" in text  # seeds, test users
     assert "reference" in text and "| SASRec | 2 | 2 |" in text
+    assert " mrr@10 | coverage@5 | coverage@10 | novelty@5 | novelty@10 | 95% CI" in text
     for png in ("tiny-ndcg_at_10.png", "tiny-at-k.png", "tiny-cost.png", "tiny-validation.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "index.html").read_text().count("data:image/png;base64,") == 4

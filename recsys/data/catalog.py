@@ -20,13 +20,16 @@ class Catalog:
     Models read it in ``setup()``; item features never travel in batches.
     """
 
-    def __init__(self, dataset: str, vocab: Vocab, fields: pd.DataFrame, popularity: np.ndarray):
+    def __init__(self, dataset: str, vocab: Vocab, fields: pd.DataFrame, popularity: np.ndarray,
+                 num_users: int | None = None):
         if len(fields) != len(vocab) + 1 or len(popularity) != len(vocab) + 1:
             raise ValueError("catalog fields and popularity must have one row per item plus the PAD row")
         self.dataset = dataset
         self.vocab = vocab
         self.fields = fields  #: (N + 1) rows, columns = the .item file's fields except the id
         self.popularity = popularity  #: (N + 1,) int64 training interactions per item
+        #: users of the data set (the denominator of an item's popularity share); None when unknown
+        self.num_users = num_users
 
     def __len__(self) -> int:
         return len(self.vocab)

@@ -133,7 +133,7 @@ def load_ctr(
     label = (rating >= threshold).astype(np.float32)
     # Popularity as training sees it (training-period interactions only).
     popularity = np.bincount(item[split_of == 0], minlength=len(base.items) + 1).astype(np.int64)
-    catalog = Catalog(base.name, base.items, base.catalog.fields, popularity)
+    catalog = Catalog(base.name, base.items, base.catalog.fields, popularity, num_users=len(base.users))
     table = base.user_fields
     names, codes = [], np.zeros((len(base.users) + 1, 0), np.int64)
     if user_fields is not None and table is None:

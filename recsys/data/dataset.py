@@ -146,5 +146,5 @@ def load_sequences(
     if "user" in files:
         user_frame, _ = read_atomic(files["user"])
         user_fields = _aligned(user_frame, USER, users, files["user"], "user")
-    catalog = Catalog(name, items, fields, popularity)
+    catalog = Catalog(name, items, fields, popularity, num_users=len(users))
     return SequenceData(name, items, users, sequences, split, catalog, user_fields, cold, training, frame)

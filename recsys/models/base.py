@@ -69,10 +69,10 @@ class RecModule(pl.LightningModule):
         self.weight_decay = weight_decay
         # The one import cycle of the core, on purpose: the plugin manager validates model
         # classes against RecModule, and models look up the metrics plugins registered.
-        from recsys.plugins import get_metrics
+        from recsys.plugins import MetricFunctions, get_metrics
 
         entries = get_metrics()
-        self.metric_set = MetricSet(metrics, ks, {name: entry.obj for name, entry in entries.items()},
+        self.metric_set = MetricSet(metrics, ks, MetricFunctions(entries),
                                     owners={name: entry.plugin for name, entry in entries.items()},
                                     kinds={name: entry.extra.get("kind", "rank") for name, entry in entries.items()})
         self._catalog: Catalog | None = None
@@ -467,8 +467,10 @@ class SeqRecModule(RecModule):
         if catalog is None:
             raise RuntimeError(f"{type(self).__name__} has no catalog: the list metrics need the items' training popularity")
         popularity = torch.as_tensor(catalog.popularity, dtype=torch.float)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        users = getattr(datamodule, "num_users", None) or int(popularity.sum())
+        users = getattr(catalog, "num_users", None)
+        if users is None:
+            raise RuntimeError(f"{type(self).__name__}'s catalog does not say how many users the data has "
+                               "(Catalog(..., num_users=)): the list metrics need it")
         return ListContext(self.num_items, popularity, int(users), catalog)
 
     def _log_metrics(self, ranks: Tensor, prefix: str, prog_bar: bool = True) -> None:

@@ -137,6 +137,9 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
                     pending.append(len(rows))
             row.setdefault("test_users", len(users))
         records = [r.record for r in model.done]
+        for metric in spec.report_list_metrics:  # one value per run, as the run logged it
+            logged = [v for v in ((r.get("test") or {}).get(f"test/{metric}") for r in records) if v is not None]
+            row[metric], row[f"{metric} std"] = stats.mean_std(logged) if logged else (math.nan, math.nan)
         row.update(
             params_total=_first(records, "params_total"), params_trainable=_first(records, "params_trainable"),
             seconds_to_best=_mean([r.get("seconds_to_best") for r in records]),
@@ -300,7 +303,7 @@ def _p(value: Any) -> str:
 
 
 def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
-    metrics = spec.report_metrics
+    metrics = spec.report_metrics + spec.report_list_metrics
     head = ["model", "seeds", "test users", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
             "p t (Holm)", "d_z", "params (trainable)", "s to best", "s/epoch", "test s", "peak RSS MB", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -340,7 +343,10 @@ def write_report(spec: StudySpec, out: Path | None = None) -> Path:
              f"nothing tuned; each model run with seeds {list(spec.seeds)}. ")
           + "Test metrics: mean ± std over seeds. Interval: 95% bootstrap over test users of the per-user "
           + f"`{spec.primary}` averaged over seeds. Paired tests against `{spec.reference}` over the same test "
-          f"users, Holm-corrected across models; d_z = mean difference / std of differences.", ""]
+          f"users, Holm-corrected across models; d_z = mean difference / std of differences."
+          + (f" List metrics ({', '.join(spec.list_metrics)}): one number per seed run, computed on every test "
+             "user's top-k list and logged by the run; mean ± std over the seed runs that logged it (no per-user "
+             "interval or paired test)." if spec.list_metrics else ""), ""]
     boards = []
     for dataset in spec.datasets:
         results = collect(spec, dataset)

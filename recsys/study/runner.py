@@ -80,12 +80,23 @@ def command(spec: StudySpec, unit: Unit, trial_id: int | None) -> list[str]:
             f"--trainer.default_root_dir={unit.directory(spec)}", f"--monitor={spec.select}",
             f"--monitor_mode={spec.select_mode}",  # checkpoints and early stopping on the study's selection metric
             f"--trainer.callbacks+={json.dumps(recorder)}", f"--test_after_fit={unit.phase == 'seed'}"]
+    if unit.phase == "seed" and spec.list_metrics:
+        args.append(f"--model.metrics={json.dumps(logged_metrics(spec))}")
     if unit.phase == "tune" and spec.pruning and trial_id is not None:
         pruning = {"class_path": "recsys.study.OptunaPruning",
                    "init_args": {"storage": spec.storage, "study_name": unit.task.study_name(spec, "tune"),
                                  "trial_id": trial_id, "monitor": spec.select, "trials": spec.trials}}
         args.append(f"--trainer.callbacks+={json.dumps(pruning)}")
     return args
+
+
+def logged_metrics(spec: StudySpec) -> list[str]:
+    """What a seed run logs when the study asks for list metrics: the report's rank metrics (at
+    the model's cutoffs), the selection metric, and every list metric at every report cutoff."""
+    names = list(spec.metrics)
+    if spec.primary.split("@")[0] not in names:
+        names.append(spec.primary)
+    return names + spec.report_list_metrics
 
 
 def _die_with_parent() -> None:

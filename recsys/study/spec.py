@@ -97,6 +97,9 @@ class StudySpec:
     heartbeat: int  #: seconds between a running trial's heartbeats
     grace: int  #: seconds without a heartbeat after which a trial counts as crashed
     root: Path
+    #: metrics of the recommended lists (coverage, gini, novelty, ild): the seed runs log them at
+    #: every cutoff, the report shows their mean ± std over seeds (one number per run)
+    list_metrics: tuple[str, ...] = ()
 
     def trial_budget(self, model: ModelSpec) -> int:
         """Tuning trials ``model`` gets: the shared budget when it has a search space, else none."""
@@ -106,6 +109,11 @@ class StudySpec:
     def report_metrics(self) -> list[str]:
         """``name@k`` for every metric and cutoff, in the file's order."""
         return [f"{m}@{k}" for m in self.metrics for k in self.cutoffs]
+
+    @property
+    def report_list_metrics(self) -> list[str]:
+        """``name@k`` for every list metric and cutoff, in the file's order."""
+        return [f"{m}@{k}" for m in self.list_metrics for k in self.cutoffs]
 
     @property
     def primary(self) -> str:
@@ -233,9 +241,20 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
         raise _fail(path, "reference", f"{reference!r} runs on some datasets only: paired tests need it on all")
 
     report = _mapping(raw.get("report"), path, "report")
-    unknown = set(report) - {"metrics", "cutoffs"}
+    unknown = set(report) - {"metrics", "list_metrics", "cutoffs"}
     if unknown:
-        raise _fail(path, "report", f"unknown field(s) {sorted(unknown)}; known: metrics, cutoffs")
+        raise _fail(path, "report", f"unknown field(s) {sorted(unknown)}; known: metrics, list_metrics, cutoffs")
+    list_metrics = report.get("list_metrics", [])
+    if not isinstance(list_metrics, list) or not all(isinstance(m, str) for m in list_metrics):
+        raise _fail(path, "report.list_metrics", f"{list_metrics!r}: a list of metric names (coverage, gini, ...)")
+    if list_metrics:
+        from recsys.plugins import get_metrics  # reads registrations only: imports no metric
+
+        registered = get_metrics()
+        for metric in list_metrics:
+            if registered.get(metric) is None or registered[metric].extra.get("kind") != "list":
+                kinds = sorted(n for n, e in registered.items() if e.extra.get("kind") == "list")
+                raise _fail(path, "report.list_metrics", f"{metric!r} is not a registered list metric; known: {kinds}")
     metrics = report.get("metrics", ["hit", "ndcg", "mrr"])
     cutoffs = report.get("cutoffs", [10])
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics) or not metrics:
@@ -253,4 +272,4 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
     return StudySpec(path=path, name=name, datasets=datasets, models=models, trials=trials, seeds=tuple(seeds),
                      select=select, select_mode=mode, reference=reference, metrics=tuple(metrics),
                      cutoffs=tuple(cutoffs), output=output, storage=str(storage), pruning=bool(raw.get("pruning", True)),
-                     heartbeat=interval, grace=grace, root=root)
+                     heartbeat=interval, grace=grace, root=root, list_metrics=tuple(list_metrics))
