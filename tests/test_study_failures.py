@@ -8,6 +8,7 @@ everything else uses fake runs (``runner.execute`` replaced) or hand-written run
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -420,6 +421,38 @@ def test_seeds_of_one_model_on_different_windows_are_a_warning_not_a_crash(hand_
     text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
     assert "SASRec's seed runs were tested on different windows: its interval and tests use the 9" in text
     assert "SASRec and Pop were tested on different windows: no paired test" in text
+
+
+def test_cold_targets_get_cold_and_warm_columns_by_hand(hand_runs, tmp_path):
+    """With data.cold_items, ranks.csv marks the windows whose target is held out of training:
+    the board adds every report metric at the primary cutoff over those and over the others."""
+    from recsys.study.report import write_report
+
+    cold = [True, False] * 6
+    for model, seed in (("Pop", 0), ("Pop", 1), ("SASRec", 0)):
+        ranks = hand_runs.output / "runs" / "tiny" / model / f"seed-{seed}" / "ranks.csv"
+        frame = pd.read_csv(ranks)
+        frame["cold"] = cold
+        frame.to_csv(ranks, index=False)
+    text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
+    board = pd.read_csv(tmp_path / "report" / "leaderboard.csv").set_index("model")
+    # SASRec seed 0: cold windows are the even ones, ranks 1, 5, 2, 1, 6, 3; warm 1, 1, 9, 2, 1, 4
+    assert board.loc["SASRec", "hit@10 cold"] == 1.0 and board.loc["SASRec", "hit@10 warm"] == 1.0
+    dcg = [1 / math.log2(r + 1) for r in (1, 5, 2, 1, 6, 3)]
+    assert board.loc["SASRec", "ndcg@10 cold"] == pytest.approx(sum(dcg) / 6)
+    assert "hit@5 cold" not in board  # only the primary metric's cutoff
+    # Pop: the mean over its two seeds; seed 0 cold ranks 1, 20, 8, 1, 30, 7; seed 1 cold 2, 15, 9, 1, 25, 6
+    assert board.loc["Pop", "hit@10 cold"] == pytest.approx((4 / 6 + 4 / 6) / 2)
+    assert board.loc["Pop", "hit@10 warm"] == pytest.approx((5 / 6 + 5 / 6) / 2)  # 3, 2, 50, 4, 2, 9 and 3, 1, 40, 5, 3, 9
+    assert board.loc["Pop", "cold windows"] == 6
+    assert "| hit@10 cold | ndcg@10 cold | hit@10 warm | ndcg@10 warm |" in text
+
+
+def test_no_cold_targets_no_cold_columns(hand_runs, tmp_path):
+    from recsys.study.report import write_report
+
+    text = (write_report(hand_runs, tmp_path / "report") / "index.md").read_text()
+    assert "cold |" not in text
 
 
 @pytest.mark.parametrize("name, damage", [

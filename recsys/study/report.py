@@ -137,6 +137,14 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
                     pending.append(len(rows))
             row.setdefault("test_users", len(users))
         records = [r.record for r in model.done]
+        for metric in cold_metrics(spec):  # over test targets held out of training, and over the others
+            for part, cold in (("cold", True), ("warm", False)):
+                per_seed = [float(stats.per_user(r.ranks["rank"].to_numpy()[r.ranks["cold"].to_numpy() == cold],
+                                                 metric).mean())
+                            for r in model.done if r.ranks is not None and (r.ranks["cold"].to_numpy() == cold).any()]
+                key = f"{metric} {part}"
+                row[key], row[f"{key} std"] = stats.mean_std(per_seed) if per_seed else (math.nan, math.nan)
+            row["cold windows"] = _mean([int(r.ranks["cold"].sum()) for r in model.done if r.ranks is not None])
         for metric in spec.report_list_metrics:  # one value per run, as the run logged it
             logged = [v for v in ((r.get("test") or {}).get(f"test/{metric}") for r in records) if v is not None]
             row[metric], row[f"{metric} std"] = stats.mean_std(logged) if logged else (math.nan, math.nan)
@@ -172,6 +180,18 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
     if len(splits) > 1:
         warnings.append(f"runs were tested on {len(splits)} different splits: the comparison is not like for like")
     return pd.DataFrame(rows), warnings
+
+
+def cold_metrics(spec: StudySpec) -> list[str]:
+    """The metrics shown over cold and warm test targets (``data.cold_items``): every report
+    metric at the primary metric's cutoff, e.g. hit@10, ndcg@10, mrr@10."""
+    cutoff = spec.primary.partition("@")[2]
+    return [f"{m}@{cutoff}" if cutoff else m for m in spec.metrics]
+
+
+def has_cold(board: pd.DataFrame) -> bool:
+    """Whether any model on this board was tested on cold targets."""
+    return "cold windows" in board and bool((board["cold windows"].fillna(0) > 0).any())
 
 
 def _unfinished(what: str, run: Run) -> str:
@@ -304,6 +324,8 @@ def _p(value: Any) -> str:
 
 def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
     metrics = spec.report_metrics + spec.report_list_metrics
+    if has_cold(board):
+        metrics += [f"{m} {part}" for part in ("cold", "warm") for m in cold_metrics(spec)]
     head = ["model", "seeds", "test users", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
             "p t (Holm)", "d_z", "params (trainable)", "s to best", "s/epoch", "test s", "peak RSS MB", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -355,6 +377,10 @@ def write_report(spec: StudySpec, out: Path | None = None) -> Path:
         boards.append(board)
         md += [f"## {dataset}", "", f"Protocol: `{protocol(results)}`", ""]
         md += board_markdown(spec, board) + [""]
+        if has_cold(board):
+            md += [f"Cold items (`data.cold_items`): up to {_fmt(board['cold windows'].max(), 0)} test windows "
+                   "per seed run have a target held out of training; the `cold` columns are computed over those, "
+                   "the `warm` columns over the others (mean ± std over seeds).", ""]
         md += ["Tuning budget (trials per model):", ""] + frame_markdown(tuning(results, spec)) + [""]
         if warnings:
             md += ["Checks:", ""] + [f"- {w}" for w in warnings] + [""]
