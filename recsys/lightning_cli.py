@@ -189,6 +189,25 @@ class RecsysCLI(LightningCLI):
             parser.set_defaults(verbose=False)
         return parser
 
+    def parse_arguments(self, parser, args) -> None:
+        self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's arguments with the hyper-parameters saved in ``--ckpt_path``
+        (the checkpoint rebuilds the model it was saved from); a model argument given on the
+        command line still wins, so a test-time option (``recsys test --ckpt_path X
+        --model.ties random``, a ranking mode, a grounder) is applied as written, not dropped."""
+        subcommand = self.config.get("subcommand")
+        before = self.config.clone() if subcommand else None
+        super()._parse_ckpt_path()
+        if before is None:
+            return
+        for key in explicit_model_keys(getattr(self, "_argv", [])):
+            path = f"{subcommand}.model.{key}"
+            if path in before:
+                self.config[path] = before[path]
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         follow_model_monitor(config)
@@ -313,6 +332,20 @@ class RecsysCLI(LightningCLI):
             config = {"error": f"could not serialize the configuration: {error}"}
         path = write_results(folder, metrics, subcommand=self.subcommand, **about, config=config)
         print(f"recsys: every metric, the config and the versions: {path}")
+
+
+def explicit_model_keys(argv: list[str]) -> list[str]:
+    """The model arguments an argument list sets, as config keys under ``model``:
+    ``--model.ties=random`` and ``--model.init_args.ties random`` -> ``init_args.ties``."""
+    keys = []
+    for token in argv:
+        if not token.startswith("--model."):
+            continue
+        key = token[len("--model."):].split("=", 1)[0]
+        if key in ("help", "class_path", "init_args") or not key:
+            continue
+        keys.append(key if key.startswith(("init_args.", "dict_kwargs.")) else f"init_args.{key}")
+    return keys
 
 
 def _epoch_of(checkpoint: str | None) -> int | None:

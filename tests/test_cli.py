@@ -274,3 +274,26 @@ def test_the_best_epoch_is_read_from_a_custom_named_checkpoint(tmp_path):
     assert _epoch_of(str(tmp_path / "best-7.ckpt")) == 7  # the name suffices: the file is not read
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
     assert _epoch_of(str(tmp_path / "garbage.ckpt")) is None and _epoch_of(None) is None
+
+
+def test_a_model_option_on_the_test_command_line_wins_over_the_checkpoint(tiny_path, tmp_path):
+    """Lightning rebuilds the model from the checkpoint's hyper-parameters (they replace the
+    config's); an option given on the command line is still applied, e.g. the tie rule."""
+    fit = run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8", "--model.ffn_dim=16",
+                   "--data=SeqDataModule", "--trainer.max_epochs=1", *common(tiny_path, tmp_path / "fit")])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    args = ["--model=SASRec", "--data=SeqDataModule", f"--ckpt_path={best}", *common(tiny_path, tmp_path / "test")]
+    plain = run_cli(["test", *args])
+    assert (plain.model.ties, plain.model.hparams.d_model) == ("pessimistic", 8)  # d_model: the checkpoint's
+    changed = run_cli(["test", *args, "--model.ties=random"])
+    assert (changed.model.ties, changed.model.hparams.d_model) == ("random", 8)
+    spaced = run_cli(["test", *args, "--model.init_args.ties", "random"])
+    assert spaced.model.ties == "random"
+
+
+def test_explicit_model_keys():
+    from recsys.lightning_cli import explicit_model_keys
+
+    assert explicit_model_keys(["--model=SASRec", "--model.ties=random", "--model.init_args.lr", "0.1", "--data.x=1",
+                                "--model.help", "--model.grounder.init_args.k=3"]) == [
+        "init_args.ties", "init_args.lr", "init_args.grounder.init_args.k"]

@@ -149,6 +149,27 @@ def test_saved_ranks_give_the_metrics_the_run_logged(tiny_study):
         assert np.mean(r <= 5) == pytest.approx(logged["test/hit@5"], abs=1e-6)
 
 
+def test_evaluations_test_each_seed_checkpoint_again_with_their_overrides(tiny_study):
+    import yaml
+
+    spec, _ = tiny_study
+    seeds = [r for r in runs_of(spec.output) if r["phase"] == "seed" and r["model"] == "SASRec"]
+    assert len(seeds) == 2
+    for seed in seeds:
+        folder = seed["dir"] / "eval-random-ties"
+        run = json.loads((folder / "run.json").read_text())
+        assert (run["status"], run["evaluation"], run["seed"]) == ("done", "random-ties", seed["seed"])
+        fitted = json.loads(next(seed["dir"].glob("lightning_logs/version_*/results.json")).read_text())
+        assert run["command"][:3] == ["recsys.cli", "test", run["command"][2]]
+        assert f"--ckpt_path={fitted['checkpoint']}" in run["command"]  # the seed run's selected checkpoint
+        saved = yaml.safe_load(next(folder.glob("lightning_logs/version_*/config.yaml")).read_text())
+        assert saved["model"]["init_args"]["ties"] == "random"
+        ranks = pd.read_csv(folder / "ranks.csv")
+        assert list(ranks["window"]) == list(pd.read_csv(seed["dir"] / "ranks.csv")["window"])
+    # Pop has no evaluations
+    assert not any((r["dir"] / "eval-random-ties").exists() for r in runs_of(spec.output) if r["model"] == "Pop")
+
+
 def test_running_again_runs_nothing(tiny_study):
     from recsys.study.runner import run_study
 
@@ -174,6 +195,11 @@ def test_report_tables_plots_and_html(tiny_study):
             logged = [json.loads((r["dir"] / "record.json").read_text())["test"][f"test/{metric}"]
                       for r in runs_of(spec.output) if r["model"] == model and r["phase"] == "seed"]
             assert board.loc[model, metric] == pytest.approx(sum(logged) / 2, abs=1e-6)
+    # an evaluation is a row of its own, from its own test ranks, paired against the reference
+    logged = [json.loads((r["dir"] / "eval-random-ties" / "record.json").read_text())["test"]["test/ndcg@10"]
+              for r in runs_of(spec.output) if r["model"] == "SASRec" and r["phase"] == "seed"]
+    assert board.loc["SASRec [random-ties]", "ndcg@10"] == pytest.approx(sum(logged) / 2, abs=1e-6)
+    assert board.loc["SASRec [random-ties]", "seeds"] == "2/2"
     assert pd.isna(board.loc["SASRec", "wilcoxon_p"]) and 0 < board.loc["Pop", "wilcoxon_p_holm"] <= 1
     assert board.loc["Pop", "test_users"] == 8
     text = (out / "index.md").read_text()

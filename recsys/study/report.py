@@ -56,6 +56,7 @@ class ModelResult:
     runs: list[Run]
     expected_seeds: int
     tune: list[Run] = field(default_factory=list)
+    evaluation: str | None = None  #: the label of one of the model's ``evaluations`` (a row of its own)
 
     @property
     def done(self) -> list[Run]:
@@ -69,26 +70,31 @@ class ModelResult:
         return pd.concat(frames, axis=1, join="inner") if frames else None
 
 
+def load_run(path: Path) -> Run:
+    run = read_json(path / RUN) or {}
+    record = read_json(path / RECORD) or {}
+    ranks = read_ranks(path / RANKS) if (path / RANKS).is_file() else None
+    return Run(path, run, record, ranks)
+
+
 def load_runs(spec: StudySpec, dataset: str, model: str) -> list[Run]:
     """Every run directory of (dataset, model), crashed attempts (``*.crashed-*``) left out."""
     root = spec.output / "runs" / dataset / model
-    runs = []
-    for path in sorted(root.glob("*")) if root.is_dir() else []:
-        if ".crashed-" in path.name or not (path / RUN).is_file():
-            continue
-        run = read_json(path / RUN) or {}
-        record = read_json(path / RECORD) or {}
-        ranks = read_ranks(path / RANKS) if (path / RANKS).is_file() else None
-        runs.append(Run(path, run, record, ranks))
-    return runs
+    return [load_run(path) for path in (sorted(root.glob("*")) if root.is_dir() else [])
+            if ".crashed-" not in path.name and (path / RUN).is_file()]
 
 
 def collect(spec: StudySpec, dataset: str) -> list[ModelResult]:
+    """Each model's runs; a model's ``evaluations`` are rows of their own (``Model [label]``), made
+    of the extra tests of its seed runs."""
     results = []
-    for name in (name for name, model in spec.models.items() if model.runs_on(dataset)):
+    for name, model in ((n, m) for n, m in spec.models.items() if m.runs_on(dataset)):
         runs = load_runs(spec, dataset, name)
-        results.append(ModelResult(name, [r for r in runs if r.run.get("phase") == "seed"], len(spec.seeds),
-                                   [r for r in runs if r.run.get("phase") == "tune"]))
+        seeds = [r for r in runs if r.run.get("phase") == "seed"]
+        results.append(ModelResult(name, seeds, len(spec.seeds), [r for r in runs if r.run.get("phase") == "tune"]))
+        for label in model.evaluations:
+            tested = [load_run(r.path / f"eval-{label}") for r in seeds if (r.path / f"eval-{label}" / RUN).is_file()]
+            results.append(ModelResult(f"{name} [{label}]", tested, len(spec.seeds), evaluation=label))
     return results
 
 
@@ -206,7 +212,7 @@ def _first(records: list[dict[str, Any]], key: str) -> Any:
 def tuning(results: list[ModelResult], spec: StudySpec) -> pd.DataFrame:
     """Trials each model got: the equal-budget check, visible."""
     rows = []
-    for model in results:
+    for model in (m for m in results if m.evaluation is None):  # an evaluation's model was tuned once
         statuses = [r.status for r in model.tune]
         rows.append({"model": model.name, "budget": spec.trial_budget(spec.models[model.name]), "done": statuses.count("done"),
                      "pruned": statuses.count("pruned"), "failed": statuses.count("failed"),

@@ -31,7 +31,7 @@ from recsys.provenance import git_state, versions
 from recsys.study import claims
 from recsys.study.claims import OverBudget, Phase, Task
 from recsys.study.pruning import PRUNED
-from recsys.study.records import RECORD, RUN, read_json, write_json
+from recsys.study.records import RANKS, RECORD, RUN, read_json, write_json
 from recsys.study.spec import StudySpec
 
 POLL_SECONDS = 2.0
@@ -156,6 +156,47 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     write_json(directory / RUN, run)
     if run["status"] == "failed":
         raise RunFailed(f"{unit.label}: exit {process.returncode}: {run['error']}")
+    if unit.phase == "seed":
+        for label, overrides in unit.task.model.evaluations.items():
+            evaluate(spec, unit, directory, run, label, overrides, env)
+    return run
+
+
+def evaluate(spec: StudySpec, unit: Unit, directory: Path, fitted: dict[str, Any], label: str,
+             overrides: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """One of a model's ``evaluations``: ``recsys test`` of the seed run's selected checkpoint
+    (its ``last.ckpt`` when it selected none) with the run's own config plus ``overrides``, into
+    ``<run>/eval-<label>/`` with its own run.json, record.json and ranks.csv. A failure is
+    recorded there (the report shows it) and does not fail the seed run."""
+    folder = directory / f"eval-{label}"
+    folder.mkdir()
+    config = directory / fitted.get("config_path", "")
+    run: dict[str, Any] = {**run_header(spec, unit), "evaluation": label, "status": "running", "started": _now()}
+    try:
+        results = read_json(config.parent / "results.json") or {}
+        checkpoint = results.get("checkpoint") or str(config.parent / "checkpoints" / "last.ckpt")
+    except ValueError as error:
+        results, checkpoint = {}, None
+        run.update(status="failed", error=str(error))
+    if checkpoint is not None:
+        args = [sys.executable, "-m", "recsys.cli", "test", f"--config={config}", f"--ckpt_path={checkpoint}",
+                *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
+        run["command"] = args[2:]
+        write_json(folder / RUN, run)
+        start = time.perf_counter()
+        with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+            process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        run.update(wall_s=time.perf_counter() - start, returncode=process.returncode)
+        if process.returncode:
+            tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
+            run.update(status="failed", error=tail[0])
+        elif not (folder / RANKS).is_file():
+            run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
+        else:
+            run["status"] = "done"
+    run["finished"] = _now()
+    write_json(folder / RUN, run)
     return run
 
 

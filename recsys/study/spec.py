@@ -12,6 +12,8 @@ models:                       # name -> a config file ({dataset} is replaced) an
     search:                   # optional: tuned with `budget.trials` Optuna trials
       model.lr: {low: 0.0005, high: 0.01, log: true}
       model.dropout: {choices: [0.1, 0.3]}
+    evaluations:              # optional: more tests of each seed run's checkpoint, a row each
+      random-ties: {model.ties: random}
 budget: {trials: 2, seeds: [0, 1]}
 select: val/ndcg@10           # the validation metric that picks trials and checkpoints
 reference: SASRec             # paired tests compare every model with this one
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,9 @@ class ModelSpec:
     #: the study's datasets this model runs on; None = all of them (e.g. a costly model run only
     #: on a dataset entry that evaluates a sample of users)
     datasets: tuple[str, ...] | None = None
+    #: extra tests of each seed run's selected checkpoint, name -> dotted ``recsys test`` overrides
+    #: (e.g. ``{exact: {model.ranking: exact}}``): each is a row of its own, ``Model [name]``
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def runs_on(self, dataset: str) -> bool:
         return self.datasets is None or dataset in self.datasets
@@ -124,7 +130,8 @@ class StudySpec:
         """A hash of what decides the runs (not the report settings): recorded in every run."""
         decided = {"datasets": self.datasets, "trials": self.trials, "seeds": self.seeds, "select": self.select,
                    "models": {n: [m.config, m.overrides, [p.__dict__ for p in m.search]]
-                              + ([list(m.datasets)] if m.datasets is not None else []) for n, m in self.models.items()}}
+                              + ([list(m.datasets)] if m.datasets is not None else [])
+                              + ([m.evaluations] if m.evaluations else []) for n, m in self.models.items()}}
         return hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -191,9 +198,15 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
     for model_name, entry in _mapping(raw.get("models"), path, "models").items():
         where = f"models.{model_name}"
         entry = _mapping(entry, path, where)
-        unknown = set(entry) - {"config", "overrides", "search", "datasets"}
+        unknown = set(entry) - {"config", "overrides", "search", "datasets", "evaluations"}
         if unknown:
-            raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; known: config, overrides, search, datasets")
+            raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; known: config, overrides, search, datasets, "
+                                     "evaluations")
+        evaluations = {}
+        for label, overrides in _mapping(entry.get("evaluations"), path, f"{where}.evaluations").items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(label)):
+                raise _fail(path, f"{where}.evaluations", f"{label!r}: a name of letters, digits, '_', '.', '-'")
+            evaluations[str(label)] = dict(_mapping(overrides, path, f"{where}.evaluations.{label}"))
         only = entry.get("datasets")
         if only is not None and (not isinstance(only, list) or not only or not set(only) <= set(datasets)):
             raise _fail(path, f"{where}.datasets", f"{only!r}: a non-empty list of the study's datasets {sorted(datasets)}")
@@ -203,7 +216,7 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
                                                                             f"{where}.overrides")),
                          tuple(_param(k, v, path, f"{where}.search.{k}")
                                for k, v in _mapping(entry.get("search"), path, f"{where}.search").items()),
-                         None if only is None else tuple(str(d) for d in only))
+                         None if only is None else tuple(str(d) for d in only), evaluations)
         for dataset in filter(spec.runs_on, datasets):
             if not spec.config_for(dataset, root).is_file():
                 raise _fail(path, f"{where}.config", f"{spec.config_for(dataset, root)} does not exist"
