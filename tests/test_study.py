@@ -69,6 +69,14 @@ def test_a_good_study_file():
     assert spec.storage == f"sqlite:///{ROOT / 'runs' / 'studies' / 'tiny' / 'study.db'}"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_loads(path):
+    """The study files under studies/ stay valid as configs and fields change: every model's
+    config exists for every dataset it runs on, and each names its budget (trials, seeds)."""
+    spec = load_study(path, ROOT)
+    assert spec.models and spec.seeds and spec.reference in spec.models
+
+
 # ---- the tiny study, run by two workers, one of them killed -------------------------------------------
 
 @pytest.fixture(scope="module")
