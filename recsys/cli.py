@@ -51,8 +51,7 @@ def cmd_datasets(argv: list[str]) -> int:
     from recsys.plugins import get_datasets
 
     _print_json(
-        [{"name": name, "converter": e.path, "plugin": e.plugin,
-          "doc": _first_line(e.obj)}
+        [{"name": name, "converter": e.path, "plugin": e.plugin, **_doc(e)}
          for name, e in sorted(get_datasets().items())]
     )
     return 0
@@ -62,14 +61,24 @@ def _first_line(obj) -> str:
     return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ and obj.__doc__.strip() else ""
 
 
+def _doc(entry) -> dict[str, str]:
+    """``{"doc": first docstring line}`` of a registered object, or ``{"error": ...}`` when its
+    import path cannot be imported (that entry is shown broken; the others are still listed)."""
+    from recsys.plugins import PluginError
+
+    try:
+        return {"doc": _first_line(entry.obj)}
+    except PluginError as exc:
+        return {"error": str(exc)}
+
+
 def cmd_metrics(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="recsys metrics", description="Registered metrics as JSON (names for "
                             "model.init_args.metrics, e.g. ndcg, ndcg@10, mrr@all).").parse_args(argv)
     from recsys.plugins import get_metrics
 
     _print_json(
-        [{"name": name, "function": e.path,
-          "plugin": e.plugin, "doc": _first_line(e.obj)}
+        [{"name": name, "function": e.path, "plugin": e.plugin, **_doc(e)}
          for name, e in sorted(get_metrics().items())]
     )
     return 0
@@ -113,8 +122,8 @@ def cmd_convert(argv: list[str]) -> int:
         print("usage: recsys convert NAME RAW OUT [options]   (recsys convert NAME --help for options)\n")
         print("Turns raw files into RecBole atomic files. Converters:")
         for name, e in sorted(converters.items()):
-            doc = (e.obj.__doc__ or "").strip().splitlines()
-            print(f"  {name:14s} {doc[0] if doc else ''}")
+            shown = _doc(e)
+            print(f"  {name:14s} {shown.get('doc', '(broken: ' + shown.get('error', '') + ')')}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in converters:
@@ -251,6 +260,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return errors
 
 
+def _end_process_group() -> None:
+    """Shut a distributed run's process group down before the interpreter exits: left to exit,
+    a gloo worker thread can still be running and abort the process ("terminate called without
+    an active exception") after the run itself succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -262,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         from recsys.lightning_cli import run_cli
 
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (and does not warn about it)
+        _end_process_group()
         return 0
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

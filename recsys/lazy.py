@@ -28,7 +28,15 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
     A name is imported from its module the first time it is read; then every name exported from
     that module is kept on the package. All of them at once, because importing a submodule binds
     it on its package: ``reweight`` exported from ``pkg.reweight`` would otherwise read as the
-    submodule once a sibling name from it had been imported."""
+    submodule once a sibling name from it had been imported.
+
+    A name may not be the name of the package's submodule it comes from (``reweight`` from
+    ``pkg.reweight``): importing that submodule from anywhere binds it on the package under
+    the same name, which then hides the export. Rename the module."""
+    for name, module in exports.items():
+        if module == f"{package}.{name}":
+            raise ValueError(f"{package}: the export {name!r} comes from the submodule of the same name "
+                             f"({module}), which would hide it once imported: rename the module")
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

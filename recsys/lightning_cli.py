@@ -45,9 +45,9 @@ _NOISE = re.compile(
 def _registered_names(key: str) -> list[str]:
     """Names a ``model`` / ``data`` value may take (the short class names)."""
     if key.split(".")[0] == "model":
-        from recsys.plugins import get_models
+        from recsys.plugins import get_models, unimportable
 
-        return sorted(get_models())
+        return sorted(name for name in get_models() if name not in unimportable)
     if key.split(".")[0] == "data":
         from recsys.data.datamodule import RecDataModule
 
@@ -78,6 +78,10 @@ def explain(message: str) -> str:
     text = " ".join(kept) if kept else message.strip()
     key = re.search(r'Parser key "([^"]+)"', message)
     unknown = re.search(r"Expected a dot import path string: (\S+)", message)
+    from recsys.plugins import unimportable
+
+    if unknown and key and unknown.group(1) in unimportable:
+        return f"{unimportable[unknown.group(1)]} (so {key.group(1)} cannot be {unknown.group(1)})"
     if unknown and key:
         names = _registered_names(key.group(1))
         if names:
@@ -195,9 +199,10 @@ class RecsysCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Lightning replaces the model's arguments with the hyper-parameters saved in ``--ckpt_path``
-        (the checkpoint rebuilds the model it was saved from); a model argument given on the
-        command line still wins, so a test-time option (``recsys test --ckpt_path X
-        --model.ties random``, a ranking mode, a grounder) is applied as written, not dropped."""
+        (the checkpoint rebuilds the model it was saved from, whatever a ``--config`` file says);
+        a model argument given on the command line (:func:`explicit_model_keys`) still wins, so a
+        test-time option (``recsys test --ckpt_path X --model.ties random``, a ranking mode, a
+        grounder) is applied as written, not dropped."""
         subcommand = self.config.get("subcommand")
         before = self.config.clone() if subcommand else None
         super()._parse_ckpt_path()
@@ -335,17 +340,39 @@ class RecsysCLI(LightningCLI):
 
 
 def explicit_model_keys(argv: list[str]) -> list[str]:
-    """The model arguments an argument list sets, as config keys under ``model``:
-    ``--model.ties=random`` and ``--model.init_args.ties random`` -> ``init_args.ties``."""
-    keys = []
-    for token in argv:
-        if not token.startswith("--model."):
+    """The model arguments an argument list sets, as config keys under ``model``, for every way
+    jsonargparse takes them: ``--model.ties=random``, ``--model.init_args.ties random``,
+    ``--model.metrics+=ild@10``, ``--model.init_args='{"ties": "random"}'``, and ``--model=`` a
+    JSON/YAML mapping or a YAML file with ``init_args`` -> ``init_args.ties``, ``init_args.metrics``.
+    (A ``--config`` file is not an explicit model option: the checkpoint's values replace it.)"""
+    keys: list[str] = []
+    for i, token in enumerate(argv):
+        if not token.startswith("--model"):
             continue
-        key = token[len("--model."):].split("=", 1)[0]
-        if key in ("help", "class_path", "init_args") or not key:
-            continue
-        keys.append(key if key.startswith(("init_args.", "dict_kwargs.")) else f"init_args.{key}")
+        name, has_value, value = token[2:].partition("=")
+        if not has_value and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+        name = name.rstrip("+")
+        if name == "model":  # --model=SASRec, or a whole class spec as a mapping or a file
+            keys += [f"init_args.{k}" for k in _mapping_of(value).get("init_args") or {}]
+        elif name == "model.init_args":
+            keys += [f"init_args.{k}" for k in _mapping_of(value)]
+        elif name.startswith("model.") and name not in ("model.help", "model.class_path"):
+            key = name[len("model."):]
+            keys.append(key if key.startswith(("init_args.", "dict_kwargs.")) else f"init_args.{key}")
     return keys
+
+
+def _mapping_of(value: str) -> dict[str, Any]:
+    """A command-line value read as a mapping: inline JSON/YAML, or a YAML file; else {}."""
+    text = value
+    if value.endswith((".yaml", ".yml", ".json")) and Path(value).is_file():
+        text = Path(value).read_text()
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _epoch_of(checkpoint: str | None) -> int | None:

@@ -66,8 +66,9 @@ def gini(lists: Tensor, k: int, context: ListContext) -> Tensor:
 
 def novelty(lists: Tensor, k: int, context: ListContext) -> Tensor:
     """Mean self-information@k of the recommended items, -log2 p(i), with p(i) the item's
-    training interactions over the number of training users (capped at 1; an item never seen in
-    training counts as seen once): higher = less popular recommendations."""
+    training interactions over the number of users of the data set (``context.num_users``;
+    capped at 1; an item never seen in training counts as seen once): higher = less popular
+    recommendations."""
     top = lists[:, :k]
     listed = top > 0
     if not listed.any():
@@ -221,6 +222,8 @@ class MetricSet:
         self._names: dict[str, str] = {}  # logged name -> "metric 'x' (plugin 'p')"
         for spec in specs:
             for logged, name, k in parse_metric(spec, ks):
+                if logged in self._names:  # named twice ("ndcg" and "ndcg@10"): logged once
+                    continue
                 if name not in registered:
                     raise ValueError(f"unknown metric {name!r} in {spec!r}; registered metrics: {sorted(registered)}")
                 owner = (owners or {}).get(name)

@@ -323,8 +323,21 @@ def _same(a: Entry, b: Entry) -> bool:
     if isinstance(a, BackboneSource) and isinstance(b, BackboneSource):
         return (a.hub_id, a.local, a.build, a.install) == (b.hub_id, b.local, b.build, b.install)
     if isinstance(a, Registered) and isinstance(b, Registered):
-        return a.target is b.target or a.path == b.path
+        if not isinstance(a.target, str) and not isinstance(b.target, str):
+            return a.target is b.target
+        # a path against a path, or against an object defined under a name of its own (a class or
+        # function); an instance, partial or lambda has no path of its own, so it never matches
+        return _defined_at(a.target) is not None and _defined_at(a.target) == _defined_at(b.target)
     return False
+
+
+def _defined_at(target: Any) -> str | None:
+    """The import path ``target`` can be imported back from, without importing anything."""
+    if isinstance(target, str):
+        return target
+    if (inspect.isclass(target) or inspect.isfunction(target)) and "<" not in target.__qualname__:
+        return f"{target.__module__}.{target.__qualname__}"
+    return None
 
 
 def _collect(hook_name: str, make: Callable[..., Entry], only: str | None = None) -> dict[str, Entry]:
@@ -513,6 +526,7 @@ def import_models() -> None:
     """Import every registered model class (those registered by import path too), so LightningCLI
     can select each by its short class name. One that cannot be imported is skipped with one line
     on stderr naming it and its plugin (an error under ``RECSYS_STRICT_PLUGINS``)."""
+    unimportable.clear()
     for name, entry in get_models().items():
         try:
             _ = entry.obj  # the import is the point
@@ -520,6 +534,11 @@ def import_models() -> None:
             if _strict():
                 raise
             print(f"recsys: skipped model {name!r}: {exc}", file=sys.stderr)
+            unimportable[name] = str(exc)
+
+
+#: Registered models :func:`import_models` could not import: name -> why (for the CLI's errors).
+unimportable: dict[str, str] = {}
 
 
 def get_models() -> dict[str, Registered]:

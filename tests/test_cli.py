@@ -289,11 +289,19 @@ def test_a_model_option_on_the_test_command_line_wins_over_the_checkpoint(tiny_p
     assert (changed.model.ties, changed.model.hparams.d_model) == ("random", 8)
     spaced = run_cli(["test", *args, "--model.init_args.ties", "random"])
     assert spaced.model.ties == "random"
+    whole = run_cli(["test", *args[1:], '--model={"class_path": "SASRec", "init_args": {"ties": "random"}}'])
+    assert (whole.model.ties, whole.model.hparams.d_model) == ("random", 8)
+    (tmp_path / "run.yaml").write_text("model:\n  class_path: SASRec\n  init_args: {ties: random, d_model: 64}\n")
+    from_config = run_cli(["test", f"--config={tmp_path / 'run.yaml'}", *args[1:]])
+    assert (from_config.model.ties, from_config.model.hparams.d_model) == ("pessimistic", 8)  # a config file: the checkpoint's
 
 
 def test_explicit_model_keys():
     from recsys.lightning_cli import explicit_model_keys
 
     assert explicit_model_keys(["--model=SASRec", "--model.ties=random", "--model.init_args.lr", "0.1", "--data.x=1",
-                                "--model.help", "--model.grounder.init_args.k=3"]) == [
-        "init_args.ties", "init_args.lr", "init_args.grounder.init_args.k"]
+                                "--model.help", "--model.grounder.init_args.k=3", "--model.metrics+=ild@10"]) == [
+        "init_args.ties", "init_args.lr", "init_args.grounder.init_args.k", "init_args.metrics"]
+    assert explicit_model_keys(['--model={"class_path": "SASRec", "init_args": {"ties": "random", "lr": 0.1}}',
+                                "--model.init_args", "{dropout: 0.2}"]) == [
+        "init_args.ties", "init_args.lr", "init_args.dropout"]

@@ -165,3 +165,73 @@ def test_a_broken_metric_path_breaks_only_the_runs_that_name_it(plugin):
     assert [logged for logged, _, _ in model.metric_set.entries] == ["ndcg@3"]
     with pytest.raises(PluginError, match="plugin 'broken' registered 'broken_metric' as 'no_such_module_xyz.metric'"):
         Pop(num_items=5, metrics=["broken_metric"], ks=[3])
+
+
+def test_two_different_instances_under_one_name_still_clash(plugin):
+    """Objects are compared by identity: two partials (or two instances of one class) are not
+    the same registration just because their type's path is the same."""
+    import functools
+
+    from recsys.metrics import hit
+
+    plugin("one", register_metrics=lambda register: register("scaled", functools.partial(hit)))
+    with pytest.raises(PluginError, match="name 'scaled' is registered twice"):
+        plugin("two", register_metrics=lambda register: register("scaled", functools.partial(hit)))
+    with pytest.raises(PluginError, match="name 'scaled' is registered twice"):  # a path against an instance
+        plugin("three", register_metrics=lambda register: register("scaled", "recsys.metrics.hit"))
+
+
+def test_listings_show_a_broken_path_and_still_list_the_rest(plugin, capsys):
+    from recsys.cli import main
+
+    plugin("broken", register_metrics=lambda register: register("broken_metric", "no_such_module_xyz.metric"),
+           register_datasets=lambda register: register("broken-format", "no_such_module_xyz.convert"))
+    assert main(["metrics"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert "No module named 'no_such_module_xyz'" in listed["broken_metric"]["error"]
+    assert listed["ndcg"]["doc"] and "error" not in listed["ndcg"]
+    assert main(["datasets"]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert "error" in listed["broken-format"] and listed["ml-100k"]["doc"]
+    assert main(["convert", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "broken-format" in out and "(broken: " in out and "ml-100k" in out
+
+
+def test_lazy_exports_refuses_a_name_its_own_submodule_would_hide():
+    with pytest.raises(ValueError, match="rename the module"):
+        recsys.lazy_exports("pkg", {"reweight": "pkg.reweight"})
+    getattr_, _ = recsys.lazy_exports("pkg", {"reweight": "pkg.reweighting"})  # fine
+    assert callable(getattr_)
+
+
+def test_a_plugin_package_export_is_the_function_after_its_module_was_imported():
+    pytest.importorskip("recsys_grounding")
+    import recsys_grounding.grounders  # noqa: F401  imports the reweighting module first
+    from recsys_grounding import reweight
+
+    assert callable(reweight) and not isinstance(reweight, type(sys))
+
+
+def test_a_plugin_data_module_resolves_by_short_name_with_lazy_plugin_packages(tiny_path, tmp_path):
+    """The engine imports the registered models for `recsys fit`; a plugin's data module must be
+    importable by short name too (recsys-grounding's FewShotSeqDataModule), installed plugins loaded."""
+    pytest.importorskip("recsys_grounding")
+    env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_LOAD_PLUGINS", "RECSYS_STRICT_PLUGINS")}
+    done = subprocess.run([sys.executable, "-m", "recsys.cli", "fit", "--model=Pop", "--data=FewShotSeqDataModule",
+                           f"--data.path={tiny_path}", "--print_config"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "class_path: recsys_grounding.FewShotSeqDataModule" in done.stdout
+
+
+def test_fitting_a_model_whose_path_fails_names_the_import_error(lazy_module, plugin, tiny_path, tmp_path, capsys):
+    from recsys.testing import run_cli
+
+    plugin("lazy", register_models=lambda register: register(f"{lazy_module}_absent.GoneModel"))
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--model=GoneModel", "--data=SeqDataModule", f"--data.path={tiny_path}",
+                 f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert f"plugin 'lazy' registered 'GoneModel' as '{lazy_module}_absent.GoneModel'" in err
+    assert "ModuleNotFoundError" in err and "Did you mean" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,47 @@ def test_running_again_runs_nothing(tiny_study):
     assert {r["dir"]: r["finished"] for r in runs_of(spec.output)} == before
 
 
+def test_a_lost_crashed_or_failed_evaluation_runs_again_without_refitting(tiny_study):
+    """Evaluations run after the seed trial is complete: a lost one, one whose worker died on this
+    host, and (with --retry-failed) a failed one run again; no model is trained again."""
+    from recsys.study import claims
+    from recsys.study.runner import run_study, status
+
+    spec, _ = tiny_study
+    seeds = sorted(r["dir"] for r in runs_of(spec.output) if r["model"] == "SASRec" and r["phase"] == "seed")
+    fits = {r["dir"]: r["finished"] for r in runs_of(spec.output)}
+    shutil.rmtree(seeds[0] / "eval-random-ties")  # lost
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    crashed = seeds[1] / "eval-random-ties" / "run.json"
+    crashed.write_text(json.dumps(json.loads(crashed.read_text()) | {
+        "status": "running", "host": claims.HOST, "worker_pid": int(gone.stdout)}))
+    lines: list[str] = []
+    assert run_study(spec, jobs=1, log=lines.append) == 2
+    assert {r["dir"]: r["finished"] for r in runs_of(spec.output)} == fits  # nothing re-trained
+    assert [json.loads((d / "eval-random-ties" / "run.json").read_text())["status"] for d in seeds] == ["done", "done"]
+    assert list(seeds[1].glob("eval-random-ties.crashed-*"))
+    failed = seeds[0] / "eval-random-ties" / "run.json"
+    failed.write_text(json.dumps(json.loads(failed.read_text()) | {"status": "failed", "error": "boom"}))
+    assert run_study(spec, jobs=1, log=lines.append) == 0  # a failure stays one until asked
+    assert run_study(spec, jobs=1, log=lines.append, retry_failed=True) == 1
+    assert json.loads(failed.read_text())["status"] == "done" and list(seeds[0].glob("eval-random-ties.failed-*"))
+    row = next(r for r in status(spec) if r["model"] == "SASRec" and r["phase"] == "eval:random-ties")
+    assert (row["finished"], row["failed"], row["budget"], row["queued"]) == (2, 0, 2, 0)
+
+
+def test_an_evaluation_option_the_model_does_not_take_fails_before_any_run(tmp_path):
+    from recsys.study.runner import run_study
+
+    models = {**GOOD["models"], "SASRec": {**GOOD["models"]["SASRec"],
+                                          "evaluations": {"x": {"model.grounder": "ExactTitleGrounder"}}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({**GOOD, "models": models}))
+    spec = load_study(path, ROOT, tmp_path / "out")
+    with pytest.raises(StudyError, match=r"models.SASRec.evaluations.x: model.grounder: SASRec takes no option 'grounder'"):
+        run_study(spec, log=lambda line: None)
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_report_tables_plots_and_html(tiny_study):
     spec, _ = tiny_study
     from recsys.study.report import write_report
@@ -226,10 +268,26 @@ def test_the_command_line_status_and_a_bad_file(tiny_study, tmp_path, capsys):
     assert main(["study", "status", str(TINY), "--output", str(spec.output), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["model"], r["phase"], r["finished"], r["budget"]) for r in rows} == {
-        ("Pop", "seed", 2, 2), ("SASRec", "tune", 2, 2), ("SASRec", "seed", 2, 2)}
+        ("Pop", "seed", 2, 2), ("SASRec", "tune", 2, 2), ("SASRec", "seed", 2, 2), ("SASRec", "eval:random-ties", 2, 2)}
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndatasets: {tiny: {path: data/tiny}}\nmodels: {Pop: {config: configs/ml-100k/pop.yaml}}\n"
                    "select: test/ndcg@10\n")
     assert main(["study", "status", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"recsys: error: {bad}: select:") and err.count("\n") == 1
+
+
+def test_seed_runs_with_list_metrics_still_log_the_selection_metric(tmp_path):
+    """Seed runs get --model.metrics when the report asks for list metrics: the selection metric
+    is in it as written, so a cutoff outside the model's ks (ndcg@50 with ks [5, 10]) is logged,
+    and once only when the list names it twice."""
+    from recsys.metrics import MetricSet, hit, mrr, ndcg
+    from recsys.study.runner import logged_metrics
+
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({**GOOD, "select": "val/ndcg@50", "report": {"list_metrics": ["coverage"]}}))
+    names = logged_metrics(load_study(path, ROOT))
+    assert "ndcg@50" in names and "coverage@10" in names
+    logged = MetricSet(names[:-1], [5, 10], {"hit": hit, "ndcg": ndcg, "mrr": mrr}).logged
+    assert logged.count("ndcg@50") == 1 and len(logged) == len(set(logged))
+    assert MetricSet(["ndcg", "ndcg@10"], [5, 10], {"ndcg": ndcg}).logged == ["ndcg@5", "ndcg@10"]

@@ -280,7 +280,7 @@ def fail_orphans(study: optuna.Study, store: optuna.storages.BaseStorage) -> Non
     """Fail (and queue again) running trials whose worker process on this host is gone."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get(PID)
-        if trial.user_attrs.get(HOST_ATTR) != HOST or pid is None or pid == os.getpid() or _alive(int(pid)):
+        if trial.user_attrs.get(HOST_ATTR) != HOST or pid is None or pid == os.getpid() or alive(int(pid)):
             continue
         try:
             if store.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -289,7 +289,8 @@ def fail_orphans(study: optuna.Study, store: optuna.storages.BaseStorage) -> Non
             continue
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

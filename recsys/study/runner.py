@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -32,7 +32,7 @@ from recsys.study import claims
 from recsys.study.claims import OverBudget, Phase, Task
 from recsys.study.pruning import PRUNED
 from recsys.study.records import RANKS, RECORD, RUN, read_json, write_json
-from recsys.study.spec import StudySpec
+from recsys.study.spec import StudyError, StudySpec
 
 POLL_SECONDS = 2.0
 
@@ -94,7 +94,7 @@ def logged_metrics(spec: StudySpec) -> list[str]:
     """What a seed run logs when the study asks for list metrics: the report's rank metrics (at
     the model's cutoffs), the selection metric, and every list metric at every report cutoff."""
     names = list(spec.metrics)
-    if spec.primary.split("@")[0] not in names:
+    if spec.primary not in names:  # as written: `ndcg` alone is logged at the model's cutoffs only
         names.append(spec.primary)
     return names + spec.report_list_metrics
 
@@ -156,48 +156,137 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     write_json(directory / RUN, run)
     if run["status"] == "failed":
         raise RunFailed(f"{unit.label}: exit {process.returncode}: {run['error']}")
-    if unit.phase == "seed":
-        for label, overrides in unit.task.model.evaluations.items():
-            evaluate(spec, unit, directory, run, label, overrides, env)
     return run
 
 
-def evaluate(spec: StudySpec, unit: Unit, directory: Path, fitted: dict[str, Any], label: str,
-             overrides: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """One of a model's ``evaluations``: ``recsys test`` of the seed run's selected checkpoint
-    (its ``last.ckpt`` when it selected none) with the run's own config plus ``overrides``, into
-    ``<run>/eval-<label>/`` with its own run.json, record.json and ranks.csv. A failure is
-    recorded there (the report shows it) and does not fail the seed run."""
-    folder = directory / f"eval-{label}"
-    folder.mkdir()
-    config = directory / fitted.get("config_path", "")
-    run: dict[str, Any] = {**run_header(spec, unit), "evaluation": label, "status": "running", "started": _now()}
+def pending_evaluations(spec: StudySpec) -> Iterator[tuple[Path, str, dict[str, Any]]]:
+    """(seed run directory, label, overrides) of every evaluation still to run: of a finished
+    seed run, with no ``eval-<label>/`` yet, or one whose worker died on this host (moved aside
+    to ``eval-<label>.crashed-<time>``, as crashed runs are). Evaluations run after the seed
+    trial is complete, so a crash during one never re-trains the model."""
+    for task in claims.tasks(spec):
+        for label, overrides in task.model.evaluations.items():
+            root = spec.output / "runs" / task.dataset / task.model.name
+            for directory in sorted(root.glob("seed-*")) if root.is_dir() else []:
+                if ".crashed-" in directory.name or (read_json_or_none(directory / RUN) or {}).get("status") != "done":
+                    continue
+                folder = directory / f"eval-{label}"
+                state = read_json_or_none(folder / RUN) if folder.exists() else None
+                if folder.exists() and state is not None and state.get("status") == "running" \
+                        and state.get("host") == claims.HOST and not claims.alive(int(state.get("worker_pid") or 0)):
+                    _move_aside(folder, "crashed")
+                if not folder.exists():
+                    yield directory, label, overrides
+
+
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
     try:
-        results = read_json(config.parent / "results.json") or {}
-        checkpoint = results.get("checkpoint") or str(config.parent / "checkpoints" / "last.ckpt")
-    except ValueError as error:
-        results, checkpoint = {}, None
-        run.update(status="failed", error=str(error))
-    if checkpoint is not None:
-        args = [sys.executable, "-m", "recsys.cli", "test", f"--config={config}", f"--ckpt_path={checkpoint}",
-                *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
-        run["command"] = args[2:]
-        write_json(folder / RUN, run)
-        start = time.perf_counter()
-        with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-            process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        run.update(wall_s=time.perf_counter() - start, returncode=process.returncode)
-        if process.returncode:
-            tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
-            run.update(status="failed", error=tail[0])
-        elif not (folder / RANKS).is_file():
-            run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
-        else:
-            run["status"] = "done"
-    run["finished"] = _now()
+        return read_json(path) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _move_aside(folder: Path, why: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    try:
+        folder.rename(folder.with_name(f"{folder.name}.{why}-{stamp}"))
+    except FileNotFoundError:  # another worker moved it first
+        pass
+
+
+def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, Any], env: dict[str, str],
+             log: Callable[[str], None] = lambda line: None) -> dict[str, Any] | None:
+    """One of a model's ``evaluations``: ``recsys test`` of a seed run's selected checkpoint (its
+    ``last.ckpt`` when it selected none) with the run's own config plus ``overrides``, into
+    ``<run>/eval-<label>/``, with its own run.json, record.json and ranks.csv. Creating that
+    folder claims the evaluation (None: another worker has it). A failure is recorded there (the
+    report shows it; ``--retry-failed`` runs it again) and never fails the seed run."""
+    folder = directory / f"eval-{label}"
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return None
+    fitted = read_json_or_none(directory / RUN) or {}
+    header = {key: fitted.get(key) for key in ("study", "fingerprint", "dataset", "model", "phase", "slot", "seed",
+                                               "params")}
+    run: dict[str, Any] = {**header, "host": claims.HOST, "worker_pid": os.getpid(), "evaluation": label,
+                           "status": "running", "started": _now()}
+    write_json(folder / RUN, run)  # at once: a worker dying from here on leaves a "running" evaluation
+    name = f"{directory.parent.parent.name}/{directory.parent.name}/{directory.name} [{label}]"
+    log(f"start {name}")
+    config = directory / fitted.get("config_path", "")
+    results = read_json_or_none(config.parent / "results.json") or {}
+    checkpoint = results.get("checkpoint") or str(config.parent / "checkpoints" / "last.ckpt")
+    args = [sys.executable, "-m", "recsys.cli", "test", f"--config={config}", f"--ckpt_path={checkpoint}",
+            *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
+    run["command"] = args[2:]
     write_json(folder / RUN, run)
+    start = time.perf_counter()
+    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
+    if process.returncode:
+        tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
+        run.update(status="failed", error=tail[0])
+    elif not (folder / RANKS).is_file():
+        run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
+    else:
+        run["status"] = "done"
+    write_json(folder / RUN, run)
+    log(f"{run['status']} {name} in {run['wall_s']:.0f} s" + (f": {run['error']}" if "error" in run else ""))
     return run
+
+
+def check_evaluations(spec: StudySpec) -> None:
+    """Raise StudyError, before anything runs, for an evaluation option the model does not take
+    (``models.X.evaluations.Y: model.grounder: ...``): found after training, it would have cost
+    every seed run. Only ``model.*`` options are checked (against the ``__init__`` signatures of
+    the model class and, through ``**kwargs``, its bases)."""
+    import inspect
+
+    import yaml
+
+    from recsys.lazy import object_at
+    from recsys.plugins import get_models
+
+    for name, model in spec.models.items():
+        if not model.evaluations:
+            continue
+        dataset = next(d for d in spec.datasets if model.runs_on(d))
+        config = yaml.safe_load(model.config_for(dataset, spec.root).read_text()) or {}
+        class_path = str(model.overrides.get("model", (config.get("model") or {}).get("class_path", "")))
+        registered = get_models().get(class_path)
+        cls = registered.obj if registered is not None else (object_at(class_path) if "." in class_path else None)
+        if cls is None:
+            continue  # the fit will say what is wrong with the class itself
+        accepted: set[str] = set()
+        for klass in inspect.getmro(cls):
+            if "__init__" not in vars(klass):
+                continue
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters
+            accepted |= set(parameters)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                break
+        for label, overrides in model.evaluations.items():
+            for key in overrides:
+                option = key.removeprefix("model.").removeprefix("init_args.").split(".")[0]
+                if key.startswith("model.") and option not in accepted:
+                    raise StudyError(f"{spec.path}: models.{name}.evaluations.{label}: {key}: {cls.__name__} takes no "
+                                     f"option {option!r}; it takes {sorted(accepted - {'self', 'args', 'kwargs'})}")
+
+
+def retry_failed_evaluations(spec: StudySpec) -> list[Path]:
+    """Move every failed evaluation aside (``eval-<label>.failed-<time>``), so it runs again."""
+    moved = []
+    for task in claims.tasks(spec):
+        root = spec.output / "runs" / task.dataset / task.model.name
+        for label in task.model.evaluations:
+            for folder in sorted(root.glob(f"seed-*/eval-{label}")) if root.is_dir() else []:
+                if (read_json_or_none(folder / RUN) or {}).get("status") == "failed":
+                    _move_aside(folder, "failed")
+                    moved.append(folder)
+    return moved
 
 
 def record_failure(spec: StudySpec, unit: Unit, error: str) -> None:
@@ -226,7 +315,12 @@ class Worker:
             time.sleep(POLL_SECONDS)
 
     def step(self) -> tuple[bool, bool]:
-        """Run one claimable unit. Returns (ran something, something is still running elsewhere)."""
+        """Run one claimable unit (a finished seed run's pending evaluation first). Returns (ran
+        something, something is still running elsewhere)."""
+        for directory, label, overrides in pending_evaluations(self.spec):
+            if evaluate(self.spec, directory, label, overrides, self.env, self.log) is not None:
+                self.ran += 1
+                return True, True
         waiting = False
         for task in claims.tasks(self.spec):
             for phase in task.phases(self.spec):
@@ -307,8 +401,11 @@ def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner says what happens itself
+    check_evaluations(spec)
     store = claims.storage(spec)
     if retry_failed:
+        for folder in retry_failed_evaluations(spec):
+            log(f"retrying {folder.relative_to(spec.output / 'runs')}: the evaluation failed")
         for task in claims.tasks(spec):
             for phase in task.phases(spec):
                 for slot in claims.retry_failed(claims.open_study(spec, task, phase, store)):
@@ -351,4 +448,13 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
                          "finished": len(state.finished), "running": len(state.running),
                          "queued": len(state.waiting), "budget": state.budget,
                          "failed": len(state.failed), "pruned": pruned})
+        root = spec.output / "runs" / task.dataset / task.model.name
+        for label in task.model.evaluations:
+            states = [(read_json_or_none(folder / RUN) or {}).get("status")
+                      for folder in (sorted(root.glob(f"seed-*/eval-{label}")) if root.is_dir() else [])
+                      if ".crashed-" not in folder.parent.name]
+            rows.append({"dataset": task.dataset, "model": task.model.name, "phase": f"eval:{label}",
+                         "finished": states.count("done") + states.count("failed"), "running": states.count("running"),
+                         "queued": len(spec.seeds) - len(states), "budget": len(spec.seeds),
+                         "failed": states.count("failed"), "pruned": 0})
     return rows

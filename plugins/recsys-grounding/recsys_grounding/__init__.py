@@ -8,8 +8,8 @@ _EXPORTS = {
     "BIGRec": "recsys_grounding.model",
     "EmbeddingGrounder": "recsys_grounding.grounders",
     "FewShotSeqDataModule": "recsys_grounding.data",
-    "minmax": "recsys_grounding.reweight",
-    "reweight": "recsys_grounding.reweight",
+    "minmax": "recsys_grounding.reweighting",
+    "reweight": "recsys_grounding.reweighting",
 }
 __getattr__, __dir__ = recsys.lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

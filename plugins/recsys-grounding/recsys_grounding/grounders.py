@@ -5,7 +5,7 @@ BIGRec's step 2: embed the generated title and every catalog title with one text
 MiniLM), and rank items by L2 distance (faiss, through :class:`recsys.ItemIndex`). Before
 that, the core's exact-title grounder is a first pass: items whose title equals the output
 (normalised) rank before every other item, tied with each other when titles repeat. Distances
-can be reweighted by popularity or a collaborative model's scores (:mod:`recsys_grounding.reweight`).
+can be reweighted by popularity or a collaborative model's scores (:mod:`recsys_grounding.reweighting`).
 
 Equal distances give equal scores: ties are left to the engine's tie policy (``model.ties``),
 never broken by item id.
@@ -21,7 +21,7 @@ from torch import Tensor
 
 import recsys
 import recsys.llm
-from recsys_grounding.reweight import reweight
+from recsys_grounding.reweighting import reweight
 from recsys_grounding.titles import clean_output
 
 
@@ -150,7 +150,7 @@ class EmbeddingGrounder(recsys.Grounder):
         """Top-k items from (B, N + 1) distances, optionally reweighted: ((B, k) ids, (B, k) scores).
 
         weights: (B, N + 1) or (N + 1,) raw preferences (higher = preferred), see
-        :func:`~recsys_grounding.reweight.reweight`. exclude: (B, S) item ids (0-padded) never
+        :func:`~recsys_grounding.reweighting.reweight`. exclude: (B, S) item ids (0-padded) never
         returned (the user's history under ``loo``). first: (B, N + 1) bool, items ranked before
         every other one (exact title matches, :meth:`exact_hits`), tied with each other.
 

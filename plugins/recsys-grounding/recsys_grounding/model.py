@@ -23,6 +23,7 @@ from torch import Tensor
 
 import recsys
 import recsys.llm
+import recsys_grounding.data  # noqa: F401  (the engine imports BIGRec for `recsys fit`: so --data FewShotSeqDataModule resolves too)
 from recsys_grounding.generation import generate_titles
 from recsys_grounding.grounders import EmbeddingGrounder
 from recsys_grounding.prompts import DOMAINS, collate_examples, encode_example, render_prompt
