@@ -241,6 +241,7 @@ def plots(spec: StudySpec, dataset: str, board: pd.DataFrame, results: list[Mode
     import matplotlib.pyplot as plt
 
     written = []
+    style = _styles([str(m) for m in board["model"]] if "model" in board else [])
     done = board[board[spec.primary].notna()] if spec.primary in board else board.iloc[0:0]
     if len(done):
         fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.8 + 0.45 * len(done))))
@@ -258,17 +259,19 @@ def plots(spec: StudySpec, dataset: str, board: pd.DataFrame, results: list[Mode
         fig, axes = plt.subplots(1, len(spec.metrics), figsize=(4.2 * len(spec.metrics), 3.4), squeeze=False)
         for ax, metric in zip(axes[0], spec.metrics):
             for _, row in done.iterrows():
-                ax.plot(spec.cutoffs, [row[f"{metric}@{k}"] for k in spec.cutoffs], marker="o", label=row["model"])
+                ax.plot(spec.cutoffs, [row[f"{metric}@{k}"] for k in spec.cutoffs], label=row["model"],
+                        **style[row["model"]])
             ax.set_xlabel("cutoff K")
             ax.set_ylabel(f"test {metric}@K")
             ax.set_title(f"{dataset}: {metric}@K")
-        axes[0][0].legend(fontsize="small")
+        axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the lines, not on them
         written.append(_save(fig, out / f"{dataset}-at-k.png"))
     timed = done[done["seconds_to_best"].notna()] if "seconds_to_best" in done else done.iloc[0:0]
     if len(timed):
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for _, row in timed.iterrows():
-            ax.scatter(max(row["seconds_to_best"], 1e-3), row[spec.primary], s=36)
+            ax.scatter(max(row["seconds_to_best"], 1e-3), row[spec.primary], s=36, color=style[row["model"]]["color"],
+                       marker=style[row["model"]]["marker"])
             ax.annotate(row["model"], (max(row["seconds_to_best"], 1e-3), row[spec.primary]), fontsize="small",
                         xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
@@ -279,26 +282,38 @@ def plots(spec: StudySpec, dataset: str, board: pd.DataFrame, results: list[Mode
     curves = [(m.name, r) for m in results for r in m.done if r.record.get("epochs")]
     if curves:
         fig, ax = plt.subplots(figsize=(6.4, 4))
-        colours: dict[str, Any] = {}
+        labelled: set[str] = set()
         for name, run in curves:
             epochs = [e for e in run.record["epochs"] if spec.select in e["val"]]
-            line, = ax.plot([e["epoch"] for e in epochs], [e["val"][spec.select] for e in epochs], marker="o",
-                            markersize=3, color=colours.get(name), alpha=0.8, label=None if name in colours else name)
-            colours.setdefault(name, line.get_color())
+            ax.plot([e["epoch"] for e in epochs], [e["val"][spec.select] for e in epochs], markersize=3, alpha=0.8,
+                    label=None if name in labelled else name, **style[name])
+            labelled.add(name)
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(spec.select)
         ax.set_title(f"{dataset}: validation curves (one line per seed)")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         written.append(_save(fig, out / f"{dataset}-validation.png"))
     return written
 
 
+def _styles(models: list[str]) -> dict[str, dict[str, Any]]:
+    """One colour and marker per model, the same in every plot of a report: 20 colours (tab20's
+    10 hues, dark then light), then the markers change too, so no two models look alike."""
+    import matplotlib
+
+    pairs = matplotlib.colormaps["tab20"].colors  # (dark, light) of 10 hues: the 10 dark ones first
+    colours = [*pairs[0::2], *pairs[1::2]]
+    markers = "osD^v<>ph*"
+    return {name: {"color": colours[i % len(colours)], "marker": markers[(i // len(colours)) % len(markers)]}
+            for i, name in enumerate(models)}
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends placed beside a plot stay in the image
     import matplotlib.pyplot as plt
 
     plt.close(fig)
