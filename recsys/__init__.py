@@ -30,7 +30,8 @@ API_VERSION = "1.9"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item tem
 # RecDataModule: cross-field checks before anything is built), atomic_path (umask-respecting atomic writes),
 # NoGradientModule (models without gradient training: no optimizer, no lr option); 1.9: registration
 # by import path (register("pkg.module.Name"): imported at first use), lazy_exports (a plugin
-# package's names loaded on first use)
+# package's names loaded on first use); CandidateLists, keep_candidates, Batch.candidates (evaluation
+# among per-user candidate lists)
 
 _EXPORTS = {
     "lazy_exports": "recsys.lazy",
@@ -45,6 +46,8 @@ _EXPORTS = {
     "RecDataModule": "recsys.data.datamodule",
     "SeqDataModule": "recsys.data.datamodule",
     "EvaluationProtocol": "recsys.data.protocols",
+    "CandidateLists": "recsys.data.candidates",
+    "keep_candidates": "recsys.metrics",
     "CTRBatch": "recsys.data.ctr",
     "CTRDataModule": "recsys.data.ctr",
     "load_ctr": "recsys.data.ctr",

@@ -96,6 +96,19 @@ def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None)
     return scores
 
 
+def keep_candidates(scores: Tensor, candidates: Tensor | None) -> Tensor:
+    """Set every item outside its row's candidates to -inf, in place; ``candidates`` None = all
+    (:class:`recsys.data.candidates.CandidateLists`).
+
+    scores: (B, N + 1) float; candidates: (B, C) int64 item indices, 0-padded (PAD is never a
+    candidate: column 0 stays -inf as :func:`mask_seen` sets it)."""
+    if candidates is None:
+        return scores
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, candidates, True)
+    keep[:, 0] = False
+    return scores.masked_fill_(~keep, float("-inf"))
+
+
 def dense_ranks(scores: Tensor, target: Tensor, ties: str = "pessimistic", user: Tensor | None = None) -> Tensor:
     """Rank of each target among all scores (1 = best).
 
@@ -131,11 +144,13 @@ def list_ranks(
     num_items: int,
     ties: str = "pessimistic",
     user: Tensor | None = None,
+    candidates: Tensor | None = None,
 ) -> Tensor:
     """Rank of each target in a top-k list, by exactly the rules of :func:`dense_ranks`.
 
     ids: (B, K) int64 item ids in 1..N (0 = no entry); scores: (B, K) float, higher = better;
-    target, user: (B,) int64; seen: (B, S) int64 left-padded with 0, or None -> (B,) int64.
+    target, user: (B,) int64; seen: (B, S) int64 left-padded with 0, or None; candidates: (B, C)
+    int64 or None (only those are ranked: :func:`keep_candidates`) -> (B,) int64.
 
     The list becomes a (B, N + 1) score matrix: a listed item keeps its score's place in its row
     (equal scores stay equal, so they are ties), every other item gets one common floor below all
@@ -158,7 +173,7 @@ def list_ranks(
     dense = torch.full((b, num_items + 1), floor, dtype=torch.float, device=ids.device)
     columns = torch.where(listed, ids, torch.zeros_like(ids))  # unlisted entries write the floor into PAD
     dense.scatter_reduce_(1, columns, torch.where(listed, order, torch.full_like(order, floor)), "amax")
-    return dense_ranks(mask_seen(dense, seen, target), target, ties, user)
+    return dense_ranks(keep_candidates(mask_seen(dense, seen, target), candidates), target, ties, user)
 
 
 def topk_ranks(ids: Tensor, target: Tensor) -> Tensor:

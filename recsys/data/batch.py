@@ -26,6 +26,9 @@ class Batch(NamedTuple):
     #: (B,) int64: each window's position in its dataset, unique within an evaluation stage; lets the
     #: evaluation loop count every window once when a distributed sampler pads ranks with repeats
     index: Optional[Tensor] = None  # type: ignore[assignment]  # the field deliberately shadows tuple.index
+    #: (B, C) int64: the items this window's target is ranked among (``SeqDataModule(candidates=...)``),
+    #: 0-padded; evaluation batches only, None = the whole catalog
+    candidates: Optional[Tensor] = None
 
     def select(self, rows: Tensor) -> "Batch":
         """The batch of some of its windows: ``rows`` is a (b,) int64 index or a (B,) bool mask;

@@ -16,6 +16,7 @@ from recsys.data.atomic import DataFormatError
 from recsys.data.catalog import Catalog
 from recsys.data.dataset import SequenceData, load_sequences
 from recsys.data.embedded import resolve_dataset
+from recsys.data.candidates import CandidateLists
 from recsys.data.protocols import EvaluationProtocol, ProtocolName, resolve_protocol
 from recsys.data.sequences import EpochShuffle, SampledWindows, Windows, identity_collate
 
@@ -151,6 +152,10 @@ class SeqDataModule(RecDataModule):
             metrics over them as ``{stage}/cold/{name}``; the catalog still holds every item,
             and cold items are ranked like the others. 0 (the default) changes nothing.
         cold_seed: seed of the cold-item draw (``numpy.random.default_rng``).
+        candidates: rank each validation/test target among a short candidate list instead of the
+            whole catalog (:class:`~recsys.data.candidates.CandidateLists`: N drawn with a seed,
+            the target included, or read from a file); batches carry them as ``Batch.candidates``
+            and every other item is ranked -inf. None (the default): the whole catalog.
         num_workers: DataLoader worker processes.
     """
 
@@ -172,6 +177,7 @@ class SeqDataModule(RecDataModule):
         tie_break: Literal["file", "item"] = "file",
         cold_items: float = 0.0,
         cold_seed: int = 0,
+        candidates: CandidateLists | None = None,
         num_workers: int = 0,
     ):
         super().__init__()
@@ -199,6 +205,8 @@ class SeqDataModule(RecDataModule):
             min_rating=min_rating, max_history=max_history, k_core=k_core, tie_break=tie_break,
             cold_items=cold_items, cold_seed=cold_seed, protocol=evaluation_protocol)
         self.num_workers = num_workers
+        self.candidates = candidates
+        self._candidate_lists: dict[str, np.ndarray] = {}
 
     @classmethod
     def config_problems(cls, model: dict[str, Any], data: dict[str, Any]) -> list[str]:
@@ -239,11 +247,33 @@ class SeqDataModule(RecDataModule):
 
     def _evaluation_loader(self, stage: Literal["val", "test"]) -> DataLoader:
         cold = self.cold_item_ids if self.cold_items > 0 else None  # no flags unless asked for
-        windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold)
+        windows = Windows.for_evaluation(self.data.split, stage, self.max_len, self.mask_history, cold,
+                                         self._candidates_of(stage))
         dataset: Windows | SampledWindows = windows
         if self.eval_sample is not None:
             dataset = SampledWindows(windows, self.eval_sample, self.eval_sample_seed)
         return self.loader(dataset, self.eval_batch_size, shuffle=False)
+
+    def _candidates_of(self, stage: Literal["val", "test"]) -> np.ndarray | None:
+        """(users of ``split.evaluation(stage)``, C) candidate lists, made once per stage."""
+        if self.candidates is None:
+            return None
+        if stage not in self._candidate_lists:
+            data = self.data
+            users, last_end, count = data.split.evaluation(stage)
+            if (count > 1).any():
+                raise DataFormatError(f"{self.path}: data.candidates needs one {stage} window per user; protocol "
+                                      f"{self.protocol!r} gives some users {int(count.max())}")
+            evaluated = count > 0
+            users, last_end = users[evaluated], last_end[evaluated]
+            starts = data.sequences.offsets[users]
+            targets = data.sequences.items[starts + last_end]
+            seen = [data.sequences.items[start:start + end] for start, end in zip(starts, last_end)]
+            lists = self.candidates.for_windows(stage, users, targets, seen, self.num_items, data.users, data.items)
+            rows = np.zeros((len(evaluated), lists.shape[1]), dtype=np.int64)  # a row per user Windows is given
+            rows[evaluated] = lists
+            self._candidate_lists[stage] = rows
+        return self._candidate_lists[stage]
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("val")

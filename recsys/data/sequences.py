@@ -233,8 +233,11 @@ class Windows(Dataset):
         with_seen: bool = False,
         with_labels: bool = False,
         cold_item_ids: np.ndarray | None = None,
+        candidates: np.ndarray | None = None,
     ):
         keep = count > 0
+        #: (users with a window, C) candidate lists, one per user (evaluation windows only)
+        self.candidates = None if candidates is None else np.asarray(candidates)[keep]
         self.sequences = sequences
         self.users = users[keep].astype(np.int64)
         self.last_end = last_end[keep].astype(np.int64)
@@ -266,11 +269,13 @@ class Windows(Dataset):
     @classmethod
     def for_evaluation(
         cls, split: Split, stage: Literal["val", "test"], max_len: int, mask_history: bool,
-        cold_item_ids: np.ndarray | None = None,
+        cold_item_ids: np.ndarray | None = None, candidates: np.ndarray | None = None,
     ) -> "Windows":
+        """One window per evaluated user; ``candidates`` (one row per user of
+        ``split.evaluation(stage)``) go into the batches as ``Batch.candidates``."""
         users, last_end, count = split.evaluation(stage)
         return cls(split.sequences, users, last_end, count, 1, max_len, with_seen=mask_history,
-                   cold_item_ids=cold_item_ids)
+                   cold_item_ids=cold_item_ids, candidates=candidates)
 
     @classmethod
     def for_prediction(cls, sequences: Sequences, max_len: int, mask_history: bool) -> "Windows":
@@ -283,11 +288,15 @@ class Windows(Dataset):
 
     def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window indices -> (users, ends)."""
+        slot, indices = self._slots(indices)
+        return self.users[slot], self.last_end[slot] - (indices - self.first_index[slot]) * self.stride
+
+    def _slots(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window indices -> (the position of each window's user in ``users``, the indices)."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range 0..{len(self) - 1}")
-        slot = np.searchsorted(self.cumulative, indices, side="right")
-        return self.users[slot], self.last_end[slot] - (indices - self.first_index[slot]) * self.stride
+        return np.searchsorted(self.cumulative, indices, side="right"), indices
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])
@@ -313,7 +322,9 @@ class Windows(Dataset):
                 np.where((label_index > ends[:, None] - self.stride) & (label_index >= 1), following, 0))
         cold = None if self.cold_item_ids is None else torch.from_numpy(np.isin(target, self.cold_item_ids))
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold, index)
+        candidates = None if self.candidates is None else torch.from_numpy(self.candidates[self._slots(indices)[0]])
+        return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold,
+                     index, candidates)
 
 
 def _left_padded(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

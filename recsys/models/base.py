@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from recsys.data.batch import Batch
-from recsys.metrics import DEFAULT_KS, DEFAULT_METRICS, ListContext, MetricSet, dense_ranks, list_ranks, mask_seen
+from recsys.metrics import (DEFAULT_KS, DEFAULT_METRICS, ListContext, MetricSet, dense_ranks, keep_candidates, list_ranks,
+                            mask_seen)
 
 if TYPE_CHECKING:
     from recsys.data.catalog import Catalog
@@ -322,8 +323,10 @@ class SeqRecModule(RecModule):
         if self.is_dense:
             scores = self.score(batch).float()
             if self.metric_set.list_k:  # what the user would be shown: seen items masked, the target too
-                self._keep_lists(mask_seen(scores.clone(), batch.seen).topk(self._list_k, dim=1).indices)
-            scores = mask_seen(scores, batch.seen, batch.target)
+                shown = keep_candidates(mask_seen(scores.clone(), batch.seen), batch.candidates)
+                top = shown.topk(self._list_k, dim=1)
+                self._keep_lists(top.indices.masked_fill(top.values == float("-inf"), 0))  # past the candidates: none
+            scores = keep_candidates(mask_seen(scores, batch.seen, batch.target), batch.candidates)
             return dense_ranks(scores, batch.target, self.ties, batch.user)
         if self.metric_set.has_uncut:
             raise ValueError(
@@ -334,7 +337,8 @@ class SeqRecModule(RecModule):
         ids, scores = self.recommend(batch, k)
         if self.metric_set.list_k:
             self._keep_lists(ids[:, : self._list_k])
-        ranks = list_ranks(ids, scores, batch.target, batch.seen, self.num_items, self.ties, batch.user)
+        ranks = list_ranks(ids, scores, batch.target, batch.seen, self.num_items, self.ties, batch.user,
+                           batch.candidates)
         return self._rank_repeats(batch, ranks, k)
 
     @property
@@ -376,7 +380,8 @@ class SeqRecModule(RecModule):
                 ids, scores = self.recommend(asked, min(k + extra, self.num_items))
             finally:
                 self._reporting_stage = stage
-            ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user).to(ranks)
+            ranks[rows] = list_ranks(ids, scores, sub.target, sub.seen, self.num_items, self.ties, sub.user,
+                                     sub.candidates).to(ranks)
         return ranks
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:  # None: manual optimization (Pop)

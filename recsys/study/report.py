@@ -304,7 +304,8 @@ def _styles(models: list[str]) -> dict[str, dict[str, Any]]:
     10 hues, dark then light), then the markers change too, so no two models look alike."""
     import matplotlib
 
-    pairs = matplotlib.colormaps["tab20"].colors  # (dark, light) of 10 hues: the 10 dark ones first
+    tab20 = matplotlib.colormaps["tab20"]
+    pairs = [tab20(i) for i in range(20)]  # (dark, light) of 10 hues: the 10 dark ones first
     colours = [*pairs[0::2], *pairs[1::2]]
     markers = "osD^v<>ph*"
     return {name: {"color": colours[i % len(colours)], "marker": markers[(i // len(colours)) % len(markers)]}
