@@ -31,7 +31,7 @@ API_VERSION = "1.9"  # 1.1: LLM building blocks (recsys.llm, ItemIndex, item tem
 # NoGradientModule (models without gradient training: no optimizer, no lr option); 1.9: registration
 # by import path (register("pkg.module.Name"): imported at first use), lazy_exports (a plugin
 # package's names loaded on first use); CandidateLists, keep_candidates, Batch.candidates (evaluation
-# among per-user candidate lists)
+# among per-user candidate lists); Reranker and get_rerankers (hookspec 1.2: register_rerankers)
 
 _EXPORTS = {
     "lazy_exports": "recsys.lazy",
@@ -69,6 +69,8 @@ _EXPORTS = {
     "get_backbones": "recsys.plugins",
     "get_datasets": "recsys.plugins",
     "get_grounders": "recsys.plugins",
+    "get_rerankers": "recsys.plugins",
+    "Reranker": "recsys.rerankers",
     "get_metrics": "recsys.plugins",
     "get_models": "recsys.plugins",
     "item_to_text": "recsys.plugins",

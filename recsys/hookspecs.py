@@ -16,7 +16,7 @@ hookimpl = HookimplMarker("recsys")
 #: Version of the hook specifications below: the minor number grows when hooks or arguments are
 #: added, the major one when one is removed or changes meaning. Plugins may declare the range
 #: they support (``RECSYS_HOOKSPEC = ">=1.1,<2"``), checked when they load.
-HOOKSPEC_VERSION = "1.1"  # 1.1: register_item_templates; register_backbones(build=)
+HOOKSPEC_VERSION = "1.2"  # 1.1: register_item_templates; register_backbones(build=); 1.2: register_rerankers
 
 
 @hookspec
@@ -37,6 +37,11 @@ def register_metrics(register):
 @hookspec
 def register_grounders(register):
     """Register grounders mapping generated outputs to catalog items: register(cls), cls a recsys.Grounder."""
+
+
+@hookspec
+def register_rerankers(register):
+    """Register rerankers reordering candidate items: register(cls), cls a recsys.Reranker (or its import path)."""
 
 
 @hookspec

@@ -458,6 +458,12 @@ def _check_grounder(cls) -> None:
         raise TypeError(f"register_grounders expects a subclass of recsys.Grounder, got {cls!r}")
 
 
+def _check_reranker(cls) -> None:
+    reranker = getattr(sys.modules.get("recsys.rerankers"), "Reranker", None)  # as for grounders
+    if reranker is None or not (inspect.isclass(cls) and issubclass(cls, reranker)):
+        raise TypeError(f"register_rerankers expects a subclass of recsys.Reranker, got {cls!r}")
+
+
 def _class_entry(check: Callable[[Any], None]) -> Callable[[Any], Registered]:
     """``register(Cls)`` or ``register("package.module.Cls")``: the name is the class name."""
 
@@ -501,6 +507,7 @@ _MAKERS: dict[str, Callable[..., Entry]] = {
     "register_datasets": _named_callable("dataset converter"),
     "register_metrics": _metric,
     "register_grounders": _class_entry(_check_grounder),
+    "register_rerankers": _class_entry(_check_reranker),
     "register_backbones": _backbone,
     "register_item_templates": _item_template,
 }
@@ -577,6 +584,11 @@ def get_metrics() -> dict[str, Registered]:
 def get_grounders() -> dict[str, Registered]:
     """Grounder classes by class name."""
     return cast("dict[str, Registered]", _collect("register_grounders", _MAKERS["register_grounders"]))
+
+
+def get_rerankers() -> dict[str, Registered]:
+    """Reranker classes by class name."""
+    return cast("dict[str, Registered]", _collect("register_rerankers", _MAKERS["register_rerankers"]))
 
 
 def get_backbones() -> dict[str, BackboneSource]:

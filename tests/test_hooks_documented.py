@@ -13,7 +13,7 @@ HOOKS = [name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) 
 
 
 def test_hookspecs_found():
-    assert {"register_models", "register_datasets", "register_metrics", "register_grounders",
+    assert {"register_models", "register_datasets", "register_metrics", "register_grounders", "register_rerankers",
             "register_backbones", "register_item_templates", "item_to_text"} == set(HOOKS)
 
 

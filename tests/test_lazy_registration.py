@@ -235,3 +235,10 @@ def test_fitting_a_model_whose_path_fails_names_the_import_error(lazy_module, pl
     err = capsys.readouterr().err
     assert f"plugin 'lazy' registered 'GoneModel' as '{lazy_module}_absent.GoneModel'" in err
     assert "ModuleNotFoundError" in err and "Did you mean" not in err
+
+
+def test_rerankers_are_registered_and_checked_like_grounders(lazy_module, plugin):
+    plugin("lazy", register_rerankers=lambda register: register(f"{lazy_module}.Lazy"))
+    assert recsys.get_rerankers()["Lazy"].path == f"{lazy_module}.Lazy"
+    with pytest.raises(PluginError, match="register_rerankers expects a subclass of recsys.Reranker"):
+        _ = recsys.get_rerankers()["Lazy"].obj

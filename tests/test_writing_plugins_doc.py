@@ -72,6 +72,12 @@ def test_the_guide_plugin_registers_and_its_parts_work(guide, tmp_path):
     catalog = recsys.SeqDataModule(str(tiny_dataset())).catalog
     ids, _ = guide.PrefixGrounder().fit(catalog).ground(["alpha", "nothing"], 2)
     assert catalog.titles[int(ids[0, 0])] == "Alpha Quest" and ids[1].tolist() == [0, 0]
+    assert recsys.get_rerankers()["ShortTitleFirst"].obj is guide.ShortTitleFirst
+    reranker = guide.ShortTitleFirst()
+    reranker.on_catalog(catalog)
+    candidates = torch.tensor([[1, 2, 3]])
+    order = reranker.score(None, candidates).argsort(descending=True, stable=True)[0].tolist()
+    assert [len(catalog.titles[int(candidates[0, i])]) for i in order] == sorted(len(catalog.titles[i]) for i in (1, 2, 3))
 
 
 def test_the_guide_model_passes_the_contract(guide, tmp_path):

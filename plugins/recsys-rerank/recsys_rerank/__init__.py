@@ -1,0 +1,10 @@
+"""recsys-rerank: retrieve-then-rerank and rerankers for recsys."""
+
+import recsys
+
+# Names load on first use (PEP 562): `recsys plugins` / `recsys models` list this package
+# without importing torch.
+_EXPORTS = {"Rerank": "recsys_rerank.model", "RandomReranker": "recsys_rerank.rerankers",
+            "PopularityReranker": "recsys_rerank.rerankers"}
+__getattr__, __dir__ = recsys.lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,82 @@
+"""Retrieve then rerank, and the baseline rerankers, on the packaged tiny dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import recsys
+import recsys.testing
+from recsys_rerank import plugin
+from recsys_rerank.model import Rerank
+from recsys_rerank.rerankers import PopularityReranker, RandomReranker
+
+CANDIDATES = '--data.candidates={"class_path": "recsys.CandidateLists", "init_args": {"num": 5}}'
+
+
+class Reverse(recsys.Reranker):
+    """Reverses the order the candidates come in (the retriever's, best first)."""
+
+    def score(self, batch, candidates):
+        return torch.arange(candidates.shape[1], dtype=torch.float).expand(candidates.shape)
+
+
+def test_the_plugin_registers_its_model_and_rerankers():
+    with recsys.testing.registered(plugin, "recsys-rerank"):
+        assert recsys.get_models()["Rerank"].obj is Rerank
+        assert {"RandomReranker", "PopularityReranker"} <= set(recsys.get_rerankers())
+
+
+def test_rerank_on_candidate_lists_needs_no_retriever(tiny_path, tmp_path):
+    """Five candidates: every target is within the top 5 whatever the order; a random order is
+    the same in two runs and differs from the popularity order."""
+    runs = {}
+    with recsys.testing.registered(plugin, "recsys-rerank"):
+        for run, name in enumerate(("RandomReranker", "RandomReranker", "PopularityReranker")):
+            cli = recsys.testing.run_cli(["test", "--model=Rerank", f"--model.reranker={name}", "--data=SeqDataModule",
+                                          f"--data.path={tiny_path}", CANDIDATES, "--trainer.logger=false",
+                                          f"--trainer.default_root_dir={tmp_path / str(run)}"])
+            metrics = cli.trainer.callback_metrics
+            assert metrics["test/hit@5"] == 1.0
+            runs.setdefault(name, []).append(float(metrics["test/ndcg@5"]))
+    assert runs["RandomReranker"][0] == runs["RandomReranker"][1]
+    assert runs["RandomReranker"][0] != runs["PopularityReranker"][0]
+
+
+def test_without_candidates_or_retriever_it_says_what_is_missing(tiny_data):
+    model = Rerank(num_items=tiny_data.num_items, reranker=RandomReranker())
+    batch = next(iter(tiny_data.test_dataloader()))
+    with pytest.raises(ValueError, match="needs model.retriever"):
+        model.score(batch)
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory):
+    """A SASRec trained for two epochs on the tiny data: its best checkpoint."""
+    root = tmp_path_factory.mktemp("sasrec")
+    cli = recsys.testing.run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8",
+                                  "--model.ffn_dim=16", "--data=SeqDataModule", f"--data.path={recsys.testing.tiny_dataset()}",
+                                  "--data.max_len=5", "--trainer.max_epochs=2", f"--trainer.default_root_dir={root}",
+                                  "--trainer.enable_progress_bar=false", "--test_after_fit=false"])
+    return cli.trainer.checkpoint_callback.best_model_path
+
+
+def test_the_reranked_top_n_comes_first_and_the_rest_keeps_the_retrievers_order(retriever, tiny_data):
+    model = Rerank(num_items=tiny_data.num_items, reranker=Reverse(), retriever=retriever, candidates=3)
+    model.set_catalog(tiny_data.catalog)
+    batch = next(iter(tiny_data.test_dataloader()))
+    base = recsys.mask_seen(model.retriever.score(batch).float(), batch.seen)
+    shown = recsys.mask_seen(model.score(batch), batch.seen)
+    for row in range(len(batch.target)):
+        unseen = int(base[row].isfinite().sum())
+        by_retriever = base[row].argsort(descending=True, stable=True)[:unseen].tolist()
+        expected = by_retriever[:3][::-1] + by_retriever[3:]
+        assert shown[row].argsort(descending=True, stable=True)[:unseen].tolist() == expected
+
+
+def test_popularity_reranker_orders_by_training_counts(tiny_data):
+    reranker = PopularityReranker()
+    reranker.on_catalog(tiny_data.catalog)
+    candidates = torch.tensor([[1, 2, 3, 4]])
+    scores = reranker.score(None, candidates)
+    assert scores.tolist() == [[float(tiny_data.catalog.popularity[i]) for i in (1, 2, 3, 4)]]
