@@ -132,11 +132,7 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     run = {**run_header(spec, unit), "command": args[2:], "status": "running", "started": _now(),
            "versions": versions(), "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
     write_json(directory / RUN, run)
-    start = time.perf_counter()
-    with open(directory / "stdout.txt", "wb") as out, open(directory / "stderr.txt", "wb") as err:
-        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
-                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
+    returncode = _run_process(args, directory, spec, env, run)
     configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"))
     if configs:
         run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
@@ -146,17 +142,28 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
         record = {"error": str(error)}
     pruned = (directory / PRUNED).exists()
-    run["status"] = "failed" if process.returncode else ("pruned" if pruned else "done")
-    if process.returncode:
-        tail = (directory / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
-        run["error"] = tail[0]
+    run["status"] = "failed" if returncode else ("pruned" if pruned else "done")
     run["value"] = record.get("best_score")
     if run["status"] == "done" and run["value"] is None:  # exit 0, yet nothing to select on
         run["status"], run["error"] = "failed", record.get("error") or f"the run logged no {spec.select}"
     write_json(directory / RUN, run)
     if run["status"] == "failed":
-        raise RunFailed(f"{unit.label}: exit {process.returncode}: {run['error']}")
+        raise RunFailed(f"{unit.label}: exit {returncode}: {run['error']}")
     return run
+
+
+def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, str], run: dict[str, Any]) -> int:
+    """Run ``args`` from the study's root with output in ``folder``/stdout.txt and stderr.txt; put
+    its wall seconds, exit code, end time and (when it failed) stderr's last line into ``run``."""
+    start = time.perf_counter()
+    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
+    if process.returncode:
+        tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
+        run["error"] = tail[0]
+    return process.returncode
 
 
 def pending_evaluations(spec: StudySpec) -> Iterator[tuple[Path, str, dict[str, Any]]]:
@@ -221,14 +228,8 @@ def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, 
             *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
     run["command"] = args[2:]
     write_json(folder / RUN, run)
-    start = time.perf_counter()
-    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
-                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
-    if process.returncode:
-        tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
-        run.update(status="failed", error=tail[0])
+    if _run_process(args, folder, spec, env, run):
+        run["status"] = "failed"
     elif not (folder / RANKS).is_file():
         run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
     else:
