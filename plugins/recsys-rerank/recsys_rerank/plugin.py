@@ -15,3 +15,4 @@ def register_models(register):
 def register_rerankers(register):
     register("recsys_rerank.rerankers.RandomReranker")
     register("recsys_rerank.rerankers.PopularityReranker")
+    register("recsys_rerank.pointwise.PointwiseLLM")

@@ -80,3 +80,37 @@ def test_popularity_reranker_orders_by_training_counts(tiny_data):
     candidates = torch.tensor([[1, 2, 3, 4]])
     scores = reranker.score(None, candidates)
     assert scores.tolist() == [[float(tiny_data.catalog.popularity[i]) for i in (1, 2, 3, 4)]]
+
+
+def pointwise(tiny_data):
+    from recsys_rerank.pointwise import PointwiseLLM
+
+    reranker = PointwiseLLM(backbone="tiny-llama", history_items=2, chunk=3)
+    reranker.on_catalog(tiny_data.catalog)
+    return reranker
+
+
+def test_the_pointwise_prompt_holds_the_recent_items_and_the_candidate(tiny_data):
+    reranker = pointwise(tiny_data)
+    batch = next(iter(tiny_data.test_dataloader()))
+    candidates = torch.tensor([[3, 5]] * len(batch.target))
+    prompt = reranker.prompts(batch, candidates)[0][1]
+    recent = [i for i in batch.history[0].tolist() if i > 0][-2:]
+    texts = recsys.llm.render_items(tiny_data.catalog, "default")
+    listed = prompt.split("oldest first:\n")[1].split("\nWill the user")[0]
+    assert listed.split("\n") == [texts[recent[0]], texts[recent[1]]]  # the 2 most recent, oldest first
+    assert f"next: {texts[5]}\n" in prompt
+
+
+def test_a_pointwise_score_does_not_depend_on_the_other_candidates_or_the_order(tiny_data):
+    """Each candidate is asked about alone: permuting the list permutes the scores (prompts of
+    different lengths share a left-padded forward pass without changing each other)."""
+    reranker = pointwise(tiny_data)
+    batch = next(iter(tiny_data.test_dataloader()))
+    candidates = torch.tensor([[1, 2, 3, 4, 0]] * len(batch.target))
+    scores = reranker.score(batch, candidates)
+    assert scores.shape == candidates.shape and torch.isinf(scores[:, 4]).all()
+    order = torch.tensor([3, 0, 4, 1, 2])
+    again = reranker.score(batch, candidates[:, order])
+    torch.testing.assert_close(again, scores[:, order], rtol=1e-4, atol=1e-4)
+    assert reranker.state_dict() == {}  # the frozen LM is not saved with the model that holds the reranker
