@@ -394,15 +394,15 @@ def _register_callback(
 _PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
-def _deferred(target: Any, name: str, check: Callable[[Any], None], extra: dict | None = None) -> Registered:
+def _deferred(target: Any, name: str, check: Callable[[Any], None]) -> Registered:
     """An entry for ``target``: an object is checked now; an import path (``"pkg.module.Name"``) is
     checked for form now and imported and checked when first used (:attr:`Registered.obj`)."""
     if isinstance(target, str):
         if not _PATH.match(target):
             raise TypeError(f"{target!r} is not an import path (write 'package.module.Name')")
-        return Registered(name, target, "", extra or {}, check=check)
+        return Registered(name, target, "", check=check)
     check(target)
-    return Registered(name, target, "", extra or {})
+    return Registered(name, target, "")
 
 
 def _check_model(cls) -> None:
@@ -450,18 +450,17 @@ def _metric(name: str, fn: Any, kind: str = "rank") -> Registered:
     return dataclasses.replace(entry, extra={"kind": kind})
 
 
-def _check_grounder(cls) -> None:
-    # No import of recsys.grounding (it imports torch and the data layer): a subclass of
-    # recsys.Grounder cannot exist before that module has been imported, so look it up there.
-    grounder = getattr(sys.modules.get("recsys.grounding"), "Grounder", None)
-    if grounder is None or not (inspect.isclass(cls) and issubclass(cls, grounder)):
-        raise TypeError(f"register_grounders expects a subclass of recsys.Grounder, got {cls!r}")
+def _subclass_of(module: str, base: str, hook: str) -> Callable[[Any], None]:
+    """The check that a registered class subclasses ``module.base`` (``recsys.Grounder``,
+    ``recsys.Reranker``), without importing ``module`` (it imports torch and the data layer): a
+    subclass cannot exist before that module has been imported, so it is looked up there."""
 
+    def check(cls) -> None:
+        parent = getattr(sys.modules.get(module), base, None)
+        if parent is None or not (inspect.isclass(cls) and issubclass(cls, parent)):
+            raise TypeError(f"{hook} expects a subclass of recsys.{base}, got {cls!r}")
 
-def _check_reranker(cls) -> None:
-    reranker = getattr(sys.modules.get("recsys.rerankers"), "Reranker", None)  # as for grounders
-    if reranker is None or not (inspect.isclass(cls) and issubclass(cls, reranker)):
-        raise TypeError(f"register_rerankers expects a subclass of recsys.Reranker, got {cls!r}")
+    return check
 
 
 def _class_entry(check: Callable[[Any], None]) -> Callable[[Any], Registered]:
@@ -506,8 +505,8 @@ _MAKERS: dict[str, Callable[..., Entry]] = {
     "register_models": _class_entry(_check_model),
     "register_datasets": _named_callable("dataset converter"),
     "register_metrics": _metric,
-    "register_grounders": _class_entry(_check_grounder),
-    "register_rerankers": _class_entry(_check_reranker),
+    "register_grounders": _class_entry(_subclass_of("recsys.grounding", "Grounder", "register_grounders")),
+    "register_rerankers": _class_entry(_subclass_of("recsys.rerankers", "Reranker", "register_rerankers")),
     "register_backbones": _backbone,
     "register_item_templates": _item_template,
 }

@@ -288,21 +288,21 @@ class Windows(Dataset):
 
     def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window indices -> (users, ends)."""
-        slot, indices = self._slots(indices)
-        return self.users[slot], self.last_end[slot] - (indices - self.first_index[slot]) * self.stride
+        return self._locate(indices)[1:]
 
-    def _slots(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Window indices -> (the position of each window's user in ``users``, the indices)."""
+    def _locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window indices -> (the position of each window's user in ``users``, users, ends)."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range 0..{len(self) - 1}")
-        return np.searchsorted(self.cumulative, indices, side="right"), indices
+        slot = np.searchsorted(self.cumulative, indices, side="right")
+        return slot, self.users[slot], self.last_end[slot] - (indices - self.first_index[slot]) * self.stride
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])
 
     def __getitems__(self, indices) -> Batch:
-        users, ends = self.locate(np.asarray(indices))
+        slot, users, ends = self._locate(np.asarray(indices))
         seq = self.sequences
         starts = seq.offsets[users]
         lengths = seq.offsets[users + 1] - starts
@@ -322,7 +322,7 @@ class Windows(Dataset):
                 np.where((label_index > ends[:, None] - self.stride) & (label_index >= 1), following, 0))
         cold = None if self.cold_item_ids is None else torch.from_numpy(np.isin(target, self.cold_item_ids))
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        candidates = None if self.candidates is None else torch.from_numpy(self.candidates[self._slots(indices)[0]])
+        candidates = None if self.candidates is None else torch.from_numpy(self.candidates[slot])
         return Batch(torch.from_numpy(history), torch.from_numpy(target), torch.from_numpy(users), seen, labels, cold,
                      index, candidates)
 

@@ -143,14 +143,14 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
                     pending.append(len(rows))
             row.setdefault("test_users", len(users))
         records = [r.record for r in model.done]
+        ranked = [(r.ranks["rank"].to_numpy(), r.ranks["cold"].to_numpy()) for r in model.done if r.ranks is not None]
         for metric in cold_metrics(spec):  # over test targets held out of training, and over the others
             for part, cold in (("cold", True), ("warm", False)):
-                per_seed = [float(stats.per_user(r.ranks["rank"].to_numpy()[r.ranks["cold"].to_numpy() == cold],
-                                                 metric).mean())
-                            for r in model.done if r.ranks is not None and (r.ranks["cold"].to_numpy() == cold).any()]
+                per_seed = [float(stats.per_user(ranks[flags == cold], metric).mean())
+                            for ranks, flags in ranked if (flags == cold).any()]
                 key = f"{metric} {part}"
                 row[key], row[f"{key} std"] = stats.mean_std(per_seed) if per_seed else (math.nan, math.nan)
-            row["cold windows"] = _mean([int(r.ranks["cold"].sum()) for r in model.done if r.ranks is not None])
+            row["cold windows"] = _mean([int(flags.sum()) for _, flags in ranked])
         for metric in spec.report_list_metrics:  # one value per run, as the run logged it
             logged = [v for v in ((r.get("test") or {}).get(f"test/{metric}") for r in records) if v is not None]
             row[metric], row[f"{metric} std"] = stats.mean_std(logged) if logged else (math.nan, math.nan)

@@ -125,8 +125,7 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails."""
     directory = unit.directory(spec)
     if directory.exists():  # a run in flight when its worker died, or one retried after failing: kept aside
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        shutil.move(str(directory), str(directory.with_name(f"{directory.name}.crashed-{stamp}")))
+        _move_aside(directory, "crashed")
     directory.mkdir(parents=True)
     args = command(spec, unit, trial_id)
     run = {**run_header(spec, unit), "command": args[2:], "status": "running", "started": _now(),
@@ -166,24 +165,33 @@ def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, 
     return process.returncode
 
 
+def evaluation_folders(spec: StudySpec) -> Iterator[tuple[Task, str, dict[str, Any], Path]]:
+    """(task, label, overrides, seed run directory) of every evaluation the study asks for, over
+    the seed runs on disk (crashed attempts, ``*.crashed-*``, left out); the evaluation's own
+    folder is ``<seed run directory>/eval-<label>``."""
+    for task in claims.tasks(spec):
+        root = spec.output / "runs" / task.dataset / task.model.name
+        seeds = [d for d in sorted(root.glob("seed-*")) if ".crashed-" not in d.name] if root.is_dir() else []
+        for label, overrides in task.model.evaluations.items():
+            for directory in seeds:
+                yield task, label, overrides, directory
+
+
 def pending_evaluations(spec: StudySpec) -> Iterator[tuple[Path, str, dict[str, Any]]]:
     """(seed run directory, label, overrides) of every evaluation still to run: of a finished
     seed run, with no ``eval-<label>/`` yet, or one whose worker died on this host (moved aside
     to ``eval-<label>.crashed-<time>``, as crashed runs are). Evaluations run after the seed
     trial is complete, so a crash during one never re-trains the model."""
-    for task in claims.tasks(spec):
-        for label, overrides in task.model.evaluations.items():
-            root = spec.output / "runs" / task.dataset / task.model.name
-            for directory in sorted(root.glob("seed-*")) if root.is_dir() else []:
-                if ".crashed-" in directory.name or (read_json_or_none(directory / RUN) or {}).get("status") != "done":
-                    continue
-                folder = directory / f"eval-{label}"
-                state = read_json_or_none(folder / RUN) if folder.exists() else None
-                if folder.exists() and state is not None and state.get("status") == "running" \
-                        and state.get("host") == claims.HOST and not claims.alive(int(state.get("worker_pid") or 0)):
-                    _move_aside(folder, "crashed")
-                if not folder.exists():
-                    yield directory, label, overrides
+    for _, label, overrides, directory in evaluation_folders(spec):
+        if (read_json_or_none(directory / RUN) or {}).get("status") != "done":
+            continue
+        folder = directory / f"eval-{label}"
+        state = read_json_or_none(folder / RUN) if folder.exists() else None
+        if state is not None and state.get("status") == "running" and state.get("host") == claims.HOST \
+                and not claims.alive(int(state.get("worker_pid") or 0)):
+            _move_aside(folder, "crashed")
+        if not folder.exists():
+            yield directory, label, overrides
 
 
 def read_json_or_none(path: Path) -> dict[str, Any] | None:
@@ -194,9 +202,10 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
 
 
 def _move_aside(folder: Path, why: str) -> None:
+    """Keep ``folder`` as ``<name>.<why>-<time>`` (the report and the runner skip those)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     try:
-        folder.rename(folder.with_name(f"{folder.name}.{why}-{stamp}"))
+        shutil.move(str(folder), str(folder.with_name(f"{folder.name}.{why}-{stamp}")))
     except FileNotFoundError:  # another worker moved it first
         pass
 
@@ -280,13 +289,11 @@ def check_evaluations(spec: StudySpec) -> None:
 def retry_failed_evaluations(spec: StudySpec) -> list[Path]:
     """Move every failed evaluation aside (``eval-<label>.failed-<time>``), so it runs again."""
     moved = []
-    for task in claims.tasks(spec):
-        root = spec.output / "runs" / task.dataset / task.model.name
-        for label in task.model.evaluations:
-            for folder in sorted(root.glob(f"seed-*/eval-{label}")) if root.is_dir() else []:
-                if (read_json_or_none(folder / RUN) or {}).get("status") == "failed":
-                    _move_aside(folder, "failed")
-                    moved.append(folder)
+    for _, label, _, directory in evaluation_folders(spec):
+        folder = directory / f"eval-{label}"
+        if (read_json_or_none(folder / RUN) or {}).get("status") == "failed":
+            _move_aside(folder, "failed")
+            moved.append(folder)
     return moved
 
 
@@ -449,13 +456,16 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
                          "finished": len(state.finished), "running": len(state.running),
                          "queued": len(state.waiting), "budget": state.budget,
                          "failed": len(state.failed), "pruned": pruned})
-        root = spec.output / "runs" / task.dataset / task.model.name
-        for label in task.model.evaluations:
-            states = [(read_json_or_none(folder / RUN) or {}).get("status")
-                      for folder in (sorted(root.glob(f"seed-*/eval-{label}")) if root.is_dir() else [])
-                      if ".crashed-" not in folder.parent.name]
-            rows.append({"dataset": task.dataset, "model": task.model.name, "phase": f"eval:{label}",
-                         "finished": states.count("done") + states.count("failed"), "running": states.count("running"),
-                         "queued": len(spec.seeds) - len(states), "budget": len(spec.seeds),
-                         "failed": states.count("failed"), "pruned": 0})
+    # (dataset, model, label) -> the status of each of its evaluations started so far
+    states: dict[tuple[str, str, str], list[Any]] = {
+        (task.dataset, task.model.name, label): [] for task in claims.tasks(spec) for label in task.model.evaluations}
+    for task, label, _, directory in evaluation_folders(spec):
+        if (directory / f"eval-{label}").exists():
+            states[task.dataset, task.model.name, label].append(
+                (read_json_or_none(directory / f"eval-{label}" / RUN) or {}).get("status"))
+    for (dataset, model, label), found in states.items():
+        rows.append({"dataset": dataset, "model": model, "phase": f"eval:{label}",
+                     "finished": found.count("done") + found.count("failed"), "running": found.count("running"),
+                     "queued": len(spec.seeds) - len(found), "budget": len(spec.seeds),
+                     "failed": found.count("failed"), "pruned": 0})
     return rows

@@ -114,12 +114,15 @@ class StudySpec:
     @property
     def report_metrics(self) -> list[str]:
         """``name@k`` for every metric and cutoff, in the file's order."""
-        return [f"{m}@{k}" for m in self.metrics for k in self.cutoffs]
+        return self._at_cutoffs(self.metrics)
 
     @property
     def report_list_metrics(self) -> list[str]:
         """``name@k`` for every list metric and cutoff, in the file's order."""
-        return [f"{m}@{k}" for m in self.list_metrics for k in self.cutoffs]
+        return self._at_cutoffs(self.list_metrics)
+
+    def _at_cutoffs(self, names: tuple[str, ...]) -> list[str]:
+        return [f"{m}@{k}" for m in names for k in self.cutoffs]
 
     @property
     def primary(self) -> str:
