@@ -269,6 +269,12 @@ def test_the_command_line_status_and_a_bad_file(tiny_study, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {(r["model"], r["phase"], r["finished"], r["budget"]) for r in rows} == {
         ("Pop", "seed", 2, 2), ("SASRec", "tune", 2, 2), ("SASRec", "seed", 2, 2), ("SASRec", "eval:random-ties", 2, 2)}
+    assert main(["study", "status", str(TINY), "--output", str(spec.output), "--json", "--models", "SASRec"]) == 0
+    assert {r["model"] for r in json.loads(capsys.readouterr().out)} == {"SASRec"}
+    assert main(["study", "run", str(TINY), "--output", str(spec.output), "--models", "SASRec,Pop"]) == 0
+    assert "0 run(s) here" in capsys.readouterr().out  # nothing left: the records stay the study's
+    assert main(["study", "status", str(TINY), "--models", "Pop,BERT4Rec"]) == 2
+    assert "--models: no model named BERT4Rec; the study has Pop, SASRec" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndatasets: {tiny: {path: data/tiny}}\nmodels: {Pop: {config: configs/ml-100k/pop.yaml}}\n"
                    "select: test/ndcg@10\n")

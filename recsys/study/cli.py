@@ -28,6 +28,9 @@ def main(argv: list[str]) -> int:
                          help="the folder the study's relative paths start from (default: here)")
         sub.add_argument("--output", type=Path, help="where runs, the database and the report go "
                          "(default: the study's `output`, else runs/studies/<name>)")
+    for sub in (run, status):
+        sub.add_argument("--models", help="only these models of the study, comma-separated, run in this order "
+                         "(the budget and the records stay the study's: the rest resume later)")
     args = parser.parse_args(argv)
     if args.command == "run" and args.jobs < 1:
         run.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -35,6 +38,10 @@ def main(argv: list[str]) -> int:
     from recsys.study.spec import load_study
 
     spec = load_study(args.study, args.root, args.output)
+    if getattr(args, "models", None):
+        from recsys.study.spec import only_models
+
+        spec = only_models(spec, args.models.split(","))
     if args.command == "run":
         from recsys.study.runner import run_study
 

@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +289,14 @@ def load_study(path: str | Path, root: str | Path | None = None, output: str | P
                      select=select, select_mode=mode, reference=reference, metrics=tuple(metrics),
                      cutoffs=tuple(cutoffs), output=output, storage=str(storage), pruning=bool(raw.get("pruning", True)),
                      heartbeat=interval, grace=grace, root=root, list_metrics=tuple(list_metrics))
+
+
+def only_models(spec: StudySpec, names: list[str]) -> StudySpec:
+    """``spec`` restricted to ``names`` (in that order, so a run can put the rows it needs first).
+    Nothing else changes: the same database, budget and folders, so the others resume later."""
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in spec.models]
+    if unknown or not names:
+        raise StudyError(f"{spec.path}: --models: no model named {', '.join(unknown) or '(empty)'}; the study has "
+                         f"{', '.join(spec.models)}")
+    return replace(spec, models={n: spec.models[n] for n in names})

@@ -24,8 +24,9 @@ class Rerank(recsys.NoGradientModule):
     Args:
         num_items: catalog size N (linked from the data).
         reranker: a :class:`recsys.Reranker` (by ``class_path``; ``recsys.get_rerankers()`` lists them).
-        retriever: a trained dense model's checkpoint (``.../checkpoints/best-*.ckpt``), frozen; not
-            needed when the data gives candidate lists (``data.candidates``).
+        retriever: a trained dense model's checkpoint (``.../checkpoints/best-*.ckpt``), frozen. Under
+            candidate lists (``data.candidates``) it is optional and only orders each list before
+            the reranker sees it (best first), as a first stage would.
         candidates: how many of the retriever's items the reranker reorders (N of top-N).
         metrics, ks, ties: as :class:`recsys.RecModule`.
 
@@ -66,6 +67,9 @@ class Rerank(recsys.NoGradientModule):
         """(B, N + 1): the reranked candidates above every other item, in the reranker's order."""
         if batch.candidates is not None:  # candidate-list evaluation: rerank the given lists
             given = batch.candidates
+            if self.retriever is not None:  # shown in the retriever's order, best first (padding last)
+                base = self.retriever.score(batch).float().gather(1, given).masked_fill(given == 0, float("-inf"))
+                given = given.gather(1, base.argsort(dim=1, descending=True, stable=True))
             scores = torch.full((len(batch.target), self.num_items + 1), float("-inf"), device=given.device)
             return scores.scatter_(1, given, self.reranker.score(batch, given).float())
         if self.retriever is None:

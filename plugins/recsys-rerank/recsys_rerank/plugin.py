@@ -16,3 +16,6 @@ def register_rerankers(register):
     register("recsys_rerank.rerankers.RandomReranker")
     register("recsys_rerank.rerankers.PopularityReranker")
     register("recsys_rerank.pointwise.PointwiseLLM")
+    register("recsys_rerank.pairwise.PRP")
+    register("recsys_rerank.listwise.ListwiseLLM")
+    register("recsys_rerank.listwise.FIRST")

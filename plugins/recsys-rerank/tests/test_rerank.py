@@ -96,8 +96,8 @@ def test_the_pointwise_prompt_holds_the_recent_items_and_the_candidate(tiny_data
     candidates = torch.tensor([[3, 5]] * len(batch.target))
     prompt = reranker.prompts(batch, candidates)[0][1]
     recent = [i for i in batch.history[0].tolist() if i > 0][-2:]
-    texts = recsys.llm.render_items(tiny_data.catalog, "default")
-    listed = prompt.split("oldest first:\n")[1].split("\nWill the user")[0]
+    texts = recsys.llm.render_items(tiny_data.catalog, "title")
+    listed = prompt.split("oldest first:\n")[1].split("\n\nWill the user")[0]
     assert listed.split("\n") == [texts[recent[0]], texts[recent[1]]]  # the 2 most recent, oldest first
     assert f"next: {texts[5]}\n" in prompt
 
@@ -114,3 +114,19 @@ def test_a_pointwise_score_does_not_depend_on_the_other_candidates_or_the_order(
     again = reranker.score(batch, candidates[:, order])
     torch.testing.assert_close(again, scores[:, order], rtol=1e-4, atol=1e-4)
     assert reranker.state_dict() == {}  # the frozen LM is not saved with the model that holds the reranker
+
+
+def test_under_candidate_lists_a_retriever_orders_each_list_before_the_reranker(retriever):
+    """The reranker is shown each list best first by the retriever: Reverse then puts the
+    retriever's worst candidate first."""
+    data = recsys.SeqDataModule(path=str(recsys.testing.tiny_dataset()), max_len=5, eval_batch_size=8,
+                                candidates=recsys.CandidateLists(num=5))
+    data.setup("test")
+    model = Rerank(num_items=data.num_items, reranker=Reverse(), retriever=retriever)
+    model.set_catalog(data.catalog)
+    batch = next(iter(data.test_dataloader()))
+    base = model.retriever.score(batch).float()
+    scores = model.score(batch)
+    for row, listed in enumerate(batch.candidates.tolist()):
+        by_retriever = sorted(listed, key=lambda i: -float(base[row, i]))
+        assert sorted(listed, key=lambda i: -float(scores[row, i])) == by_retriever[::-1]

@@ -1,0 +1,110 @@
+"""Listwise LLM rerankers: the LM reads every candidate of a window in one prompt.
+
+- :class:`ListwiseLLM` (RankGPT; LLMRank's listwise setting) generates a permutation of the
+  candidates' identifiers, "[C] > [A] > [B]", and parses it forgivingly.
+- :class:`FIRST` (Reddy et al., 2024, "FIRST: Faster Improved Listwise Reranking with Single Token
+  Decoding") reads the same prompt but generates nothing: the logits of the first identifier token
+  it would generate rank the candidates, one forward pass per window.
+
+Both show a window of at most 26 candidates as [A]..[Z] and slide over longer lists.
+"""
+
+from __future__ import annotations
+
+import re
+
+from recsys_rerank.ordering import Order, OrderedLLMReranker, identifiers, slide
+
+PROMPT = ("A user has recently interacted with these items, oldest first:\n{history}\n\n"
+          "Candidate items:\n{candidates}\n\n"
+          "Rank the {count} candidates by how likely the user is to interact with each one next, most likely "
+          "first. Answer with the identifiers only, e.g. {example}.")
+
+
+class WindowedLLMReranker(OrderedLLMReranker):
+    """A list-aware LLM reranker that ranks windows of at most ``window`` candidates shown as
+    [A], [B], ...: the prompt and the sliding windows shared by :class:`ListwiseLLM` and :class:`FIRST`.
+
+    Args:
+        window: candidates per prompt (at most 26).
+        step: how far the window moves up a longer list (RankGPT: 20 and 10).
+        prompt: with ``{history}``, ``{candidates}`` (one "[A] text" line each), ``{count}``, ``{example}``.
+        backbone, template, history_items, chat, chunk, order, bootstrap, seed: as
+            :class:`recsys_rerank.ordering.OrderedLLMReranker`.
+    """
+
+    def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
+                 chat: bool = True, chunk: int = 8, order: Order = "given", bootstrap: int = 1, seed: int = 0,
+                 window: int = 20, step: int = 10, prompt: str = PROMPT):
+        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed)
+        identifiers(window)  # fails early on a window wider than the identifiers
+        if not 1 <= step <= window:
+            raise ValueError(f"step must be in 1..window ({window}), got {step}")
+        self.window, self.step, self.prompt = window, step, prompt
+
+    def list_prompt(self, history: str, items: list[int]) -> str:
+        """The prompt of one window, ending where the answer's first identifier comes."""
+        ids = identifiers(len(items))
+        lines = "\n".join(f"[{i}] {self.texts[item]}" for i, item in zip(ids, items))
+        example = " > ".join(f"[{i}]" for i in (ids[1:3] + ids[:1] if len(ids) >= 3 else ids[::-1]))
+        text = self.prompt.format(history=history, candidates=lines, count=len(items), example=example)
+        chat = self.chat and getattr(self.lm()[1], "chat_template", None)
+        return self.as_prompt(text, "[" if chat else "\nAnswer: [")
+
+    def rank_lists(self, histories: list[str], lists: list[list[int]]) -> list[list[int]]:
+        def rank_windows(owners: list[int], windows: list[list[int]]) -> list[list[int]]:
+            return self.rank_windows([self.list_prompt(histories[k], w) for k, w in zip(owners, windows)], windows)
+
+        return slide(lists, self.window, self.step, rank_windows)
+
+    def rank_windows(self, prompts: list[str], windows: list[list[int]]) -> list[list[int]]:
+        """Each window best first, from its prompt."""
+        raise NotImplementedError
+
+
+class FIRST(WindowedLLMReranker):
+    """FIRST: rank a window by the LM's logits for the first identifier of its answer (no generation).
+
+    One forward pass per window; the window's order is the identifiers' logits at the answer's
+    first position, highest first (the paper's single-token decoding). Zero-shot here; FIRST's
+    fine-tuning adds a learning-to-rank loss on those same logits.
+    """
+
+    def rank_windows(self, prompts: list[str], windows: list[list[int]]) -> list[list[int]]:
+        logprobs = self.next_token_logprobs(prompts)
+        out = []
+        for row, (prompt, items) in enumerate(zip(prompts, windows)):
+            tokens = [self.answer_token(prompt, i) for i in identifiers(len(items))]
+            order = logprobs[row, tokens].argsort(descending=True, stable=True).tolist()
+            out.append([items[k] for k in order])
+        return out
+
+
+class ListwiseLLM(WindowedLLMReranker):
+    """Listwise reranking by generation: the LM writes "[C] > [A] > ..." and the window takes that order.
+
+    The answer is parsed forgivingly, as RankGPT does: identifiers outside the window and repeats
+    are dropped, and the candidates it never names follow in the order they were shown. ``counts``
+    adds ``unknown_ids``, ``repeated_ids`` and ``missing_ids`` so a table can say how often.
+    """
+
+    def rank_windows(self, prompts: list[str], windows: list[list[int]]) -> list[list[int]]:
+        longest = max(len(w) for w in windows)
+        answers = self.generate(prompts, max_new_tokens=4 * longest + 2)  # "[X] > " is at most 4 tokens
+        return [self.parse("[" + answer, items) for answer, items in zip(answers, windows)]
+
+    def parse(self, answer: str, items: list[int]) -> list[int]:
+        """The window's order from a generated answer (see the class docstring)."""
+        ids = identifiers(len(items))
+        named: list[int] = []
+        for letter in re.findall(r"\[\s*([A-Za-z])\s*\]", answer):
+            k = ids.find(letter.upper())
+            if k < 0:
+                self.counts["unknown_ids"] += 1
+            elif items[k] in named:
+                self.counts["repeated_ids"] += 1
+            else:
+                named.append(items[k])
+        missing = [item for item in items if item not in named]
+        self.counts["missing_ids"] += len(missing)
+        return named + missing
