@@ -6,6 +6,11 @@ ranking: the reranked candidates come first, in the reranker's order, and every 
 keeps the retriever's order below them, so every metric stays defined and comparable. Under
 candidate-list evaluation (``data.candidates``) it reranks the given lists and needs no
 retriever.
+
+A reranker with trainable parameters (the cross-encoder, FIRST with LoRA) is trained by
+``recsys fit``: each training window gets a candidate list (the retriever's top unseen items,
+or uniformly drawn items without a retriever) that holds its target at a random place, and the
+reranker's ``loss`` on it is minimised.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from torch import Tensor
 import recsys
 
 
-class Rerank(recsys.NoGradientModule):
-    """Retriever's top-``candidates`` unseen items, reordered by ``reranker``.
+class Rerank(recsys.SeqRecModule):
+    """Retriever's top-``top_n`` unseen items, reordered by ``reranker``.
 
     Args:
         num_items: catalog size N (linked from the data).
@@ -27,10 +32,12 @@ class Rerank(recsys.NoGradientModule):
         retriever: a trained dense model's checkpoint (``.../checkpoints/best-*.ckpt``), frozen. Under
             candidate lists (``data.candidates``) it is optional and only orders each list before
             the reranker sees it (best first), as a first stage would.
-        candidates: how many of the retriever's items the reranker reorders (N of top-N).
-        metrics, ks, ties: as :class:`recsys.RecModule`.
+        top_n: how many of the retriever's items the reranker reorders, and the length of each
+            training window's list (named apart from ``data.candidates``, the candidate-list protocol).
+        lr, weight_decay, metrics, ks, ties: as :class:`recsys.RecModule` (lr: the reranker's).
 
-    Zero-shot: nothing is trained (``recsys test`` evaluates it; ``recsys fit`` runs no step).
+    A reranker without trainable parameters is zero-shot: ``recsys fit`` runs no optimizer step
+    (``recsys test`` evaluates it as it is).
     """
 
     def __init__(
@@ -38,17 +45,19 @@ class Rerank(recsys.NoGradientModule):
         num_items: int,
         reranker: recsys.Reranker,
         retriever: str | None = None,
-        candidates: int = 20,
+        top_n: int = 20,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
         metrics: Sequence[str] = ("hit", "ndcg", "mrr"),
         ks: Sequence[int] = (5, 10, 20, 50),
         ties: Literal["pessimistic", "random"] = "pessimistic",
     ):
-        super().__init__(num_items, metrics=metrics, ks=ks, ties=ties)
-        if candidates < 1:
-            raise ValueError(f"model.candidates must be >= 1, got {candidates}")
+        super().__init__(num_items, lr=lr, weight_decay=weight_decay, metrics=metrics, ks=ks, ties=ties)
+        if top_n < 2:
+            raise ValueError(f"model.top_n must be >= 2, got {top_n}")
         self.save_hyperparameters(ignore=["reranker"])
         self.reranker = reranker
-        self.candidates = min(candidates, num_items)
+        self.top_n = min(top_n, num_items)
         self.retriever: recsys.RecModule | None = None
         if retriever is not None:
             model = recsys.RecModule.load_from_checkpoint(retriever, map_location="cpu")
@@ -56,11 +65,48 @@ class Rerank(recsys.NoGradientModule):
                 raise ValueError(f"model.retriever {retriever}: {type(model).__name__} has no score(); "
                                  "a retriever must score every item")
             self.retriever = model.eval().requires_grad_(False)
+        # zero-shot rerankers train nothing: no optimizer, no step (Lightning's manual mode)
+        self.automatic_optimization = any(p.requires_grad for p in self.reranker.parameters())
+
+    def train(self, mode: bool = True) -> "Rerank":
+        super().train(mode)
+        if self.retriever is not None:
+            self.retriever.eval()  # frozen: no dropout while the reranker trains
+        return self
 
     def on_catalog(self, catalog) -> None:
         self.reranker.on_catalog(catalog)
         if self.retriever is not None:
             self.retriever.set_catalog(catalog)
+
+    def training_candidates(self, batch: recsys.Batch) -> Tensor:
+        """(B, C) a list per training window holding its target once, at a random place: the
+        retriever's top C unseen items (the history masked) with the target put in if missing,
+        or without a retriever the target among C - 1 items drawn uniformly."""
+        target = batch.target
+        rows, size = len(target), self.top_n
+        with torch.no_grad():
+            if self.retriever is not None:
+                scores = recsys.mask_seen(self.retriever.score(batch).float(), batch.history)
+                scores[torch.arange(rows), target] = float("-inf")  # put back below, at a random place
+                listed = scores.topk(size - 1, dim=1).indices
+            else:
+                listed = torch.randint(1, self.num_items, (rows, size - 1), device=target.device)
+                listed = listed + (listed >= target[:, None]).long()  # uniform over the items except the target
+        full = torch.cat([listed, target[:, None]], dim=1)  # the target last, then moved to a random place
+        place = torch.randint(0, size, (rows, 1), device=target.device)
+        column = torch.arange(size, device=target.device).expand(rows, size)
+        source = torch.where(column < place, column, torch.where(column == place, size - 1, column - 1))
+        return full.gather(1, source)
+
+    def training_step(self, batch: recsys.Batch, batch_idx: int) -> Tensor | None:
+        if not self.automatic_optimization:
+            return None
+        loss = self.reranker.loss(batch, self.training_candidates(batch))
+        if loss is None:
+            raise ValueError(f"{type(self.reranker).__name__} has trainable parameters but its loss() returns None")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.target))
+        return loss
 
     @torch.no_grad()
     def score(self, batch: recsys.Batch) -> Tensor:
@@ -77,7 +123,7 @@ class Rerank(recsys.NoGradientModule):
                              "candidate lists (data.candidates)")
         base = self.retriever.score(batch).float()
         shown = recsys.mask_seen(base.clone(), batch.seen)
-        top = shown.topk(self.candidates, dim=1).indices  # (B, C): what the reranker sees
+        top = shown.topk(self.top_n, dim=1).indices  # (B, C): what the reranker sees
         reranked = self.reranker.score(batch, top).float()
         # lift the candidates above every other item, keeping the reranker's order among them
         lift = base.masked_fill(~base.isfinite(), float("-inf")).amax(dim=1, keepdim=True) + 1

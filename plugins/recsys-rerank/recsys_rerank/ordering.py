@@ -96,18 +96,20 @@ def slide(lists: list[list[int]], window: int, step: int,
     if window < 2 or not 1 <= step <= window:
         raise ValueError(f"window must be >= 2 and 1 <= step <= window, got window={window}, step={step}")
     out = [list(items) for items in lists]
-    ends: list[int | None] = [len(items) or None for items in out]  # where each list's next window ends
-    while True:
-        active = [k for k, end in enumerate(ends) if end is not None]
-        if not active:
-            return out
+    ends: dict[int, int] = {k: len(items) for k, items in enumerate(out) if items}  # each list's next window end
+    while ends:
+        active = list(ends)
         spans = [(max(0, ends[k] - window), ends[k]) for k in active]
         ranked = rank_windows(active, [out[k][a:b] for k, (a, b) in zip(active, spans)])
         for k, (a, b), order in zip(active, spans, ranked):
             if sorted(order) != sorted(out[k][a:b]):
                 raise AssertionError(f"a window's ranking is not a permutation of it: {order} vs {out[k][a:b]}")
             out[k][a:b] = order
-            ends[k] = None if a == 0 else b - step
+            if a == 0:
+                del ends[k]
+            else:
+                ends[k] = b - step
+    return out
 
 
 def identifiers(count: int) -> str:

@@ -74,7 +74,7 @@ class PRP(OrderedLLMReranker):
             points[k][a] += p
             points[k][b] += 1 - p
         # stable: ties keep the order the list was shown in
-        return [sorted(items, key=lambda i, k=k: -points[k][i]) for k, items in enumerate(lists)]
+        return [sorted(items, key=mine.__getitem__, reverse=True) for items, mine in zip(lists, points)]
 
     def _sliding(self, histories: list[str], lists: list[list[int]]) -> list[list[int]]:
         out = [list(items) for items in lists]

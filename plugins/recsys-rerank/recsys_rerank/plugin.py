@@ -19,3 +19,4 @@ def register_rerankers(register):
     register("recsys_rerank.pairwise.PRP")
     register("recsys_rerank.listwise.ListwiseLLM")
     register("recsys_rerank.listwise.FIRST")
+    register("recsys_rerank.cross_encoder.CrossEncoder")

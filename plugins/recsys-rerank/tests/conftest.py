@@ -12,3 +12,16 @@ def tiny_data():
     data = recsys.SeqDataModule(path=str(recsys.testing.tiny_dataset()), max_len=5, eval_batch_size=8)
     data.setup("fit")
     return data
+
+
+@pytest.fixture(scope="session")
+def retriever(tmp_path_factory):
+    """A SASRec trained for two epochs on the tiny data: its best checkpoint."""
+    import recsys.testing
+
+    root = tmp_path_factory.mktemp("sasrec")
+    cli = recsys.testing.run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8",
+                                  "--model.ffn_dim=16", "--data=SeqDataModule", f"--data.path={recsys.testing.tiny_dataset()}",
+                                  "--data.max_len=5", "--trainer.max_epochs=2", f"--trainer.default_root_dir={root}",
+                                  "--trainer.enable_progress_bar=false", "--test_after_fit=false"])
+    return cli.trainer.checkpoint_callback.best_model_path

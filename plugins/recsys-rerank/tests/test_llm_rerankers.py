@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import recsys
 from recsys_rerank.listwise import FIRST, ListwiseLLM
 from recsys_rerank.ordering import OrderedLLMReranker, slide
 from recsys_rerank.pairwise import PRP

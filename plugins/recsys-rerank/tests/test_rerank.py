@@ -50,19 +50,8 @@ def test_without_candidates_or_retriever_it_says_what_is_missing(tiny_data):
         model.score(batch)
 
 
-@pytest.fixture(scope="module")
-def retriever(tmp_path_factory):
-    """A SASRec trained for two epochs on the tiny data: its best checkpoint."""
-    root = tmp_path_factory.mktemp("sasrec")
-    cli = recsys.testing.run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8",
-                                  "--model.ffn_dim=16", "--data=SeqDataModule", f"--data.path={recsys.testing.tiny_dataset()}",
-                                  "--data.max_len=5", "--trainer.max_epochs=2", f"--trainer.default_root_dir={root}",
-                                  "--trainer.enable_progress_bar=false", "--test_after_fit=false"])
-    return cli.trainer.checkpoint_callback.best_model_path
-
-
 def test_the_reranked_top_n_comes_first_and_the_rest_keeps_the_retrievers_order(retriever, tiny_data):
-    model = Rerank(num_items=tiny_data.num_items, reranker=Reverse(), retriever=retriever, candidates=3)
+    model = Rerank(num_items=tiny_data.num_items, reranker=Reverse(), retriever=retriever, top_n=3)
     model.set_catalog(tiny_data.catalog)
     batch = next(iter(tiny_data.test_dataloader()))
     base = recsys.mask_seen(model.retriever.score(batch).float(), batch.seen)
