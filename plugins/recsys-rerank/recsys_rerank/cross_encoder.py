@@ -36,6 +36,8 @@ class CrossEncoder(recsys.Reranker):
         self.template, self.history_items, self.max_length, self.chunk = template, history_items, max_length, chunk
         self.encoder = recsys.llm.TextEncoder(backbone, pooling="cls", max_length=max_length, trainable_layers=trainable_layers)
         self.head = nn.Linear(self.encoder.dim, 1)
+        #: frozen pretrained weights Rerank keeps out of checkpoints: {parameter prefix: backbone source}
+        self.backbone_prefixes = {"encoder.transformer.": self.encoder.source}
 
     def on_catalog(self, catalog: recsys.Catalog) -> None:
         super().on_catalog(catalog)

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import re
 
+import torch
+from torch import Tensor, nn
+
+import recsys
+import recsys.llm
 from recsys_rerank.ordering import Order, OrderedLLMReranker, identifiers, slide
 
 PROMPT = ("A user has recently interacted with these items, oldest first:\n{history}\n\n"
@@ -27,7 +32,7 @@ class WindowedLLMReranker(OrderedLLMReranker):
 
     Args:
         window: candidates per prompt (at most 26).
-        step: how far the window moves up a longer list (RankGPT: 20 and 10).
+        step: how far the window moves up a longer list (default: half the window, as RankGPT's 20 and 10).
         prompt: with ``{history}``, ``{candidates}`` (one "[A] text" line each), ``{count}``, ``{example}``.
         backbone, template, history_items, chat, chunk, order, bootstrap, seed: as
             :class:`recsys_rerank.ordering.OrderedLLMReranker`.
@@ -35,9 +40,10 @@ class WindowedLLMReranker(OrderedLLMReranker):
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
                  chat: bool = True, chunk: int = 8, order: Order = "given", bootstrap: int = 1, seed: int = 0,
-                 window: int = 20, step: int = 10, prompt: str = PROMPT):
+                 window: int = 20, step: int | None = None, prompt: str = PROMPT):
         super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed)
         identifiers(window)  # fails early on a window wider than the identifiers
+        step = window // 2 if step is None else step
         if not 1 <= step <= window:
             raise ValueError(f"step must be in 1..window ({window}), got {step}")
         self.window, self.step, self.prompt = window, step, prompt
@@ -66,18 +72,71 @@ class FIRST(WindowedLLMReranker):
     """FIRST: rank a window by the LM's logits for the first identifier of its answer (no generation).
 
     One forward pass per window; the window's order is the identifiers' logits at the answer's
-    first position, highest first (the paper's single-token decoding). Zero-shot here; FIRST's
-    fine-tuning adds a learning-to-rank loss on those same logits.
+    first position, highest first (the paper's single-token decoding).
+
+    Args:
+        lora_r: 0 = zero-shot (the LM frozen, loaded on first use, not saved); > 0 = LoRA adapters
+            of this rank, trained inside :class:`recsys_rerank.Rerank` by ``recsys fit`` (only
+            they are saved in checkpoints).
+        lora_alpha, lora_dropout: the adapters' scale and dropout.
+        rank_weight: λ of FIRST's loss, L = L_LM + λ L_rank (10, castorini's FirstMistral with
+            weighted RankNet).
+        backbone, template, history_items, chat, chunk, order, bootstrap, seed, window, step,
+            prompt: as :class:`WindowedLLMReranker`.
+
+    Training differs from the paper's, which learns a teacher's (GPT-4's) full permutation: a
+    recommendation list has one known relevant item, the target. L_LM is the cross-entropy of its
+    identifier as the answer's first token (over the whole vocabulary), and L_rank is RankNet on
+    the identifier logits over the pairs (target, other candidate), all weighted alike (the
+    paper's 1/(r_i + r_j) weights need ranks the other candidates do not have).
     """
+
+    def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
+                 chat: bool = True, chunk: int = 8, order: Order = "given", bootstrap: int = 1, seed: int = 0,
+                 window: int = 20, step: int | None = None, prompt: str = PROMPT, lora_r: int = 0, lora_alpha: int = 16,
+                 lora_dropout: float = 0.05, rank_weight: float = 10.0):
+        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, window, step, prompt)
+        if lora_r < 0 or rank_weight < 0:
+            raise ValueError(f"lora_r and rank_weight must be >= 0, got {lora_r} and {rank_weight}")
+        self.lora_r, self.rank_weight = lora_r, rank_weight
+        #: frozen pretrained weights Rerank keeps out of checkpoints: {parameter prefix: backbone source}
+        self.backbone_prefixes: dict[str, dict] = {}
+        if lora_r:
+            loaded = recsys.llm.load_backbone(backbone, head="causal-lm")
+            loaded.tokenizer.padding_side = "left"
+            self.lm_model = recsys.llm.add_lora(loaded.model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout)
+            self._loaded.update(model=self.lm_model, tokenizer=loaded.tokenizer)
+            self.backbone_prefixes["lm_model."] = loaded.source
+
+    def letter_tokens(self, prompt: str, count: int) -> list[int]:
+        return [self.answer_token(prompt, letter) for letter in identifiers(count)]
 
     def rank_windows(self, prompts: list[str], windows: list[list[int]]) -> list[list[int]]:
         logprobs = self.next_token_logprobs(prompts)
         out = []
         for row, (prompt, items) in enumerate(zip(prompts, windows)):
-            tokens = [self.answer_token(prompt, i) for i in identifiers(len(items))]
-            order = logprobs[row, tokens].argsort(descending=True, stable=True).tolist()
-            out.append([items[k] for k in order])
+            order = logprobs[row, self.letter_tokens(prompt, len(items))].argsort(descending=True, stable=True)
+            out.append([items[k] for k in order.tolist()])
         return out
+
+    def loss(self, batch: recsys.Batch, candidates: Tensor) -> Tensor | None:
+        """L_LM + λ L_rank on training lists (each holding its target once; no padding)."""
+        if not self.lora_r:
+            return None
+        if candidates.shape[1] > self.window:
+            raise ValueError(f"training lists of {candidates.shape[1]} candidates exceed window {self.window}: "
+                             "lower model.top_n")
+        prompts = [self.list_prompt(self.recent(h), items)
+                   for h, items in zip(batch.history.tolist(), candidates.tolist())]
+        logits = self.answer_logits(prompts).float()  # (B, V)
+        tokens = torch.tensor(self.letter_tokens(prompts[0], candidates.shape[1]), device=logits.device)
+        where = (candidates == batch.target[:, None]).float().argmax(dim=1).to(logits.device)  # (B,)
+        lm_loss = nn.functional.cross_entropy(logits, tokens[where])
+        letters = logits[:, tokens]  # (B, C)
+        above = letters - letters.gather(1, where[:, None])  # > 0 where a candidate outscores the target
+        others = torch.ones_like(letters, dtype=torch.bool).scatter_(1, where[:, None], False)
+        rank_loss = nn.functional.softplus(above)[others].mean()  # RankNet: BCE of (target > other)
+        return lm_loss + self.rank_weight * rank_loss
 
 
 class ListwiseLLM(WindowedLLMReranker):

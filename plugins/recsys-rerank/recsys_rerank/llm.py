@@ -38,6 +38,7 @@ class LLMReranker(recsys.Reranker):
         self.backbone, self.template, self.history_items, self.chat, self.chunk = (
             backbone, template, history_items, chat, chunk)
         self._loaded: dict[str, Any] = {}  # a dict, so the LM is not a registered submodule (not saved)
+        self._answers: dict[tuple[str, str], int] = {}
         self.counts: Counter[str] = Counter()
 
     def on_catalog(self, catalog: recsys.Catalog) -> None:
@@ -71,14 +72,18 @@ class LLMReranker(recsys.Reranker):
 
     def answer_token(self, prompt: str, word: str) -> int:
         """The one token ``word`` is when it follows ``prompt`` (checked: a word the tokenizer would
-        split or merge with the prompt's end cannot be scored by one next-token probability)."""
-        tokenizer = self.lm()[1]
-        before = tokenizer(prompt, add_special_tokens=False).input_ids
-        after = tokenizer(prompt + word, add_special_tokens=False).input_ids
-        if after[:len(before)] != before or len(after) != len(before) + 1:
-            raise ValueError(f"{self.backbone}: {word!r} is not one token after {prompt[-20:]!r}; choose another "
-                             "answer word or identifier")
-        return after[-1]
+        split or merge with the prompt's end cannot be scored by one next-token probability).
+        Prompts ending alike share the answer, so it is looked up once per ending."""
+        key = (prompt[-64:], word)
+        if key not in self._answers:
+            tokenizer = self.lm()[1]
+            before = tokenizer(key[0], add_special_tokens=False).input_ids
+            after = tokenizer(key[0] + word, add_special_tokens=False).input_ids
+            if after[:len(before)] != before or len(after) != len(before) + 1:
+                raise ValueError(f"{self.backbone}: {word!r} is not one token after {prompt[-20:]!r}; choose another "
+                                 "answer word or identifier")
+            self._answers[key] = after[-1]
+        return self._answers[key]
 
     def encode(self, prompts: list[str]) -> dict[str, Tensor]:
         tokenizer = self.lm()[1]
@@ -90,16 +95,17 @@ class LLMReranker(recsys.Reranker):
     @torch.no_grad()
     def next_token_logprobs(self, prompts: list[str]) -> Tensor:
         """(P, V) log-probabilities of the token after each prompt, ``chunk`` prompts per pass."""
+        return torch.cat([self.answer_logits(prompts[start:start + self.chunk]).float().log_softmax(dim=-1)
+                          for start in range(0, len(prompts), self.chunk)])
+
+    def answer_logits(self, prompts: list[str]) -> Tensor:
+        """(P, V) logits of the token after each prompt, in one pass (with gradients when training)."""
         model = self.lm()[0]
-        out = []
-        for start in range(0, len(prompts), self.chunk):
-            encoded = self.encode(prompts[start:start + self.chunk])
-            # positions count real tokens only, so a left-padded prompt reads as if it stood alone
-            positions = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-            logits = model(**encoded, position_ids=positions).logits[:, -1]
-            self.counts["forward_passes"] += 1
-            out.append(logits.float().log_softmax(dim=-1))
-        return torch.cat(out)
+        encoded = {k: v.to(next(model.parameters()).device) for k, v in self.encode(prompts).items()}
+        # positions count real tokens only, so a left-padded prompt reads as if it stood alone
+        positions = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        self.counts["forward_passes"] += 1
+        return model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1]
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -107,7 +113,8 @@ class LLMReranker(recsys.Reranker):
         model, tokenizer = self.lm()
         texts = []
         for start in range(0, len(prompts), self.chunk):
-            encoded = self.encode(prompts[start:start + self.chunk])
+            encoded = {k: v.to(next(model.parameters()).device)
+                       for k, v in self.encode(prompts[start:start + self.chunk]).items()}
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
             new = output[:, encoded["input_ids"].shape[1]:]

@@ -23,7 +23,7 @@ from torch import Tensor
 import recsys
 
 
-class Rerank(recsys.SeqRecModule):
+class Rerank(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
     """Retriever's top-``top_n`` unseen items, reordered by ``reranker``.
 
     Args:
@@ -65,6 +65,8 @@ class Rerank(recsys.SeqRecModule):
                 raise ValueError(f"model.retriever {retriever}: {type(model).__name__} has no score(); "
                                  "a retriever must score every item")
             self.retriever = model.eval().requires_grad_(False)
+        for prefix, source in getattr(reranker, "backbone_prefixes", {}).items():
+            self.track_backbone(source, "reranker." + prefix)  # frozen pretrained weights stay out of checkpoints
         # zero-shot rerankers train nothing: no optimizer, no step (Lightning's manual mode)
         self.automatic_optimization = any(p.requires_grad for p in self.reranker.parameters())
 
@@ -91,8 +93,10 @@ class Rerank(recsys.SeqRecModule):
                 scores[torch.arange(rows), target] = float("-inf")  # put back below, at a random place
                 listed = scores.topk(size - 1, dim=1).indices
             else:
-                listed = torch.randint(1, self.num_items, (rows, size - 1), device=target.device)
-                listed = listed + (listed >= target[:, None]).long()  # uniform over the items except the target
+                weights = torch.ones(rows, self.num_items + 1, device=target.device)
+                weights[:, 0] = 0  # PAD
+                weights[torch.arange(rows), target] = 0
+                listed = torch.multinomial(weights, size - 1)  # distinct items, uniform, never the target
         full = torch.cat([listed, target[:, None]], dim=1)  # the target last, then moved to a random place
         place = torch.randint(0, size, (rows, 1), device=target.device)
         column = torch.arange(size, device=target.device).expand(rows, size)

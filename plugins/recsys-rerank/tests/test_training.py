@@ -3,6 +3,7 @@ and the cross-encoder's gradients, on the packaged tiny dataset."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -98,3 +99,49 @@ def test_the_cross_encoder_trains_its_head_and_encoder_and_scores_each_pair_alon
 def test_the_zero_shot_rerank_has_no_trainable_parameters():
     model = Rerank(num_items=15, reranker=RandomReranker())
     assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("rank_weight", [0.0, 10.0])  # L_LM alone, and with L_rank
+def test_first_with_lora_learns_the_target_identifier_and_trains_only_its_adapters(tiny_data, rank_weight):
+    """Optimizer steps on one batch of training lists whose target is always the third
+    candidate, [C]: the loss falls and every list ranks its target first (FIRST's scores are the
+    identifier logits); only LoRA parameters train."""
+    from recsys_rerank.listwise import FIRST
+
+    torch.manual_seed(0)
+    first = FIRST(backbone="tiny-llama", history_items=2, lora_r=4, lora_dropout=0.0, window=6, chunk=16,
+                  rank_weight=rank_weight)
+    first.on_catalog(tiny_data.catalog)
+    model = Rerank(num_items=tiny_data.num_items, reranker=first, top_n=6)
+    assert model.automatic_optimization
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    batch = training_batch(tiny_data)
+    lists = model.training_candidates(batch)
+    rows, where = torch.arange(len(lists)), (lists == batch.target[:, None]).float().argmax(1)
+    lists[rows, where] = lists[:, 2]
+    lists[:, 2] = batch.target
+
+    before = first.loss(batch, lists).item()
+    assert (first.score(batch, lists)[:, 2] < 6).any()  # Borda points: 6 = ranked first of 6
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        first.loss(batch, lists).backward()
+        optimizer.step()
+    assert first.loss(batch, lists).item() < before - 0.5
+    assert (first.score(batch, lists)[:, 2] == 6).all()
+
+
+def test_a_rerankers_frozen_pretrained_weights_stay_out_of_checkpoints():
+    class Frozen(RandomReranker):
+        def __init__(self):
+            super().__init__()
+            self.lm = nn.Linear(2, 2).requires_grad_(False)
+            self.adapter = nn.Linear(2, 1)
+            self.backbone_prefixes = {"lm.": {"name": "x", "pretrained": True}}
+
+    model = Rerank(num_items=15, reranker=Frozen())
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert set(checkpoint["state_dict"]) == {"reranker.adapter.weight", "reranker.adapter.bias"}
