@@ -529,18 +529,21 @@ def check_registrations(plugin_name: str) -> None:
 
 
 def import_models() -> None:
-    """Import every registered model class (those registered by import path too), so LightningCLI
-    can select each by its short class name. One that cannot be imported is skipped with one line
+    """Import every registered class a config selects by short name (models, and the rerankers and
+    grounders nested in them; those registered by import path too), so LightningCLI can resolve
+    ``--model Rerank --model.reranker FIRST``. One that cannot be imported is skipped with one line
     on stderr naming it and its plugin (an error under ``RECSYS_STRICT_PLUGINS``)."""
     unimportable.clear()
-    for name, entry in get_models().items():
-        try:
-            _ = entry.obj  # the import is the point
-        except PluginError as exc:
-            if _strict():
-                raise
-            print(f"recsys: skipped model {name!r}: {exc}", file=sys.stderr)
-            unimportable[name] = str(exc)
+    for kind, registry in (("model", get_models), ("reranker", get_rerankers), ("grounder", get_grounders)):
+        for name, entry in registry().items():
+            try:
+                _ = entry.obj  # the import is the point
+            except PluginError as exc:
+                if _strict():
+                    raise
+                print(f"recsys: skipped {kind} {name!r}: {exc}", file=sys.stderr)
+                if kind == "model":
+                    unimportable[name] = str(exc)
 
 
 #: Registered models :func:`import_models` could not import: name -> why (for the CLI's errors).

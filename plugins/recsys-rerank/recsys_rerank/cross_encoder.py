@@ -53,7 +53,7 @@ class CrossEncoder(recsys.Reranker):
         return firsts, seconds
 
     def logits(self, firsts: list[str], seconds: list[str]) -> Tensor:
-        encoded = self.encoder.tokenizer(firsts, seconds, padding=True, truncation="only_first",
+        encoded = self.encoder.tokenizer(firsts, seconds, padding=True, truncation="longest_first",
                                          max_length=self.max_length, return_tensors="pt")
         pooled = self.encoder(encoded["input_ids"], encoded["attention_mask"])
         return self.head(pooled).squeeze(-1)

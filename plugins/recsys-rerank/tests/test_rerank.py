@@ -119,3 +119,17 @@ def test_under_candidate_lists_a_retriever_orders_each_list_before_the_reranker(
     for row, listed in enumerate(batch.candidates.tolist()):
         by_retriever = sorted(listed, key=lambda i: -float(base[row, i]))
         assert sorted(listed, key=lambda i: -float(scores[row, i])) == by_retriever[::-1]
+
+
+def test_a_reranker_is_chosen_by_its_short_name_on_the_command_line(tiny_path):
+    """In a fresh interpreter nothing has imported the reranker classes: the CLI imports every
+    registered one, so `--model.reranker PRP` resolves as `--model Rerank` does."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "recsys.cli", "fit", "--model", "Rerank", "--model.reranker", "PRP",
+                          "--data", "SeqDataModule", f"--data.path={tiny_path}", "--print_config"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"reranker:\n +class_path: recsys_rerank(\.pairwise)?\.PRP\n", out.stdout)

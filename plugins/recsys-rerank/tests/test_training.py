@@ -94,6 +94,8 @@ def test_the_cross_encoder_trains_its_head_and_encoder_and_scores_each_pair_alon
     padded = candidates.clone()
     padded[:, 3] = 0
     assert torch.isinf(reranker.score(batch, padded)[:, 3]).all()
+    reranker.max_length = 8  # shorter than a candidate's text alone: both segments are cut, no error
+    assert reranker.score(batch, candidates).isfinite().all()
 
 
 def test_the_zero_shot_rerank_has_no_trainable_parameters():
