@@ -7,8 +7,8 @@ reranked top-20 first, the rest in SASRec's order), pessimistic ties; the per-us
 both rows is compared with a paired test (Wilcoxon, and a bootstrap interval of the difference).
 The reranker is trained by ``recsys fit`` (``Rerank``: each training window's list is SASRec's
 top-20 unseen items with the target put in at a random place), for ``--epochs`` epochs of at most
-``--train-batches`` batches, and its checkpoint is selected on validation NDCG@10 (the engine's
-monitor); the test split is read once, at the end.
+``--train-batches`` batches, once per learning rate of ``--lr``; the run (and epoch) with the best
+validation NDCG@10 is kept, and the test split is read once, at the end, by that one only.
 
 Rerankers: ``cross-encoder`` (MiniLM, its top 2 of 6 layers trained, linear head; the 3 most
 recent titles and the candidate's in 64 tokens) and ``first-lora``
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=20, help="the retriever's window (its config's data.max_len)")
     parser.add_argument("--reranker", choices=sorted(RERANKERS), default="cross-encoder")
     parser.add_argument("--top-n", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", default="5e-5", help="learning rates to try, comma-separated (chosen on validation)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-batches", type=int, default=400, help="at most this many batches per epoch")
@@ -85,17 +85,23 @@ def main() -> None:
     reranker = RERANKERS[args.reranker]
     eval_batch = 64
     val_batches = 1.0 if args.val_users is None else max(1, args.val_users // eval_batch)
-    started = time.perf_counter()
-    cli = recsys.testing.run_cli([
-        "fit", "--model=Rerank", f"--model.retriever={args.retriever}", f"--model.top_n={args.top_n}",
-        f"--model.lr={args.lr}", f"--model.reranker={json.dumps(reranker)}",
-        "--data=SeqDataModule", f"--data.path={args.data}", f"--data.max_len={args.max_len}",
-        f"--data.batch_size={args.batch_size}", f"--data.eval_batch_size={eval_batch}",
-        f"--trainer.max_epochs={args.epochs}", f"--trainer.limit_train_batches={args.train_batches}",
-        f"--trainer.limit_val_batches={val_batches}", f"--trainer.default_root_dir={args.root / args.reranker}",
-        "--seed_everything=0", "--test_after_fit=false"])
-    fit_seconds = time.perf_counter() - started
-    best = cli.trainer.checkpoint_callback.best_model_path
+    tried, fit_seconds = {}, 0.0
+    for lr in [float(v) for v in args.lr.split(",")]:
+        started = time.perf_counter()
+        cli = recsys.testing.run_cli([
+            "fit", "--model=Rerank", f"--model.retriever={args.retriever}", f"--model.top_n={args.top_n}",
+            f"--model.lr={lr}", f"--model.reranker={json.dumps(reranker)}",
+            "--data=SeqDataModule", f"--data.path={args.data}", f"--data.max_len={args.max_len}",
+            f"--data.batch_size={args.batch_size}", f"--data.eval_batch_size={eval_batch}",
+            f"--trainer.max_epochs={args.epochs}", f"--trainer.limit_train_batches={args.train_batches}",
+            f"--trainer.limit_val_batches={val_batches}", f"--trainer.default_root_dir={args.root / args.reranker / str(lr)}",
+            "--seed_everything=0", "--test_after_fit=false"])
+        fit_seconds += time.perf_counter() - started
+        callback = cli.trainer.checkpoint_callback
+        tried[lr] = {"val_ndcg@10": float(callback.best_model_score), "checkpoint": callback.best_model_path}
+        print(f"lr {lr}: best val/ndcg@10 {tried[lr]['val_ndcg@10']:.4f}", flush=True)
+    chosen = max(tried, key=lambda lr: tried[lr]["val_ndcg@10"])
+    best = tried[chosen]["checkpoint"]
     # the reranker is a module, not a saved hyper-parameter: the fitted one is given back, its
     # weights then come from the checkpoint
     model = Rerank.load_from_checkpoint(best, map_location="cpu", reranker=cli.model.reranker)
@@ -107,7 +113,7 @@ def main() -> None:
     ndcg = {name: per_user(np.array(r), "ndcg@10") for name, r in rows.items()}
     test = paired_test(ndcg[f"SASRec top-{args.top_n} + {args.reranker}"], ndcg["SASRec"])
     result = {"command": " ".join(sys.argv), "settings": vars(args) | {"root": str(args.root), "out": str(args.out)},
-              "checkpoint": best, "fit_seconds": fit_seconds, "rerank_seconds_per_user": seconds,
+              "tried": tried, "chosen_lr": chosen, "checkpoint": best, "fit_seconds": fit_seconds, "rerank_seconds_per_user": seconds,
               "rows": {name: {"ranks": r, **{m: float(per_user(np.array(r), m).mean())
                                              for m in ("ndcg@10", "hit@10", "mrr@10", "ndcg@20")},
                               "ndcg@10_ci": list(bootstrap_ci(ndcg[name]))} for name, r in rows.items()},
