@@ -63,7 +63,7 @@ def test_a_trainable_reranker_learns_through_fit_and_a_zero_shot_one_takes_no_st
               '--data.candidates={"class_path": "recsys.CandidateLists", "init_args": {"num": 5}}',
               "--trainer.enable_progress_bar=false", "--test_after_fit=false"]
     with recsys.testing.registered(plugin, "recsys-rerank"):
-        cli = recsys.testing.run_cli(["fit", "--model=Rerank", "--model.reranker=tests.test_training.ItemBias",
+        cli = recsys.testing.run_cli(["fit", "--model=Rerank", f"--model.reranker={ItemBias.__module__}.ItemBias",
                                       "--model.top_n=5", "--model.lr=0.05", "--trainer.max_epochs=30",
                                       f"--trainer.default_root_dir={tmp_path / 'a'}", *common])
         bias = cli.model.reranker.bias.detach()[1:]
