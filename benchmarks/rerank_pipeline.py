@@ -52,13 +52,13 @@ def evaluate(model: Rerank, data: recsys.SeqDataModule, users: int | None) -> tu
     alone, piped, seconds, seen = [], [], 0.0, 0
     model.eval()
     for batch in tqdm(data.test_dataloader(), desc="test", file=sys.stderr):
-        with torch.no_grad():
-            base = recsys.mask_seen(model.retriever.score(batch).float(), batch.seen)
+        with torch.no_grad():  # the engine's own ranking rule (a repeat target keeps its score)
+            base = model.retriever.rank(batch)
             start = time.perf_counter()
-            scores = recsys.mask_seen(model.score(batch), batch.seen)
+            ranks = model.rank(batch)
             seconds += time.perf_counter() - start
-        alone += recsys.dense_ranks(base, batch.target).tolist()
-        piped += recsys.dense_ranks(scores, batch.target).tolist()
+        alone += base.tolist()
+        piped += ranks.tolist()
         seen += len(batch.target)
         if users is not None and seen >= users:
             break
@@ -80,26 +80,35 @@ def main() -> None:
     parser.add_argument("--test-users", type=int, default=None, help="the first N test users (default: all)")
     parser.add_argument("--root", type=Path, default=Path("runs/rerank_pipeline"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reuse", action="store_true", help="take the fitted runs recorded in --out (no training)")
     args = parser.parse_args()
 
     reranker = RERANKERS[args.reranker]
     eval_batch = 64
     val_batches = 1.0 if args.val_users is None else max(1, args.val_users // eval_batch)
-    tried, fit_seconds = {}, 0.0
-    for lr in [float(v) for v in args.lr.split(",")]:
-        started = time.perf_counter()
-        cli = recsys.testing.run_cli([
-            "fit", "--model=Rerank", f"--model.retriever={args.retriever}", f"--model.top_n={args.top_n}",
-            f"--model.lr={lr}", f"--model.reranker={json.dumps(reranker)}",
-            "--data=SeqDataModule", f"--data.path={args.data}", f"--data.max_len={args.max_len}",
-            f"--data.batch_size={args.batch_size}", f"--data.eval_batch_size={eval_batch}",
-            f"--trainer.max_epochs={args.epochs}", f"--trainer.limit_train_batches={args.train_batches}",
-            f"--trainer.limit_val_batches={val_batches}", f"--trainer.default_root_dir={args.root / args.reranker / str(lr)}",
-            "--seed_everything=0", "--test_after_fit=false"])
-        fit_seconds += time.perf_counter() - started
-        callback = cli.trainer.checkpoint_callback
-        tried[lr] = {"val_ndcg@10": float(callback.best_model_score), "checkpoint": callback.best_model_path}
-        print(f"lr {lr}: best val/ndcg@10 {tried[lr]['val_ndcg@10']:.4f}", flush=True)
+    def command(lr: float) -> list[str]:
+        return ["fit", "--model=Rerank", f"--model.retriever={args.retriever}", f"--model.top_n={args.top_n}",
+                f"--model.lr={lr}", f"--model.reranker={json.dumps(reranker)}",
+                "--data=SeqDataModule", f"--data.path={args.data}", f"--data.max_len={args.max_len}",
+                f"--data.batch_size={args.batch_size}", f"--data.eval_batch_size={eval_batch}",
+                f"--trainer.max_epochs={args.epochs}", f"--trainer.limit_train_batches={args.train_batches}",
+                f"--trainer.limit_val_batches={val_batches}",
+                f"--trainer.default_root_dir={args.root / args.reranker / str(lr)}", "--seed_everything=0",
+                "--test_after_fit=false"]
+
+    if args.reuse:
+        saved = json.loads(args.out.read_text())
+        tried, fit_seconds = {float(lr): run for lr, run in saved["tried"].items()}, saved["fit_seconds"]
+        cli = recsys.testing.run_cli(command(max(tried, key=lambda lr: tried[lr]["val_ndcg@10"]))[1:], run=False)
+    else:
+        tried, fit_seconds = {}, 0.0
+        for lr in [float(v) for v in args.lr.split(",")]:
+            started = time.perf_counter()
+            cli = recsys.testing.run_cli(command(lr))
+            fit_seconds += time.perf_counter() - started
+            callback = cli.trainer.checkpoint_callback
+            tried[lr] = {"val_ndcg@10": float(callback.best_model_score), "checkpoint": callback.best_model_path}
+            print(f"lr {lr}: best val/ndcg@10 {tried[lr]['val_ndcg@10']:.4f}", flush=True)
     chosen = max(tried, key=lambda lr: tried[lr]["val_ndcg@10"])
     best = tried[chosen]["checkpoint"]
     # the reranker is a module, not a saved hyper-parameter: the fitted one is given back, its
