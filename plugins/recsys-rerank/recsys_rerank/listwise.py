@@ -54,8 +54,7 @@ class WindowedLLMReranker(OrderedLLMReranker):
         lines = "\n".join(f"[{i}] {self.texts[item]}" for i, item in zip(ids, items))
         example = " > ".join(f"[{i}]" for i in (ids[1:3] + ids[:1] if len(ids) >= 3 else ids[::-1]))
         text = self.prompt.format(history=history, candidates=lines, count=len(items), example=example)
-        chat = self.chat and getattr(self.lm()[1], "chat_template", None)
-        return self.as_prompt(text, "[" if chat else "\nAnswer: [")
+        return self.as_prompt(text, "[" if self.uses_chat else "\nAnswer: [")
 
     def rank_lists(self, histories: list[str], lists: list[list[int]]) -> list[list[int]]:
         def rank_windows(owners: list[int], windows: list[list[int]]) -> list[list[int]]:

@@ -51,10 +51,16 @@ class LLMReranker(recsys.Reranker):
         """The last ``history_items`` items of a (0-padded) history, oldest first, one per line."""
         return "\n".join(self.texts[i] for i in [i for i in history if i > 0][-self.history_items:])
 
+    @property
+    def uses_chat(self) -> bool:
+        """Prompts are wrapped in the chat template (``chat`` and the tokenizer has one); the answer
+        then opens the assistant's turn, else it follows the prompt's text."""
+        return self.chat and bool(getattr(self.lm()[1], "chat_template", None))
+
     def as_prompt(self, text: str, answer: str = "") -> str:
         """``text`` as the user's turn (chat template) or as is, followed by the start of the answer."""
         tokenizer = self.lm()[1]
-        if self.chat and getattr(tokenizer, "chat_template", None):
+        if self.uses_chat:
             text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                  add_generation_prompt=True)
         return text + answer
@@ -86,11 +92,13 @@ class LLMReranker(recsys.Reranker):
         return self._answers[key]
 
     def encode(self, prompts: list[str]) -> dict[str, Tensor]:
-        tokenizer = self.lm()[1]
+        """Left-padded ids and mask on the LM's device, counted for the cost table."""
+        model, tokenizer = self.lm()
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         self.counts["prompts"] += len(prompts)
         self.counts["prompt_tokens"] += int(encoded["attention_mask"].sum())
-        return encoded
+        device = next(model.parameters()).device
+        return {key: value.to(device) for key, value in encoded.items()}
 
     @torch.no_grad()
     def next_token_logprobs(self, prompts: list[str]) -> Tensor:
@@ -101,7 +109,7 @@ class LLMReranker(recsys.Reranker):
     def answer_logits(self, prompts: list[str]) -> Tensor:
         """(P, V) logits of the token after each prompt, in one pass (with gradients when training)."""
         model = self.lm()[0]
-        encoded = {k: v.to(next(model.parameters()).device) for k, v in self.encode(prompts).items()}
+        encoded = self.encode(prompts)
         # positions count real tokens only, so a left-padded prompt reads as if it stood alone
         positions = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
         self.counts["forward_passes"] += 1
@@ -113,8 +121,7 @@ class LLMReranker(recsys.Reranker):
         model, tokenizer = self.lm()
         texts = []
         for start in range(0, len(prompts), self.chunk):
-            encoded = {k: v.to(next(model.parameters()).device)
-                       for k, v in self.encode(prompts[start:start + self.chunk]).items()}
+            encoded = self.encode(prompts[start:start + self.chunk])
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
             new = output[:, encoded["input_ids"].shape[1]:]

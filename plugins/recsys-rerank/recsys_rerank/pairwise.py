@@ -48,14 +48,13 @@ class PRP(OrderedLLMReranker):
 
     def pair_prompt(self, history: str, first: int, second: int) -> str:
         text = self.prompt.format(history=history, first=self.texts[first], second=self.texts[second])
-        chat = self.chat and getattr(self.lm()[1], "chat_template", None)
-        return self.as_prompt(text, "" if chat else "\nAnswer:")
+        return self.as_prompt(text, "" if self.uses_chat else "\nAnswer:")
 
     def preferences(self, pairs: list[tuple[str, int, int]]) -> list[float]:
         """P(a preferred to b) for each (history, a, b), from both orders."""
         prompts = [self.pair_prompt(h, a, b) for h, a, b in pairs] + [self.pair_prompt(h, b, a) for h, a, b in pairs]
         logprobs = self.next_token_logprobs(prompts)
-        space = "" if self.chat and getattr(self.lm()[1], "chat_template", None) else " "
+        space = "" if self.uses_chat else " "
         first, second = (self.answer_token(prompts[0], space + word) for word in ("A", "B"))
         picked = logprobs[:, [first, second]].softmax(dim=1)[:, 0]  # P("A") between the two answers
         n = len(pairs)

@@ -32,18 +32,15 @@ class PointwiseLLM(LLMReranker):
     def prompts(self, batch: recsys.Batch, candidates: Tensor) -> list[list[str]]:
         """The (B, C) prompts: the window's last ``history_items`` items (oldest first) and one candidate."""
         # without a chat template the answer follows "Answer:", so the words carry their space
-        answer = "" if self._chat_applies() else "\nAnswer:"
+        answer = "" if self.uses_chat else "\nAnswer:"
         return [[self.as_prompt(self.prompt.format(history=self.recent(history), candidate=self.texts[c]), answer)
                  for c in listed] for history, listed in zip(batch.history.tolist(), candidates.tolist())]
-
-    def _chat_applies(self) -> bool:
-        return self.chat and bool(getattr(self.lm()[1], "chat_template", None))
 
     @torch.no_grad()
     def score(self, batch: recsys.Batch, candidates: Tensor) -> Tensor:
         rows = self.prompts(batch, candidates)
         flat = [p for row in rows for p in row]
-        space = "" if self._chat_applies() else " "
+        space = "" if self.uses_chat else " "
         yes, no = (self.answer_token(flat[0], space + word) for word in ("Yes", "No"))
         logprobs = self.next_token_logprobs(flat)
         self.counts["rows"] += len(rows)
