@@ -115,6 +115,13 @@ class LLMReranker(recsys.Reranker):
         self.counts["forward_passes"] += 1
         return model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1]
 
+    def end_tokens(self) -> set[int]:
+        """The ids that end a generation: the LM's end-of-sequence token(s) and the padding token."""
+        model, tokenizer = self.lm()
+        eos = model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        return ids | {tokenizer.pad_token_id} - {None}
+
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Greedy continuations of ``prompts`` (decoded, special tokens dropped)."""
@@ -125,6 +132,10 @@ class LLMReranker(recsys.Reranker):
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
             new = output[:, encoded["input_ids"].shape[1]:]
-            self.counts["generated_tokens"] += int((new != tokenizer.pad_token_id).sum())
+            # one forward pass per new position (shared by the chunk); a row's tokens run up to and
+            # including its first end token (the padding after it is not generated)
+            self.counts["forward_passes"] += new.shape[1]
+            ends = torch.isin(new, torch.tensor(sorted(self.end_tokens()), device=new.device))
+            self.counts["generated_tokens"] += int(((ends.cumsum(dim=1) - ends.long()) == 0).sum())
             texts += tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts

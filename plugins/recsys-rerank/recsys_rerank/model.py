@@ -90,6 +90,10 @@ class Rerank(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         with torch.no_grad():
             if self.retriever is not None:
                 scores = recsys.mask_seen(self.retriever.score(batch).float(), batch.history)
+                # seen items stay possible, below every unseen one: a catalog with fewer unseen items
+                # than the list needs fills it with them, never with PAD or a second target
+                scores = scores.nan_to_num(neginf=torch.finfo(scores.dtype).min)
+                scores[:, 0] = float("-inf")
                 scores[torch.arange(rows), target] = float("-inf")  # put back below, at a random place
                 listed = scores.topk(size - 1, dim=1).indices
             else:
@@ -126,10 +130,16 @@ class Rerank(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
             raise ValueError("Rerank needs model.retriever (a trained model's checkpoint) unless the data gives "
                              "candidate lists (data.candidates)")
         base = self.retriever.score(batch).float()
-        shown = recsys.mask_seen(base.clone(), batch.seen)
+        # the engine's evaluation rule for every model: seen items are masked except the target, so
+        # a repeat target can reach the reranked list as it can reach a single model's top
+        shown = recsys.mask_seen(base.clone(), batch.seen, batch.target)
+        shown[:, 0] = float("-inf")  # PAD, also when the target is unknown (0, predict runs)
         top = shown.topk(self.top_n, dim=1).indices  # (B, C): what the reranker sees
-        reranked = self.reranker.score(batch, top).float()
+        allowed = shown.gather(1, top).isfinite()  # False only where a row has fewer than C items to show
+        reranked = self.reranker.score(batch, top).float().masked_fill(~allowed, float("-inf"))
         # lift the candidates above every other item, keeping the reranker's order among them
+        finite = reranked.isfinite()
+        lowest = reranked.masked_fill(~finite, float("inf")).amin(dim=1, keepdim=True)
         lift = base.masked_fill(~base.isfinite(), float("-inf")).amax(dim=1, keepdim=True) + 1
-        lift = lift - reranked.amin(dim=1, keepdim=True)
+        lift = lift - torch.where(lowest.isfinite(), lowest, torch.zeros_like(lowest))
         return base.scatter_(1, top, reranked + lift)

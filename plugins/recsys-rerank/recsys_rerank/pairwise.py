@@ -52,6 +52,8 @@ class PRP(OrderedLLMReranker):
 
     def preferences(self, pairs: list[tuple[str, int, int]]) -> list[float]:
         """P(a preferred to b) for each (history, a, b), from both orders."""
+        if not pairs:
+            return []
         prompts = [self.pair_prompt(h, a, b) for h, a, b in pairs] + [self.pair_prompt(h, b, a) for h, a, b in pairs]
         logprobs = self.next_token_logprobs(prompts)
         space = "" if self.uses_chat else " "

@@ -13,6 +13,9 @@ class RandomReranker(recsys.Reranker):
 
     Args:
         seed: the seed of the order.
+
+    Each (seed, user, item) is hashed on its own, so every user's list gets an independent order
+    (not a rotation of one order) and the same list gets the same order in every batch.
     """
 
     def __init__(self, seed: int = 0):
@@ -20,9 +23,18 @@ class RandomReranker(recsys.Reranker):
         self.seed = seed
 
     def score(self, batch: recsys.Batch, candidates: Tensor) -> Tensor:
-        # a hash of (seed, user, item) in [0, 1): the same list gets the same order in every batch
-        mixed = (batch.user[:, None].long() * 1_000_003 + candidates.long() * 7_919 + self.seed * 104_729) % 2_147_483_647
-        return ((mixed * 48_271) % 2_147_483_647).float() / 2_147_483_647.0
+        mixed = _mix32(_mix32(torch.full_like(batch.user[:, None], self.seed).long()) ^ batch.user[:, None].long())
+        return _mix32(mixed ^ candidates.long()).double().div(2.0 ** 32).float()  # in [0, 1)
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (xor-shift-multiply rounds) of int64 values, elementwise, in [0, 2^32).
+
+    Products stay below 2^63 because both factors are below 2^32, so int64 never overflows."""
+    x = (x + 0x9E3779B9) & 0xFFFFFFFF
+    for multiplier in (0x7FEB352D, 0x846CA68B):
+        x = ((x ^ (x >> 16)) * multiplier) & 0xFFFFFFFF
+    return x ^ (x >> 16)
 
 
 class PopularityReranker(recsys.Reranker):

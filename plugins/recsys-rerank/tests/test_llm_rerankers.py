@@ -96,6 +96,22 @@ def test_listwise_generation_returns_a_permutation(tiny_data):
     assert listwise.counts["generated_tokens"] > 0
 
 
+def test_generation_counts_each_step_and_each_rows_tokens_up_to_its_end(tiny_data, monkeypatch):
+    listwise = llm(ListwiseLLM, tiny_data, chunk=8)
+    model, tokenizer = listwise.lm()
+    end, pad = model.generation_config.eos_token_id, tokenizer.pad_token_id
+    end = end[0] if isinstance(end, list) else end
+    answers = torch.tensor([[31, end, pad, pad], [31, 32, 33, 34], [end, pad, pad, pad]])
+
+    def generate(input_ids, **kwargs):  # three prompts, answered as above
+        return torch.cat([input_ids, answers], dim=1)
+
+    monkeypatch.setattr(model, "generate", generate)
+    listwise.generate(["a", "b", "c"], max_new_tokens=4)
+    # 2 + 4 + 1 tokens (an end token counts, the padding after it does not); 4 steps, one pass each
+    assert listwise.counts["generated_tokens"] == 7 and listwise.counts["forward_passes"] == 4
+
+
 def test_prp_cancels_the_slot_bias_with_both_orders(tiny_data):
     """all pairs in both orders: the same scores whatever order the list comes in, and a
     preference and its reverse add up to one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import recsys
 import recsys.testing
@@ -61,6 +62,64 @@ def test_the_reranked_top_n_comes_first_and_the_rest_keeps_the_retrievers_order(
         by_retriever = base[row].argsort(descending=True, stable=True)[:unseen].tolist()
         expected = by_retriever[:3][::-1] + by_retriever[3:]
         assert shown[row].argsort(descending=True, stable=True)[:unseen].tolist() == expected
+
+
+class ByItem(nn.Module):
+    """A stand-in retriever: item i scores i (the highest index first)."""
+
+    def score(self, batch):
+        return torch.arange(N_ITEMS + 1, dtype=torch.float).expand(len(batch.target), N_ITEMS + 1).clone()
+
+
+class MasksPad(recsys.Reranker):
+    """Scores a candidate by its index, lowest first, and PAD (0) at -inf, as the LLM rerankers do."""
+
+    def score(self, batch, candidates):
+        return (-candidates.float()).masked_fill(candidates == 0, float("-inf"))
+
+
+N_ITEMS = 15
+
+
+def test_a_repeat_target_reaches_the_reranked_list_as_it_reaches_a_single_models_top(retriever, tiny_data):
+    """The engine's rule for every model: seen items are masked except the target."""
+    assert tiny_data.num_items == N_ITEMS
+    model = Rerank(num_items=N_ITEMS, reranker=Reverse(), retriever=retriever, top_n=3)
+    model.set_catalog(tiny_data.catalog)
+    model.retriever = ByItem()
+    batch = next(iter(tiny_data.test_dataloader()))
+    seen = [[i for i in row if i > 0] for row in batch.seen.tolist()]
+    repeat = torch.tensor([max(row) for row in seen])  # each user's highest seen item is the target
+    ranks = model.rank(batch._replace(target=repeat))
+    for row, target in enumerate(repeat.tolist()):
+        shown = sorted((set(range(1, N_ITEMS + 1)) - set(seen[row])) | {target}, reverse=True)
+        expected = shown[:3][::-1] + shown[3:]  # Reverse turns the top 3 around
+        assert ranks[row] == expected.index(target) + 1
+
+
+def test_rows_with_fewer_unseen_items_than_top_n_rank_them_in_the_rerankers_order(retriever, tiny_data):
+    model = Rerank(num_items=N_ITEMS, reranker=MasksPad(), retriever=retriever, top_n=N_ITEMS)
+    model.set_catalog(tiny_data.catalog)
+    model.retriever = ByItem()
+    batch = next(iter(tiny_data.test_dataloader()))
+    scores = model.score(batch)
+    assert not scores.isnan().any()
+    shown = recsys.mask_seen(scores, batch.seen, batch.target)
+    for row in range(len(batch.target)):
+        unseen = int(shown[row].isfinite().sum())
+        assert unseen < N_ITEMS  # the list is longer than what this user has left
+        assert shown[row].argsort(descending=True)[:unseen].tolist() == sorted(shown[row].isfinite().nonzero().flatten().tolist())
+
+
+def test_a_random_order_is_independent_per_user_and_per_seed():
+    users = torch.arange(1, 201)
+    candidates = torch.arange(1, 8).expand(len(users), 7)
+    batch = recsys.Batch(history=candidates, target=candidates[:, 0], user=users)
+    orders = [RandomReranker(seed).score(batch, candidates).argsort(dim=1) for seed in (0, 1)]
+    assert len({tuple(order) for order in orders[0].tolist()}) >= 190  # 5,040 orders of 7 items
+    assert (orders[0] == orders[1]).all(dim=1).sum() <= 2
+    tops = orders[0][:, -1].bincount(minlength=7)  # each item first about 200 / 7 times
+    assert tops.min() >= 12 and tops.max() <= 48
 
 
 def test_popularity_reranker_orders_by_training_counts(tiny_data):

@@ -58,6 +58,14 @@ def test_with_a_retriever_the_rest_of_the_list_is_its_top_unseen_items(retriever
         assert not set(others) & set(batch.history[row].tolist())
 
 
+def test_a_list_longer_than_the_unseen_items_is_filled_with_seen_ones_never_pad_or_the_target(retriever, tiny_data):
+    model = Rerank(num_items=tiny_data.num_items, reranker=ItemBias(), retriever=retriever, top_n=tiny_data.num_items)
+    batch = training_batch(tiny_data)
+    lists = model.training_candidates(batch)
+    assert (lists > 0).all() and ((lists == batch.target[:, None]).sum(1) == 1).all()
+    assert all(len(set(row)) == len(row) for row in lists.tolist())  # every item of the catalog once
+
+
 def test_a_trainable_reranker_learns_through_fit_and_a_zero_shot_one_takes_no_step(tiny_path, tmp_path):
     common = ["--data=SeqDataModule", f"--data.path={tiny_path}", "--data.max_len=5", "--trainer.logger=false",
               '--data.candidates={"class_path": "recsys.CandidateLists", "init_args": {"num": 5}}',
