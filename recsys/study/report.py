@@ -271,9 +271,9 @@ def plots(spec: StudySpec, dataset: str, board: pd.DataFrame, results: list[Mode
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for _, row in timed.iterrows():
             ax.scatter(max(row["seconds_to_best"], 1e-3), row[spec.primary], s=36, color=style[row["model"]]["color"],
-                       marker=style[row["model"]]["marker"])
-            ax.annotate(row["model"], (max(row["seconds_to_best"], 1e-3), row[spec.primary]), fontsize="small",
-                        xytext=(4, 4), textcoords="offset points")
+                       marker=style[row["model"]]["marker"], label=row["model"])
+        # a legend, not labels at the points: models of similar cost and accuracy would overwrite each other
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         ax.set_xscale("log")
         ax.set_xlabel("training seconds to the selected checkpoint (mean over seeds, log scale)")
         ax.set_ylabel(f"test {spec.primary}")
