@@ -10,10 +10,12 @@ sees it ("given" = SASRec's order, best first), as the first stage of retrieve-t
 
 Rows: Random, Pop, SASRec; on SmolLM2-135M-Instruct (frozen, chat template, the 10 most recent
 titles): pointwise P(Yes), PRP (one sliding pass, both orders of each pair: it settles the top
-item only, the rest keep SASRec's order), listwise generation (RankGPT/LLMRank) and FIRST (first
-identifier's logits), the last two with the list given, reversed and shuffled, and FIRST with 3
-bootstrap orders (Borda) from the given and the reversed list. Cost columns: seconds per user (wall, this process, one
-thread), prompts, prompt tokens and generated tokens per user.
+item only; the others stay close to SASRec's order, each item the winner passes moving down one
+place), listwise generation (RankGPT/LLMRank) and FIRST (first identifier's logits), the last two
+with the list given, reversed and shuffled, FIRST with 3 bootstrap orders (Borda) from the given
+and the reversed list, and FIRST with LLMRank's recency-focused prompt (given and shuffled). Cost
+columns: seconds per user (wall, this process, one thread), prompts, prompt tokens and generated
+tokens per user.
 
 Usage::
 
@@ -53,6 +55,8 @@ ROWS: dict[str, Callable[[], recsys.Reranker | None]] = {
     "FIRST (shuffled)": lambda: FIRST(**LLM, order="shuffled"),
     "FIRST (3 bootstrap orders)": lambda: FIRST(**LLM, bootstrap=3),
     "FIRST (reversed, 3 bootstrap orders)": lambda: FIRST(**LLM, order="reversed", bootstrap=3),
+    "FIRST (recency prompt)": lambda: FIRST(**LLM, recency=True),
+    "FIRST (shuffled, recency prompt)": lambda: FIRST(**LLM, order="shuffled", recency=True),
 }
 METRICS = ("ndcg@10", "hit@10", "mrr@10", "ndcg@5", "hit@1")
 

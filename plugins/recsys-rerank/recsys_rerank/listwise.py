@@ -34,14 +34,14 @@ class WindowedLLMReranker(OrderedLLMReranker):
         window: candidates per prompt (at most 26).
         step: how far the window moves up a longer list (default: half the window, as RankGPT's 20 and 10).
         prompt: with ``{history}``, ``{candidates}`` (one "[A] text" line each), ``{count}``, ``{example}``.
-        backbone, template, history_items, chat, chunk, order, bootstrap, seed: as
+        backbone, template, history_items, chat, chunk, order, bootstrap, seed, recency: as
             :class:`recsys_rerank.ordering.OrderedLLMReranker`.
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
                  chat: bool = True, chunk: int = 8, order: Order = "given", bootstrap: int = 1, seed: int = 0,
-                 window: int = 20, step: int | None = None, prompt: str = PROMPT):
-        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed)
+                 window: int = 20, step: int | None = None, prompt: str = PROMPT, recency: bool = False):
+        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, recency=recency)
         identifiers(window)  # fails early on a window wider than the identifiers
         step = window // 2 if step is None else step
         if not 1 <= step <= window:
@@ -81,7 +81,7 @@ class FIRST(WindowedLLMReranker):
         rank_weight: λ of FIRST's loss, L = L_LM + λ L_rank (10, castorini's FirstMistral with
             weighted RankNet).
         backbone, template, history_items, chat, chunk, order, bootstrap, seed, window, step,
-            prompt: as :class:`WindowedLLMReranker`.
+            prompt, recency: as :class:`WindowedLLMReranker`.
 
     Training differs from the paper's, which learns a teacher's (GPT-4's) full permutation: a
     recommendation list has one known relevant item, the target. L_LM is the cross-entropy of its
@@ -93,8 +93,9 @@ class FIRST(WindowedLLMReranker):
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
                  chat: bool = True, chunk: int = 8, order: Order = "given", bootstrap: int = 1, seed: int = 0,
                  window: int = 20, step: int | None = None, prompt: str = PROMPT, lora_r: int = 0, lora_alpha: int = 16,
-                 lora_dropout: float = 0.05, rank_weight: float = 10.0):
-        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, window, step, prompt)
+                 lora_dropout: float = 0.05, rank_weight: float = 10.0, recency: bool = False):
+        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, window, step, prompt,
+                         recency=recency)
         if lora_r < 0 or rank_weight < 0:
             raise ValueError(f"lora_r and rank_weight must be >= 0, got {lora_r} and {rank_weight}")
         self.lora_r, self.rank_weight = lora_r, rank_weight

@@ -24,6 +24,9 @@ class LLMReranker(recsys.Reranker):
         chat: wrap each prompt in the tokenizer's chat template (instruction-tuned backbones); the
             answer then starts the assistant's turn. Ignored when the tokenizer has none.
         chunk: prompts per forward pass.
+        recency: LLMRank's recency-focused prompt: after the history, a line naming its most recent
+            item again ("Note that the most recent one is: ..."), which LLMRank found makes the LLM
+            weigh the order of the history.
 
     The LM is frozen and kept out of ``state_dict`` (the backbone name is the hyper-parameter).
     ``counts`` adds up ``rows`` (ranked lists), ``prompts``, ``prompt_tokens``, ``generated_tokens``
@@ -31,12 +34,12 @@ class LLMReranker(recsys.Reranker):
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
-                 chat: bool = True, chunk: int = 16):
+                 chat: bool = True, chunk: int = 16, recency: bool = False):
         super().__init__()
         if history_items < 1 or chunk < 1:
             raise ValueError(f"history_items and chunk must be >= 1, got {history_items} and {chunk}")
-        self.backbone, self.template, self.history_items, self.chat, self.chunk = (
-            backbone, template, history_items, chat, chunk)
+        self.backbone, self.template, self.history_items, self.chat, self.chunk, self.recency = (
+            backbone, template, history_items, chat, chunk, recency)
         self._loaded: dict[str, Any] = {}  # a dict, so the LM is not a registered submodule (not saved)
         self._answers: dict[tuple[str, str], int] = {}
         self.counts: Counter[str] = Counter()
@@ -48,8 +51,13 @@ class LLMReranker(recsys.Reranker):
     # ---- prompts ---------------------------------------------------------------------------------
 
     def recent(self, history: list[int]) -> str:
-        """The last ``history_items`` items of a (0-padded) history, oldest first, one per line."""
-        return "\n".join(self.texts[i] for i in [i for i in history if i > 0][-self.history_items:])
+        """The last ``history_items`` items of a (0-padded) history, oldest first, one per line
+        (then, with ``recency``, the note naming the newest of them)."""
+        items = [i for i in history if i > 0][-self.history_items:]
+        text = "\n".join(self.texts[i] for i in items)
+        if self.recency and items:
+            text += f"\nNote that the most recent one is: {self.texts[items[-1]]}"
+        return text
 
     @property
     def uses_chat(self) -> bool:

@@ -35,12 +35,13 @@ class OrderedLLMReranker(LLMReranker):
         bootstrap: how many orders are ranked and Borda-aggregated (1: just ``order``; each further
             round is a seeded shuffle).
         seed: the seed of the shuffles.
-        backbone, template, history_items, chat, chunk: as :class:`recsys_rerank.llm.LLMReranker`.
+        backbone, template, history_items, chat, chunk, recency: as :class:`recsys_rerank.llm.LLMReranker`.
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
-                 chat: bool = True, chunk: int = 16, order: Order = "given", bootstrap: int = 1, seed: int = 0):
-        super().__init__(backbone, template, history_items, chat, chunk)
+                 chat: bool = True, chunk: int = 16, order: Order = "given", bootstrap: int = 1, seed: int = 0,
+                 recency: bool = False):
+        super().__init__(backbone, template, history_items, chat, chunk, recency=recency)
         if order not in ("given", "reversed", "shuffled"):
             raise ValueError(f"order must be 'given', 'reversed' or 'shuffled', got {order!r}")
         if bootstrap < 1:

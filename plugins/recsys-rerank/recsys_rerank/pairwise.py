@@ -29,7 +29,7 @@ class PRP(OrderedLLMReranker):
         method: ``allpair`` or ``sliding`` (see the module docstring).
         passes: bubble-sort passes of ``sliding`` (the top ``passes`` items are then final).
         prompt: with ``{history}``, ``{first}`` and ``{second}``.
-        backbone, template, history_items, chat, chunk, order, bootstrap, seed: as
+        backbone, template, history_items, chat, chunk, order, bootstrap, seed, recency: as
             :class:`recsys_rerank.ordering.OrderedLLMReranker`.
 
     The preference of a for b is P(a | a first) averaged with P(a | a second), each the softmax
@@ -38,8 +38,9 @@ class PRP(OrderedLLMReranker):
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
                  chat: bool = True, chunk: int = 16, order: Order = "given", bootstrap: int = 1, seed: int = 0,
-                 method: Literal["allpair", "sliding"] = "sliding", passes: int = 10, prompt: str = PROMPT):
-        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed)
+                 method: Literal["allpair", "sliding"] = "sliding", passes: int = 10, prompt: str = PROMPT,
+                 recency: bool = False):
+        super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, recency=recency)
         if method not in ("allpair", "sliding"):
             raise ValueError(f"method must be 'allpair' or 'sliding', got {method!r}")
         if passes < 1:

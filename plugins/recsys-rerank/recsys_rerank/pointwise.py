@@ -19,14 +19,14 @@ class PointwiseLLM(LLMReranker):
 
     Args:
         prompt: the question, with ``{history}`` (one item per line) and ``{candidate}``.
-        backbone, template, history_items, chat, chunk: as :class:`recsys_rerank.llm.LLMReranker`.
+        backbone, template, history_items, chat, chunk, recency: as :class:`recsys_rerank.llm.LLMReranker`.
 
     A candidate's score depends neither on the other candidates nor on its place in the list.
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,
-                 prompt: str = PROMPT, chat: bool = True, chunk: int = 16):
-        super().__init__(backbone, template, history_items, chat, chunk)
+                 prompt: str = PROMPT, chat: bool = True, chunk: int = 16, recency: bool = False):
+        super().__init__(backbone, template, history_items, chat, chunk, recency=recency)
         self.prompt = prompt
 
     def prompts(self, batch: recsys.Batch, candidates: Tensor) -> list[list[str]]:

@@ -87,6 +87,18 @@ def test_first_ranks_by_one_forward_pass_per_window_and_generates_nothing(tiny_d
         FIRST(backbone="tiny-llama", window=27)
 
 
+def test_the_recency_prompt_names_the_newest_history_item_once_more(tiny_data):
+    batch = next(iter(tiny_data.test_dataloader()))
+    history = batch.history[0].tolist()
+    newest, oldest = [i for i in history if i > 0][-1], [i for i in history if i > 0][-2]
+    plain, focused = llm(FIRST, tiny_data), llm(FIRST, tiny_data, recency=True)
+    assert "most recent" not in plain.list_prompt(plain.recent(history), [1, 2])
+    prompt = focused.list_prompt(focused.recent(history), [1, 2])
+    note = f"Note that the most recent one is: {focused.texts[newest]}\n"
+    assert note in prompt and prompt.index(note) < prompt.index("Candidate items")
+    assert plain.recent(history) + "\n" + note.rstrip() == focused.recent(history) and newest != oldest
+
+
 def test_listwise_generation_returns_a_permutation(tiny_data):
     batch = next(iter(tiny_data.test_dataloader()))
     candidates = torch.arange(1, 6).expand(len(batch.target), 5).clone()
