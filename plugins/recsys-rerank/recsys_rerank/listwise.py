@@ -43,6 +43,8 @@ class WindowedLLMReranker(OrderedLLMReranker):
                  window: int = 20, step: int | None = None, prompt: str = PROMPT, recency: bool = False):
         super().__init__(backbone, template, history_items, chat, chunk, order, bootstrap, seed, recency=recency)
         identifiers(window)  # fails early on a window wider than the identifiers
+        if window < 2:
+            raise ValueError(f"window must be >= 2 (one item has no order to rank), got {window}")
         step = window // 2 if step is None else step
         if not 1 <= step <= window:
             raise ValueError(f"step must be in 1..window ({window}), got {step}")

@@ -29,8 +29,9 @@ class LLMReranker(recsys.Reranker):
             weigh the order of the history.
 
     The LM is frozen and kept out of ``state_dict`` (the backbone name is the hyper-parameter).
-    ``counts`` adds up ``rows`` (ranked lists), ``prompts``, ``prompt_tokens``, ``generated_tokens``
-    and ``forward_passes`` over every call, for cost tables; ``counts.clear()`` resets them.
+    ``counts`` adds up ``rows`` (candidate lists, each once however many bootstrap orders),
+    ``prompts``, ``prompt_tokens``, ``generated_tokens`` and ``forward_passes`` over every call, for
+    cost tables; ``counts.clear()`` resets them.
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", template: str = "title", history_items: int = 10,

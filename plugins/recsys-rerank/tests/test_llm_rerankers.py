@@ -85,6 +85,8 @@ def test_first_ranks_by_one_forward_pass_per_window_and_generates_nothing(tiny_d
     assert prompt.endswith("\nAnswer: [") and "[A] " + first.texts[3] in prompt and "[C]" not in prompt.split("e.g.")[0]
     with pytest.raises(ValueError, match="at most 26 candidates"):
         FIRST(backbone="tiny-llama", window=27)
+    with pytest.raises(ValueError, match="window must be >= 2"):
+        FIRST(backbone="tiny-llama", window=1)  # found when built, not at the first ranked batch
 
 
 def test_the_recency_prompt_names_the_newest_history_item_once_more(tiny_data):
