@@ -85,14 +85,15 @@ def mask_seen(scores: Tensor, seen: Tensor | None, target: Tensor | None = None)
     """Set PAD (column 0) and every ``seen`` item to -inf, in place; the target keeps its score.
 
     scores: (B, N + 1) float; seen: (B, S) int64 left-padded with 0; target: (B,) int64.
-    Keeping the target's score means a repeat interaction can still be hit.
+    Keeping the target's score means a repeat interaction can still be hit. PAD stays masked when
+    a target is 0 (unknown, predict runs).
     """
     keep = scores.gather(1, target[:, None]) if target is not None else None
     if seen is not None:
         scores.scatter_(1, seen, float("-inf"))
-    scores[:, 0] = float("-inf")
     if keep is not None and target is not None:  # keep is set exactly when target is given
         scores.scatter_(1, target[:, None], keep)
+    scores[:, 0] = float("-inf")  # last: a target of 0 must not bring PAD back
     return scores
 
 

@@ -50,6 +50,8 @@ def test_mask_seen_masks_pad_and_history_but_not_the_target():
     masked = mask_seen(scores.clone(), seen, target)
     assert masked[0].tolist() == [float("-inf"), 1, float("-inf"), 3, 4, 5]
     assert masked[1].tolist() == [float("-inf"), 1, 2, float("-inf"), 4, 5]
+    unknown = mask_seen(scores.clone(), seen, torch.tensor([0, 0]))  # predict runs: no target
+    assert unknown[:, 0].isinf().all() and unknown[0, 5] == float("-inf")
 
 
 def test_constant_scorer_ranks_every_target_last_under_pessimistic_ties():

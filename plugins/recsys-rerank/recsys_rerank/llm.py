@@ -136,6 +136,7 @@ class LLMReranker(recsys.Reranker):
         """Greedy continuations of ``prompts`` (decoded, special tokens dropped)."""
         model, tokenizer = self.lm()
         texts = []
+        stops = torch.tensor(sorted(self.end_tokens()))
         for start in range(0, len(prompts), self.chunk):
             encoded = self.encode(prompts[start:start + self.chunk])
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
@@ -144,7 +145,7 @@ class LLMReranker(recsys.Reranker):
             # one forward pass per new position (shared by the chunk); a row's tokens run up to and
             # including its first end token (the padding after it is not generated)
             self.counts["forward_passes"] += new.shape[1]
-            ends = torch.isin(new, torch.tensor(sorted(self.end_tokens()), device=new.device))
+            ends = torch.isin(new, stops.to(new.device))
             self.counts["generated_tokens"] += int(((ends.cumsum(dim=1) - ends.long()) == 0).sum())
             texts += tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts

@@ -133,13 +133,11 @@ class Rerank(recsys.TrainableOnlyCheckpoint, recsys.SeqRecModule):
         # the engine's evaluation rule for every model: seen items are masked except the target, so
         # a repeat target can reach the reranked list as it can reach a single model's top
         shown = recsys.mask_seen(base.clone(), batch.seen, batch.target)
-        shown[:, 0] = float("-inf")  # PAD, also when the target is unknown (0, predict runs)
         top = shown.topk(self.top_n, dim=1).indices  # (B, C): what the reranker sees
         allowed = shown.gather(1, top).isfinite()  # False only where a row has fewer than C items to show
         reranked = self.reranker.score(batch, top).float().masked_fill(~allowed, float("-inf"))
         # lift the candidates above every other item, keeping the reranker's order among them
-        finite = reranked.isfinite()
-        lowest = reranked.masked_fill(~finite, float("inf")).amin(dim=1, keepdim=True)
+        lowest = reranked.masked_fill(~reranked.isfinite(), float("inf")).amin(dim=1, keepdim=True)
         lift = base.masked_fill(~base.isfinite(), float("-inf")).amax(dim=1, keepdim=True) + 1
         lift = lift - torch.where(lowest.isfinite(), lowest, torch.zeros_like(lowest))
         return base.scatter_(1, top, reranked + lift)

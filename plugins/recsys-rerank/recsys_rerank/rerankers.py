@@ -23,7 +23,7 @@ class RandomReranker(recsys.Reranker):
         self.seed = seed
 
     def score(self, batch: recsys.Batch, candidates: Tensor) -> Tensor:
-        mixed = _mix32(_mix32(torch.full_like(batch.user[:, None], self.seed).long()) ^ batch.user[:, None].long())
+        mixed = _mix32(_mix32(torch.tensor(self.seed)) ^ batch.user[:, None].long())
         return _mix32(mixed ^ candidates.long()).double().div(2.0 ** 32).float()  # in [0, 1)
 
 
