@@ -610,3 +610,57 @@ def test_a_space_of_choices_tries_each_choice_before_any_twice(tmp_path, monkeyp
         runner.run_study(spec, log=lambda line: None)
         tried = [u.params["model.num_layers"] for u in ran if u.phase == "tune"]
         assert len(tried) == trials and sorted(tried[:4]) == [1, 2, 3, 4], tried
+
+
+# ---- a worker killed after its run's first checkpoint: the run goes on from it ------------------
+
+def test_a_run_whose_worker_dies_after_a_checkpoint_goes_on_from_it_and_ends_as_an_uninterrupted_one(tmp_path):
+    """The worker is SIGKILLed at the start of epoch 3 (by a callback in the run, once); the next
+    `recsys study run` resumes the run from its last.ckpt: no epoch lost or counted twice, the
+    epochs before the kill kept as recorded, and the same validation curve and test metrics as the
+    same study run without a kill."""
+    sasrec = {"config": "configs/ml-100k/sasrec.yaml",
+              "overrides": {"trainer.max_epochs": 6, "model.d_model": 16, "model.num_heads": 1, "model.num_layers": 1,
+                            "model.max_len": 5, "model.dropout": 0.3}}
+    killer = {"class_path": "crash_callback.KillRunnerOnce", "init_args": {"epoch": 3, "marker": str(tmp_path / "kill-marker")}}
+    killed_path = study_file(tmp_path, name="killed", budget={"trials": 1, "seeds": [0]}, reference="SASRec", models={
+        "SASRec": {**sasrec, "overrides": {**sasrec["overrides"], "trainer.callbacks+": killer}}})
+    whole_path = study_file(tmp_path, name="whole", budget={"trials": 1, "seeds": [0]}, reference="SASRec",
+                            models={"SASRec": sasrec})
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+
+    def study(path: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "recsys.cli", "study", "run", str(path), "--output",
+                                 str(tmp_path / path.stem), "--root", str(ROOT)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    whole, first = study(whole_path), study(killed_path)
+    assert first.wait(timeout=150) == -9  # the callback killed its worker
+    run_dir = tmp_path / "killed" / "runs" / "tiny" / "SASRec" / "seed-0"
+    before = json.loads((run_dir / "record.json").read_text())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    checkpoint = torch.load(next(run_dir.rglob("last.ckpt")), weights_only=False)
+    saved = checkpoint["epoch"] + 1  # the epochs the checkpoint holds: 0 .. saved - 1
+    assert saved == 3 and [e["epoch"] for e in before["epochs"]][:saved] == list(range(saved))
+
+    second = study(killed_path)
+    assert second.wait(timeout=150) == 0, second.stderr.read()[-2000:]
+    assert whole.wait(timeout=150) == 0, whole.stderr.read()[-2000:]
+    assert not list(run_dir.parent.glob("*.crashed-*"))  # resumed in place, not started over
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "done" and len(run["attempts"]) == 1 and run["attempts"][0]["worker_pid"] == first.pid
+    assert "recsys: resuming from" in (run_dir / "stderr.txt").read_text()
+    after = json.loads((run_dir / "record.json").read_text())
+    assert [e["epoch"] for e in after["epochs"]] == list(range(6))  # none lost, none twice
+    assert after["epochs"][:saved] == before["epochs"][:saved]  # as the killed attempt recorded them
+    assert after["resumed"][0]["after_epoch"] == saved - 1
+    reference = json.loads((tmp_path / "whole" / "runs" / "tiny" / "SASRec" / "seed-0" / "record.json").read_text())
+    def curve(record: dict) -> list[float]:
+        return [e["val"]["val/ndcg@10"] for e in record["epochs"]]
+
+    assert curve(after) == pytest.approx(curve(reference), abs=1e-6)
+    assert after["best_epoch"] == reference["best_epoch"] and after["test"] == pytest.approx(reference["test"])
+    from recsys.study.report import collect, leaderboard
+    spec = load_study(killed_path, ROOT, tmp_path / "killed")
+    _, warnings = leaderboard(spec, collect(spec, "tiny"))
+    assert any("resumed from its checkpoint after epoch" in w for w in warnings)

@@ -7,7 +7,8 @@ trial: the database numbers trials atomically and a trial's slot is its place am
 (not re-queued) trials, so two workers (threads, processes or machines sharing a PostgreSQL URL)
 never get the same slot, and a trial whose place is past the budget is refused. That is what keeps the budget equal: a model gets exactly ``budget.trials`` slots.
 
-A crash loses only the run in flight. Running trials send heartbeats; one whose heartbeat stops
+A crash loses at most the epoch in flight (the runner resumes the run from its ``last.ckpt``:
+:func:`recsys.study.runner.resumable`). Running trials send heartbeats; one whose heartbeat stops
 (its worker died) is failed by the next worker that looks, and its slot is queued again with the
 same parameters. A worker also fails at once the running trials of dead processes on its own
 host, so ``recsys study run`` after a ``kill -9`` resumes without waiting for the grace period.

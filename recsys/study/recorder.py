@@ -41,6 +41,31 @@ class RunRecorder(pl.Callback):
         self.record: dict[str, Any] = {"select": select, "select_mode": select_mode, "epochs": [], "status": "running"}
         self._fit_start = self._epoch_start = self._test_start = 0.0
         self._train_seconds = 0.0
+        self._restored: dict[str, Any] | None = None  # the state of the checkpoint a fit resumes from
+
+    # ---- resuming (``recsys fit --ckpt_path last``) ------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (after this epoch's entry: Lightning runs checkpointing last)."""
+        return {"record": self.record, "elapsed_s": time.perf_counter() - self._fit_start}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning calls this for every checkpoint it restores, a test's too (after fit, or in
+        # ``recsys test``): only a fit that resumes applies it, in on_fit_start.
+        self._restored = dict(state_dict)
+
+    def _resume(self) -> float:
+        """Keep the epochs recorded up to the checkpoint a fit resumes from; returns the fit
+        seconds they took. Seconds the attempt that died spent after that checkpoint are not
+        counted: the new attempt does that work again, and counts it."""
+        state, self._restored = self._restored, None
+        if state is None:
+            return 0.0
+        epochs = state["record"].get("epochs") or []
+        resumed = [*state["record"].get("resumed", []),
+                   {"after_epoch": epochs[-1]["epoch"] if epochs else None, "elapsed_s": float(state["elapsed_s"])}]
+        self.record = {**state["record"], "status": "running", "resumed": resumed}
+        return float(state["elapsed_s"])
 
     # ---- fit -------------------------------------------------------------------------------------
 
@@ -55,6 +80,7 @@ class RunRecorder(pl.Callback):
             raise ValueError(f"the study selects the {self.select_mode} of {self.select!r} but the run's checkpoint "
                              f"keeps the {sorted(modes)} one: set the study's select_mode (or the config's mode) "
                              "to match")
+        elapsed_before = self._resume()
         params = list(pl_module.parameters())
         datamodule = getattr(trainer, "datamodule", None)
         self.record.update(
@@ -63,7 +89,7 @@ class RunRecorder(pl.Callback):
             device=str(pl_module.device), accelerator=type(trainer.accelerator).__name__,
             max_epochs=trainer.max_epochs, data=self._data_settings(datamodule),
             data_class=type(datamodule).__qualname__ if datamodule is not None else None)
-        self._fit_start = time.perf_counter()
+        self._fit_start = time.perf_counter() - elapsed_before
         self._write(trainer)
 
     @staticmethod

@@ -169,6 +169,10 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
             if trains and best is not None and best + 1 >= allowed:
                 warnings.append(f"{model.name} seed {run.run.get('seed')}: selected epoch {best} is the last one "
                                 f"allowed ({allowed} epochs): budget-limited, not converged")
+            for resumed in run.record.get("resumed") or []:  # reported, not hidden: not bit-identical to one go
+                warnings.append(f"{model.name} seed {run.run.get('seed')}: resumed from its checkpoint after epoch "
+                                f"{resumed.get('after_epoch')} when its worker died (the seconds count each "
+                                "epoch once; built-in models restore their random states, plugins may not)")
         warnings += [_unfinished(f"{model.name} seed {r.run.get('seed')}", r) for r in model.runs if r.status != "done"]
         # a pruned trial is the protocol working; a failed one is a check
         warnings += [_unfinished(f"{model.name} tuning trial {r.run.get('slot')}", r) for r in model.tune

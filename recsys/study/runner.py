@@ -122,20 +122,30 @@ def run_header(spec: StudySpec, unit: Unit) -> dict[str, Any]:
 
 
 def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str]) -> dict[str, Any]:
-    """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails."""
+    """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails.
+
+    A run whose worker died (run.json still says "running") after its first checkpoint goes on
+    from its ``last.ckpt`` (``recsys fit --ckpt_path last``: weights, optimizer, epoch, early
+    stopping and the recorder's epochs), so a kill loses at most the epoch in flight. Any other
+    leftover directory (no checkpoint yet, a failed run retried, a changed command) is kept aside
+    as ``<name>.crashed-<time>`` and the run starts over."""
     directory = unit.directory(spec)
-    if directory.exists():  # a run in flight when its worker died, or one retried after failing: kept aside
-        _move_aside(directory, "crashed")
-    directory.mkdir(parents=True)
     args = command(spec, unit, trial_id)
     run = {**run_header(spec, unit), "command": args[2:], "status": "running", "started": _now(),
            "versions": versions(), "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
+    killed = resumable(directory, run["command"])
+    if killed is not None:
+        args.append("--ckpt_path=last")
+        run["attempts"] = [*killed.get("attempts", []), {key: killed.get(key) for key in ATTEMPT_KEYS}]
+    elif directory.exists():  # a run that failed, or died before its first checkpoint: kept aside
+        _move_aside(directory, "crashed")
+    directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / RUN, run)
     returncode = _run_process(args, directory, spec, env, run)
-    configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"))
-    if configs:
+    configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"), key=_written)
+    if configs:  # the run's config as first launched; results.json is beside the newest attempt's
         run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
-        run["config_path"] = str(configs[0].relative_to(directory))
+        run["config_path"] = str(configs[-1].relative_to(directory))
     try:
         record = read_json(directory / RECORD) or {}
     except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
@@ -149,6 +159,29 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     if run["status"] == "failed":
         raise RunFailed(f"{unit.label}: exit {returncode}: {run['error']}")
     return run
+
+
+# What run.json keeps of each earlier attempt of a resumed run.
+ATTEMPT_KEYS = ("started", "host", "worker_pid", "git")
+
+
+def resumable(directory: Path, command: list[str]) -> dict[str, Any] | None:
+    """The run.json of a run in ``directory`` that was killed in flight (status "running": its
+    worker died, or the slot would not have been handed out again) with the same command and a
+    ``last*.ckpt`` to go on from; else None. The pruning callback's trial id is left out of the
+    comparison: a re-queued tuning slot gets a new trial with the same parameters."""
+    previous = read_json_or_none(directory / RUN)
+    if previous is None or previous.get("status") != "running" or not any(directory.rglob("last*.ckpt")):
+        return None
+    def same(args: list[str]) -> list[str]:
+        return [a for a in args if "OptunaPruning" not in a]
+    return previous if same(previous.get("command") or []) == same(command) else None
+
+
+def _written(path: Path) -> float:
+    """When ``path`` was last written: a resumed run's attempts each write a config.yaml into a new
+    logger version folder, named by number or by Slurm job id, so the order is by time."""
+    return path.stat().st_mtime
 
 
 def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, str], run: dict[str, Any]) -> int:
