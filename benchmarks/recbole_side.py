@@ -713,6 +713,8 @@ def main():
     REPORT["complete"] = True
     REPORT["stage"] = "done"
     write_report()
+    if os.path.exists(last_path()):  # finished: nothing to go on from (a later --resume starts afresh)
+        os.remove(last_path())
     print(json.dumps({k: REPORT.get(k) for k in (
         "epochs_run", "best_epoch", "median_epoch_train_seconds", "throughput_targets_per_second",
         "wall_seconds_to_best", "peak_rss_mib", "test_metrics")}, indent=2))
