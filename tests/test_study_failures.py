@@ -664,3 +664,32 @@ def test_a_run_whose_worker_dies_after_a_checkpoint_goes_on_from_it_and_ends_as_
     spec = load_study(killed_path, ROOT, tmp_path / "killed")
     _, warnings = leaderboard(spec, collect(spec, "tiny"))
     assert any("resumed from its checkpoint after epoch" in w for w in warnings)
+
+
+def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does(hand_runs, capsys):
+    """Two runs say "running": one whose worker is gone after 2 of 5 epochs, with a last.ckpt
+    (the next `run` resumes it), and one on another host with no epoch yet."""
+    from recsys.cli import main
+    from recsys.study.runner import in_flight
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = write_run(hand_runs, "SASRec", 1, ["u0"], [1])
+    (killed / "run.json").write_text(json.dumps({"status": "running", "host": claims.HOST, "started": "t0",
+                                                 "worker_pid": int(gone.stdout), "attempts": [{"started": "t-1"}]}))
+    epochs = [{"epoch": e, "val": {"val/ndcg@10": v}} for e, v in ((0, 0.1), (1, 0.25))]
+    (killed / "record.json").write_text(json.dumps({"max_epochs": 5, "epochs": epochs}))
+    (killed / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)
+    (killed / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    elsewhere = hand_runs.output / "runs" / "tiny" / "Pop" / "tune-0"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "run.json").write_text(json.dumps({"status": "running", "host": "another-host", "worker_pid": 1}))
+    rows = {r["run"]: r for r in in_flight(hand_runs)}
+    assert set(rows) == {"tiny/SASRec/seed-1", "tiny/Pop/tune-0"}  # the finished runs are not in flight
+    assert rows["tiny/SASRec/seed-1"] == {"run": "tiny/SASRec/seed-1", "started": "t0", "attempt": 2, "epochs": 2,
+                                          "max_epochs": 5, "value": 0.25, "worker_alive": False, "resumable": True}
+    assert (rows["tiny/Pop/tune-0"]["worker_alive"], rows["tiny/Pop/tune-0"]["resumable"]) == (None, False)
+    assert main(["study", "status", str(hand_runs.path), "--output", str(hand_runs.output), "--root", str(ROOT)]) == 0
+    out = capsys.readouterr().out
+    assert ("in flight: tiny/SASRec/seed-1 since t0 (attempt 2): epoch 2 of 5 done, val/ndcg@10 0.2500; worker gone: "
+            "the next `recsys study run` resumes from its last checkpoint") in out
+    assert "in flight: tiny/Pop/tune-0 since ? (attempt 1): epoch 0 of ? done; worker on another host" in out

@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
         print(f"recsys: study {spec.name}: {ran} run(s) here; `recsys study report {args.study}` writes the report")
         return 0
     if args.command == "status":
+        from recsys.study.runner import in_flight
         from recsys.study.runner import status as study_status
 
         rows = study_status(spec)
@@ -60,6 +61,13 @@ def main(argv: list[str]) -> int:
         for r in rows:
             print(f"{r['dataset']:<20} {r['model']:<24} {r['phase']:<5} {r['finished']:>8} {r['running']:>7} "
                   f"{r['queued']:>6} {r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
+        for r in in_flight(spec):
+            worker = {True: "worker alive", False: "worker gone", None: "worker on another host"}[r["worker_alive"]]
+            after = "resumes from its last checkpoint" if r["resumable"] else "starts over"
+            value = "" if r["value"] is None else f", {spec.select} {r['value']:.4f}"
+            print(f"in flight: {r['run']} since {r['started'] or '?'} (attempt {r['attempt']}): epoch {r['epochs']} of "
+                  f"{r['max_epochs'] or '?'} done{value}; {worker}"
+                  + (f": the next `recsys study run` {after}" if r["worker_alive"] is False else ""))
         return 0
     from recsys.study.report import write_report
 

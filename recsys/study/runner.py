@@ -502,3 +502,26 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
                      "queued": len(spec.seeds) - len(found), "budget": len(spec.seeds),
                      "failed": found.count("failed"), "pruned": 0})
     return rows
+
+
+def in_flight(spec: StudySpec) -> list[dict[str, Any]]:
+    """The fits whose run.json says "running": how far each has got (epochs recorded of those
+    allowed, the newest value of the selection metric), since when, and, for a run of this host,
+    whether its worker is alive; a dead one's run goes on from its last checkpoint at the next
+    ``run`` when it has one (``resumable``), else starts over."""
+    rows = []
+    for path in sorted(spec.output.glob("runs/*/*/*/run.json")):
+        run = read_json_or_none(path) or {}
+        if ".crashed-" in path.parent.name or run.get("status") != "running":
+            continue
+        record = read_json_or_none(path.parent / RECORD) or {}
+        epochs = record.get("epochs") or []
+        here = run.get("host") == claims.HOST
+        rows.append({"run": str(path.parent.relative_to(spec.output / "runs")), "started": run.get("started"),
+                     "attempt": len(run.get("attempts", [])) + 1, "epochs": len(epochs),
+                     "max_epochs": record.get("max_epochs"),
+                     "value": epochs[-1]["val"].get(spec.select) if epochs else None,
+                     "worker_alive": claims.alive(int(run.get("worker_pid") or 0)) if here else None,
+                     "resumable": any(path.parent.rglob("last*.ckpt"))})
+    return rows
+
