@@ -693,3 +693,30 @@ def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does
     assert ("in flight: tiny/SASRec/seed-1 since t0 (attempt 2): epoch 2 of 5 done, val/ndcg@10 0.2500; worker gone: "
             "the next `recsys study run` resumes from its last checkpoint") in out
     assert "in flight: tiny/Pop/tune-0 since ? (attempt 1): epoch 0 of ? done; worker on another host" in out
+
+
+def test_an_evaluation_row_is_compared_with_the_reference_evaluated_the_same_way(tmp_path):
+    """Seed runs tested on 12 sampled users and re-tested on all 30 (`[all]`): SASRec [all] is
+    paired with Pop [all] over the 30 users, not skipped for having other windows than Pop."""
+    from recsys.study.report import board_markdown, collect, leaderboard
+
+    retest = {"all": {"data.eval_sample": None}}
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}, models={
+        "Pop": {"config": "configs/ml-100k/pop.yaml", "evaluations": retest},
+        "SASRec": {"config": "configs/ml-100k/sasrec.yaml", "evaluations": retest}}), ROOT, tmp_path / "out")
+    everyone = [f"u{i}" for i in range(30)]
+    for model, ranks in (("Pop", [50] * 30), ("SASRec", [1] * 15 + [50] * 15)):  # ndcg@10: 0 / 1 for half
+        seed = write_run(spec, model, 0, everyone[:12], ranks[:12])
+        (seed / "eval-all").mkdir()
+        (seed / "eval-all" / "run.json").write_text(json.dumps({"status": "done", "seed": 0}))
+        (seed / "eval-all" / "record.json").write_text(json.dumps({"split_hash": "all"}))
+        pd.DataFrame({"window": range(30), "user": everyone, "rank": ranks, "cold": False}).to_csv(
+            seed / "eval-all" / "ranks.csv", index=False)
+    board, warnings = leaderboard(spec, collect(spec, "tiny"))
+    rows = board.set_index("model")
+    assert rows.loc["SASRec [all]", "versus"] == "Pop [all]" and rows.loc["SASRec [all]", "test_users"] == 30
+    assert rows.loc["SASRec [all]", "diff"] == pytest.approx(0.5)  # 15 of 30 users at rank 1, Pop never
+    assert rows.loc["SASRec", "versus"] == "Pop" and rows.loc["SASRec", "diff"] == pytest.approx(1.0)  # 12 users
+    assert not any("no paired test" in w for w in warnings), warnings
+    text = "\n".join(board_markdown(spec, board))
+    assert "+0.5000 [" in text and "vs Pop [all]" in text and "| Pop [all] | 1/1 | 30 |" in text

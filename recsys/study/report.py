@@ -6,7 +6,9 @@ never from a cached table, so a report is always the runs' own numbers. Per data
 - the leaderboard: each report metric's mean ± std over seeds (from each run's test ranks), a 95%
   bootstrap interval over users (of the per-user value averaged over seeds), the difference from
   the reference model with Wilcoxon signed-rank and paired t p-values (Holm-corrected across the
-  models compared) and Cohen's d_z, all on the same test users; cost: parameters, seconds to the
+  models compared) and Cohen's d_z, all on the same test users (a model's extra evaluation
+  ``M [label]`` is compared with ``Reference [label]`` when the study has it, e.g. both re-tested
+  on every user); cost: parameters, seconds to the
   selected checkpoint, seconds per training epoch, test seconds, peak memory;
 - the tuning budget each model got (trials finished, pruned, failed);
 - checks: protocol settings, test users per model, runs that failed or are still running, a
@@ -107,13 +109,19 @@ def _mean(values: list[Any]) -> float | None:
 def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFrame, list[str]]:
     """One row per model (see the module docstring) and the dataset's warnings."""
     warnings: list[str] = []
-    reference = next((m for m in results if m.name == spec.reference), None)
-    ref_users = reference.users() if reference is not None else None
-    if ref_users is None and len(results) > 1:
+    by_name = {m.name: m for m in results}
+    users_of = {m.name: m.users() for m in results}
+    if users_of.get(spec.reference) is None and len(results) > 1:
         warnings.append(f"the reference {spec.reference} has no finished seed run: no paired tests")
     rows: list[dict[str, Any]] = []
     pending: list[int] = []
     for model in results:
+        # A model tested once more a given way (`M [label]`) is compared with the reference tested
+        # the same way when the study has that row (e.g. both re-tested on every user), else with
+        # the reference itself.
+        versus = f"{spec.reference} [{model.evaluation}]" if model.evaluation else spec.reference
+        versus = versus if versus in by_name else spec.reference
+        ref_users = users_of.get(versus)
         row: dict[str, Any] = {"model": model.name, "seeds": f"{len(model.done)}/{model.expected_seeds}"}
         users = model.users()
         windows = {frozenset(r.ranks["window"]) for r in model.done if r.ranks is not None}
@@ -129,9 +137,9 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         if users is not None:
             per_user = np.mean([stats.per_user(users[c].to_numpy(), spec.primary) for c in users.columns], axis=0)
             row["ci_low"], row["ci_high"] = stats.bootstrap_ci(per_user)
-            if ref_users is not None and model.name != spec.reference:
+            if ref_users is not None and model.name != versus:
                 if set(users.index) != set(ref_users.index):
-                    warnings.append(f"{model.name} and {spec.reference} were tested on different windows: "
+                    warnings.append(f"{model.name} and {versus} were tested on different windows: "
                                     "no paired test")
                 else:
                     ref = np.mean([stats.per_user(ref_users.loc[users.index, c].to_numpy(), spec.primary)
@@ -139,7 +147,7 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
                     test = stats.paired_test(per_user, ref)
                     row.update(diff=test.diff, diff_low=test.diff_ci[0], diff_high=test.diff_ci[1],
                                wilcoxon_p=test.wilcoxon_p, t_p=test.t_p, effect_dz=test.effect_dz,
-                               test_users=test.n)
+                               test_users=test.n, versus=versus)
                     pending.append(len(rows))
             row.setdefault("test_users", len(users))
         records = [r.record for r in model.done]
@@ -355,6 +363,7 @@ def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
     head = ["model", "seeds", "test users", *metrics, f"95% CI ({spec.primary})", f"Δ vs {spec.reference}", "p Wilcoxon (Holm)",
             "p t (Holm)", "d_z", "params (trainable)", "s to best", "s/epoch", "test s", "peak RSS MB", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    compared_with = set(board["versus"].dropna()) if "versus" in board else set()
     for _, r in board.iterrows():
         users = r.get("test_users")
         cells = [str(r["model"]), str(r["seeds"]), _fmt(int(users)) if users is not None and not pd.isna(users) else "-"]
@@ -362,10 +371,12 @@ def board_markdown(spec: StudySpec, board: pd.DataFrame) -> list[str]:
         cells.append(f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" if not pd.isna(r.get("ci_low", np.nan))
                      else "-")
         if not pd.isna(r.get("diff", np.nan)):
-            cells += [f"{r['diff']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]", _p(r.get("wilcoxon_p_holm")),
-                      _p(r.get("t_p_holm")), f"{r['effect_dz']:+.2f}"]
+            versus = "" if r.get("versus") in (None, spec.reference) else f" vs {r['versus']}"
+            cells += [f"{r['diff']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]{versus}",
+                      _p(r.get("wilcoxon_p_holm")), _p(r.get("t_p_holm")), f"{r['effect_dz']:+.2f}"]
         else:
-            cells += ["reference" if r["model"] == spec.reference else "-", "-", "-", "-"]
+            own = r["model"] == spec.reference or r["model"] in compared_with
+            cells += ["reference" if own else "-", "-", "-", "-"]
         cells += [f"{_count(r.get('params_total'))} ({_count(r.get('params_trainable'))})", _fmt(r.get("seconds_to_best"), 1),
                   _fmt(r.get("s_per_epoch"), 2), _fmt(r.get("test_s"), 1), _fmt(r.get("peak_rss_mb"), 0),
                   f"{_fmt(r.get('best_epoch'), 1)} / {_fmt(r.get('epochs'), 1)}"]
