@@ -174,8 +174,16 @@ class RecsysCLI(LightningCLI):
             {
                 "trainer.callbacks": [
                     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                     "init_args": {"monitor": MONITOR, "mode": "max", "save_last": True,
+                     "init_args": {"monitor": MONITOR, "mode": "max", "save_last": False,
                                    "filename": "best-{epoch}", "auto_insert_metric_name": False}},
+                    # last.ckpt after every validation, for --ckpt_path last. (Since Lightning 2.6 the
+                    # best one's save_last writes it only when a new best is saved: a resume would go
+                    # back to the best epoch and redo every epoch since.) save_last "link" is a no-op
+                    # here (the link would be the file itself) except at the end of a fit that took no
+                    # step (Pop, EASE): then it writes last.ckpt once, so those runs have one too.
+                    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                     "init_args": {"monitor": None, "save_top_k": 1, "filename": "last",
+                                   "enable_version_counter": False, "save_last": "link"}},
                     {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
                      "init_args": {"monitor": MONITOR, "mode": "max", "patience": 10}},
                 ],

@@ -62,9 +62,9 @@ def test_fit_trains_then_validates_and_tests_the_best_checkpoint(tiny_path, tmp_
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_predict_writes_top_k_per_user(tiny_path, tmp_path, suffix):
     args = ["--model=Pop", "--data=SeqDataModule", *common(tiny_path, tmp_path)]
-    fit = run_cli(["fit", *args, "--trainer.max_epochs=1", "--test_after_fit=false"])
+    run_cli(["fit", *args, "--trainer.max_epochs=1", "--test_after_fit=false"])
     out = tmp_path / f"top{suffix}"
-    run_cli(["predict", *args, f"--ckpt_path={fit.trainer.checkpoint_callback.last_model_path}",
+    run_cli(["predict", *args, f"--ckpt_path={next(tmp_path.rglob('last.ckpt'))}",  # Pop took no step: written at the end
              f"--predictions.path={out}", "--predictions.k=3"])
     if suffix == ".csv":
         rows = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
@@ -258,10 +258,10 @@ def test_monitor_moves_checkpoint_and_early_stopping_together(tiny_path, tmp_pat
     cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", "--monitor=val/hit@5", *common(tiny_path, tmp_path),
                    "--trainer.max_epochs=1"])
     watched = {type(c).__name__: (c.monitor, c.mode) for c in cli.trainer.callbacks
-               if isinstance(c, (ModelCheckpoint, EarlyStopping))}
+               if isinstance(c, (ModelCheckpoint, EarlyStopping)) and c.monitor}  # not the last.ckpt writer
     assert watched == {"ModelCheckpoint": ("val/hit@5", "max"), "EarlyStopping": ("val/hit@5", "max")}
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
-    assert [c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]] == ["val/hit@5", "val/hit@5"]
+    assert [c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]] == ["val/hit@5", None, "val/hit@5"]
 
 
 def test_the_best_epoch_is_read_from_a_custom_named_checkpoint(tmp_path):
@@ -305,3 +305,15 @@ def test_explicit_model_keys():
     assert explicit_model_keys(['--model={"class_path": "SASRec", "init_args": {"ties": "random", "lr": 0.1}}',
                                 "--model.init_args", "{dropout: 0.2}"]) == [
         "init_args.ties", "init_args.lr", "init_args.dropout"]
+
+
+def test_last_ckpt_is_the_newest_epoch_even_when_validation_stops_improving(tiny_path, tmp_path):
+    """--ckpt_path last must go on from where a run stopped. With lr 0 validation never improves
+    after epoch 0, so the best checkpoint stays epoch 0 while last.ckpt follows every epoch
+    (Lightning >= 2.6's save_last alone would leave it at epoch 0 too)."""
+    cli = run_cli(["fit", "--model=SASRec", "--model.max_len=5", "--model.d_model=8", "--model.ffn_dim=16",
+                   "--model.lr=0", "--data=SeqDataModule", "--trainer.max_epochs=4", "--test_after_fit=false",
+                   *common(tiny_path, tmp_path)])
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.name == "best-0.ckpt"
+    assert torch.load(best.parent / "last.ckpt", weights_only=False)["epoch"] == 3

@@ -204,12 +204,12 @@ def test_cli_defaults_select_ctr_checkpoints_on_the_models_own_monitor(ctr_path,
                    "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
                    "--test_after_fit=false"])
     monitors = {type(c).__name__: (c.monitor, c.mode) for c in cli.trainer.callbacks
-                if isinstance(c, (ModelCheckpoint, EarlyStopping))}
+                if isinstance(c, (ModelCheckpoint, EarlyStopping)) and c.monitor}  # not the last.ckpt writer
     assert monitors == {"ModelCheckpoint": ("val/auc", "max"), "EarlyStopping": ("val/auc", "max")}
     import yaml
 
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())  # what the run used
-    assert {c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]} == {"val/auc"}
+    assert {c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]} == {"val/auc", None}  # None: last.ckpt
     assert cli.trainer.checkpoint_callback.best_model_score is not None  # val/auc was logged and monitored
 
 
@@ -265,4 +265,4 @@ def test_print_config_shows_the_monitor_the_run_will_use(ctr_path, capsys, fake_
         main(["fit", "--model=ItemBiasCTR", "--data=CTRDataModule", f"--data.path={ctr_path}", "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
     assert [(c["init_args"]["monitor"], c["init_args"]["mode"]) for c in config["trainer"]["callbacks"]] == \
-        [("val/auc", "max"), ("val/auc", "max")]
+        [("val/auc", "max"), (None, "min"), ("val/auc", "max")]  # (None, "min"): the last.ckpt writer

@@ -649,7 +649,9 @@ def test_a_run_whose_worker_dies_after_a_checkpoint_goes_on_from_it_and_ends_as_
     assert not list(run_dir.parent.glob("*.crashed-*"))  # resumed in place, not started over
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "done" and len(run["attempts"]) == 1 and run["attempts"][0]["worker_pid"] == first.pid
-    assert "recsys: resuming from" in (run_dir / "stderr.txt").read_text()
+    stderr = (run_dir / "stderr.txt").read_text()
+    assert "recsys: resuming from" in stderr and stderr.count("Seed set to 0") == 2 and "==== resumed" in stderr  # both kept
+    assert run["wall_s"] > run["attempt_wall_s"]  # the kept epochs' seconds count too
     after = json.loads((run_dir / "record.json").read_text())
     assert [e["epoch"] for e in after["epochs"]] == list(range(6))  # none lost, none twice
     assert after["epochs"][:saved] == before["epochs"][:saved]  # as the killed attempt recorded them
@@ -691,7 +693,7 @@ def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does
     assert main(["study", "status", str(hand_runs.path), "--output", str(hand_runs.output), "--root", str(ROOT)]) == 0
     out = capsys.readouterr().out
     assert ("in flight: tiny/SASRec/seed-1 since t0 (attempt 2): epoch 2 of 5 done, val/ndcg@10 0.2500; worker gone: "
-            "the next `recsys study run` resumes from its last checkpoint") in out
+            "the next `recsys study run` resumes it from its last checkpoint (same command and config)") in out
     assert "in flight: tiny/Pop/tune-0 since ? (attempt 1): epoch 0 of ? done; worker on another host" in out
 
 
@@ -717,6 +719,73 @@ def test_an_evaluation_row_is_compared_with_the_reference_evaluated_the_same_way
     assert rows.loc["SASRec [all]", "versus"] == "Pop [all]" and rows.loc["SASRec [all]", "test_users"] == 30
     assert rows.loc["SASRec [all]", "diff"] == pytest.approx(0.5)  # 15 of 30 users at rank 1, Pop never
     assert rows.loc["SASRec", "versus"] == "Pop" and rows.loc["SASRec", "diff"] == pytest.approx(1.0)  # 12 users
-    assert not any("no paired test" in w for w in warnings), warnings
+    assert not any("no paired test" in w or "different splits" in w for w in warnings), warnings
+    assert pd.isna(rows.loc["Pop [all]", "diff"])  # other users than Pop's own test: nothing to pair
     text = "\n".join(board_markdown(spec, board))
     assert "+0.5000 [" in text and "vs Pop [all]" in text and "| Pop [all] | 1/1 | 30 |" in text
+
+
+def test_the_reference_re_tested_on_the_same_users_is_compared_with_itself(tmp_path):
+    """`Pop [ties]` (the reference re-tested the same users another way) keeps its paired test
+    against Pop: that difference is what such an evaluation is for."""
+    from recsys.study.report import collect, leaderboard
+
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}, models={
+        "Pop": {"config": "configs/ml-100k/pop.yaml", "evaluations": {"ties": {"model.ties": "random"}}},
+        "SASRec": {"config": "configs/ml-100k/sasrec.yaml"}}), ROOT, tmp_path / "out")
+    users = [f"u{i}" for i in range(10)]
+    write_run(spec, "SASRec", 0, users, [1] * 10)
+    seed = write_run(spec, "Pop", 0, users, [1] * 10)
+    (seed / "eval-ties").mkdir()
+    (seed / "eval-ties" / "run.json").write_text(json.dumps({"status": "done", "seed": 0}))
+    (seed / "eval-ties" / "record.json").write_text(json.dumps({"split_hash": "h"}))
+    pd.DataFrame({"window": range(10), "user": users, "rank": [1] * 5 + [50] * 5, "cold": False}).to_csv(
+        seed / "eval-ties" / "ranks.csv", index=False)
+    board, _ = leaderboard(spec, collect(spec, "tiny"))
+    rows = board.set_index("model")
+    assert rows.loc["Pop [ties]", "versus"] == "Pop" and rows.loc["Pop [ties]", "diff"] == pytest.approx(-0.5)
+
+
+def _killed_run(tmp_path, unit, spec, **changes) -> Path:
+    """A run directory as a worker killed in flight leaves it: run.json "running" with the
+    command (and config contents) the runner would use now, and a last.ckpt."""
+    directory = unit.directory(spec)
+    (directory / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)
+    (directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    args = runner.command(spec, unit, None)
+    run = {"status": "running", "command": args[2:], "config_files": runner.config_files(args), "started": "t0",
+           "worker_pid": 1, "host": claims.HOST, **changes}
+    (directory / "run.json").write_text(json.dumps(run))
+    return directory
+
+
+def test_a_killed_run_is_resumed_only_with_the_same_command_and_config_contents(tmp_path):
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}), ROOT, tmp_path / "out")
+    unit = runner.Unit(next(t for t in claims.tasks(spec) if t.model.name == "Pop"), "seed", 0, 0)
+    directory = _killed_run(tmp_path, unit, spec)
+    now = {"command": runner.command(spec, unit, None)[2:], "config_files": runner.config_files(runner.command(spec, unit, None))}
+    assert runner.resumable(directory, now) is not None
+    edited = {**now, "config_files": {path: "another file" for path in now["config_files"]}}
+    assert now["config_files"] and runner.resumable(directory, edited) is None  # the config file changed
+    assert runner.resumable(directory, {**now, "command": [*now["command"], "--model.lr=0.5"]}) is None
+    (directory / "run.json").write_text(json.dumps({**json.loads((directory / "run.json").read_text()), "status": "failed"}))
+    assert runner.resumable(directory, now) is None  # a failed run is retried from the start
+
+
+def test_a_resume_that_cannot_start_falls_back_to_starting_over(tmp_path):
+    """The killed run's last.ckpt no longer loads (as when a Slurm job's logger folder exists
+    already, or the code changed): the runner starts the run over instead of failing its slot."""
+    import os
+
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}, reference="SASRec", models={
+        "SASRec": {"config": "configs/ml-100k/sasrec.yaml",
+                   "overrides": {"trainer.max_epochs": 2, "model.max_len": 5, "model.d_model": 16}}}),
+        ROOT, tmp_path / "out")
+    unit = runner.Unit(claims.tasks(spec)[0], "seed", 0, 0)
+    directory = _killed_run(tmp_path, unit, spec)
+    run = runner.execute(spec, unit, None, {**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run["status"] == "done" and "attempts" not in run
+    kept = list(directory.parent.glob("seed-0.crashed-*"))
+    assert len(kept) == 1 and "resumed" in (kept[0] / "stderr.txt").read_text()  # the failed resume, kept aside
+    record = json.loads((directory / "record.json").read_text())
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1] and "resumed" not in record

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
                   f"{r['queued']:>6} {r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
         for r in in_flight(spec):
             worker = {True: "worker alive", False: "worker gone", None: "worker on another host"}[r["worker_alive"]]
-            after = "resumes from its last checkpoint" if r["resumable"] else "starts over"
+            after = "resumes it from its last checkpoint (same command and config)" if r["resumable"] else "starts it over"
             value = "" if r["value"] is None else f", {spec.select} {r['value']:.4f}"
             print(f"in flight: {r['run']} since {r['started'] or '?'} (attempt {r['attempt']}): epoch {r['epochs']} of "
                   f"{r['max_epochs'] or '?'} done{value}; {worker}"

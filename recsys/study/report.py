@@ -120,7 +120,9 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         # the same way when the study has that row (e.g. both re-tested on every user), else with
         # the reference itself.
         versus = f"{spec.reference} [{model.evaluation}]" if model.evaluation else spec.reference
-        versus = versus if versus in by_name else spec.reference
+        own_retest = versus == model.name and model.name != spec.reference
+        if versus not in by_name or own_retest:  # the reference's own re-test: against the reference
+            versus = spec.reference
         ref_users = users_of.get(versus)
         row: dict[str, Any] = {"model": model.name, "seeds": f"{len(model.done)}/{model.expected_seeds}"}
         users = model.users()
@@ -139,8 +141,9 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
             row["ci_low"], row["ci_high"] = stats.bootstrap_ci(per_user)
             if ref_users is not None and model.name != versus:
                 if set(users.index) != set(ref_users.index):
-                    warnings.append(f"{model.name} and {versus} were tested on different windows: "
-                                    "no paired test")
+                    if not own_retest:  # a re-test on other users is what it was asked to be
+                        warnings.append(f"{model.name} and {versus} were tested on different windows: "
+                                        "no paired test")
                 else:
                     ref = np.mean([stats.per_user(ref_users.loc[users.index, c].to_numpy(), spec.primary)
                                    for c in ref_users.columns], axis=0)
@@ -194,9 +197,12 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         adjusted = stats.holm([rows[i][key] for i in pending]) if pending else []
         for i, p in zip(pending, adjusted):
             rows[i][f"{key}_holm"] = p
-    splits = {r.record.get("split_hash") for m in results for r in m.done if r.record.get("split_hash")}
-    if len(splits) > 1:
-        warnings.append(f"runs were tested on {len(splits)} different splits: the comparison is not like for like")
+    for label in {m.evaluation for m in results}:  # rows compared with each other are tested the same way
+        splits = {r.record.get("split_hash") for m in results if m.evaluation == label for r in m.done
+                  if r.record.get("split_hash")}
+        if len(splits) > 1:
+            what = f"`[{label}]` rows" if label else "runs"
+            warnings.append(f"{what} were tested on {len(splits)} different splits: the comparison is not like for like")
     return pd.DataFrame(rows), warnings
 
 
@@ -402,7 +408,8 @@ def write_report(spec: StudySpec, out: Path | None = None) -> Path:
              f"nothing tuned; each model run with seeds {list(spec.seeds)}. ")
           + "Test metrics: mean ± std over seeds. Interval: 95% bootstrap over test users of the per-user "
           + f"`{spec.primary}` averaged over seeds. Paired tests against `{spec.reference}` over the same test "
-          f"users, Holm-corrected across models; d_z = mean difference / std of differences."
+          f"users (a re-test `M [label]` against `{spec.reference} [label]` when the study has that row), "
+          "Holm-corrected across models; d_z = mean difference / std of differences."
           + (f" List metrics ({', '.join(spec.list_metrics)}): one number per seed run, computed on every test "
              "user's top-k list and logged by the run; mean ± std over the seed runs that logged it (no per-user "
              "interval or paired test)." if spec.list_metrics else ""), ""]

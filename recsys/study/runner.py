@@ -121,19 +121,25 @@ def run_header(spec: StudySpec, unit: Unit) -> dict[str, Any]:
             "params": unit.params, "host": claims.HOST, "worker_pid": os.getpid()}
 
 
-def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str]) -> dict[str, Any]:
+def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str],
+            resume: bool = True) -> dict[str, Any]:
     """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails.
 
-    A run whose worker died (run.json still says "running") after its first checkpoint goes on
-    from its ``last.ckpt`` (``recsys fit --ckpt_path last``: weights, optimizer, epoch, early
-    stopping and the recorder's epochs), so a kill loses at most the epoch in flight. Any other
-    leftover directory (no checkpoint yet, a failed run retried, a changed command) is kept aside
-    as ``<name>.crashed-<time>`` and the run starts over."""
+    A run whose worker died (run.json still says "running") after its first epoch goes on from
+    its ``last.ckpt`` (``recsys fit --ckpt_path last``: weights, optimizer, epoch, early stopping,
+    random states and the recorder's epochs), so a kill loses at most the epoch in flight; its
+    stdout/stderr go on in the same files. That needs the same command and the same config file
+    contents; and when the resumed process fails before training again (a checkpoint that no
+    longer loads, a logger folder that exists already), the run starts over. Any other leftover
+    directory (no checkpoint yet, a failed run retried, a changed command or config) is kept
+    aside as ``<name>.crashed-<time>`` and the run starts over."""
     directory = unit.directory(spec)
     args = command(spec, unit, trial_id)
-    run = {**run_header(spec, unit), "command": args[2:], "status": "running", "started": _now(),
-           "versions": versions(), "git": git_state(spec.root), "threads": env.get("OMP_NUM_THREADS")}
-    killed = resumable(directory, run["command"])
+    run = {**run_header(spec, unit), "command": args[2:], "config_files": config_files(args), "status": "running",
+           "started": _now(), "versions": versions(), "git": git_state(spec.root),
+           "threads": env.get("OMP_NUM_THREADS")}
+    killed = resumable(directory, run) if resume else None
+    resumes_before = len((read_json_or_none(directory / RECORD) or {}).get("resumed") or [])
     if killed is not None:
         args.append("--ckpt_path=last")
         run["attempts"] = [*killed.get("attempts", []), {key: killed.get(key) for key in ATTEMPT_KEYS}]
@@ -141,15 +147,20 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
         _move_aside(directory, "crashed")
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / RUN, run)
-    returncode = _run_process(args, directory, spec, env, run)
-    configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"), key=_written)
-    if configs:  # the run's config as first launched; results.json is beside the newest attempt's
-        run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
-        run["config_path"] = str(configs[-1].relative_to(directory))
+    returncode = _run_process(args, directory, spec, env, run, append=killed is not None)
     try:
         record = read_json(directory / RECORD) or {}
     except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
         record = {"error": str(error)}
+    resumed = record.get("resumed") or []
+    if killed is not None and returncode and len(resumed) == resumes_before:
+        return execute(spec, unit, trial_id, env, resume=False)  # it never trained again: start over
+    if killed is not None and len(resumed) > resumes_before:  # the seconds the kept epochs took count too
+        run["attempt_wall_s"], run["wall_s"] = run["wall_s"], run["wall_s"] + float(resumed[-1]["elapsed_s"])
+    configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"), key=_written)
+    if configs:  # the run's config as first launched; results.json is beside the newest attempt's
+        run["config_hash"] = hashlib.sha256(configs[0].read_bytes()).hexdigest()[:16]
+        run["config_path"] = str(configs[-1].relative_to(directory))
     pruned = (directory / PRUNED).exists()
     run["status"] = "failed" if returncode else ("pruned" if pruned else "done")
     run["value"] = record.get("best_score")
@@ -165,17 +176,29 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
 ATTEMPT_KEYS = ("started", "host", "worker_pid", "git")
 
 
-def resumable(directory: Path, command: list[str]) -> dict[str, Any] | None:
-    """The run.json of a run in ``directory`` that was killed in flight (status "running": its
-    worker died, or the slot would not have been handed out again) with the same command and a
-    ``last*.ckpt`` to go on from; else None. The pruning callback's trial id is left out of the
-    comparison: a re-queued tuning slot gets a new trial with the same parameters."""
+def config_files(args: list[str]) -> dict[str, str]:
+    """``--config=<file>`` of a command -> the sha256 of the file's contents (a resume needs them
+    unchanged: the command names the file, not what it says)."""
+    files = [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if Path(f).is_file()}
+
+
+def resumable(directory: Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run.json in ``directory`` of a run that was killed in flight (status "running": its
+    worker died, or the slot would not have been handed out again) with the command and config
+    file contents of ``run`` and a ``last*.ckpt`` to go on from; else None. The pruning callback's
+    trial id is left out of the comparison: a re-queued tuning slot gets a new trial with the same
+    parameters. The command holds absolute paths, so the run folder must be where it was."""
     previous = read_json_or_none(directory / RUN)
     if previous is None or previous.get("status") != "running" or not any(directory.rglob("last*.ckpt")):
         return None
+
     def same(args: list[str]) -> list[str]:
         return [a for a in args if "OptunaPruning" not in a]
-    return previous if same(previous.get("command") or []) == same(command) else None
+
+    if same(previous.get("command") or []) != same(run["command"]):
+        return None
+    return previous if previous.get("config_files") == run["config_files"] else None
 
 
 def _written(path: Path) -> float:
@@ -184,11 +207,18 @@ def _written(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, str], run: dict[str, Any]) -> int:
-    """Run ``args`` from the study's root with output in ``folder``/stdout.txt and stderr.txt; put
-    its wall seconds, exit code, end time and (when it failed) stderr's last line into ``run``."""
+def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, str], run: dict[str, Any],
+                 append: bool = False) -> int:
+    """Run ``args`` from the study's root with output in ``folder``/stdout.txt and stderr.txt
+    (after what is there, with ``append``: a resumed run's earlier attempts); put its wall
+    seconds, exit code, end time and (when it failed) stderr's last line into ``run``."""
     start = time.perf_counter()
-    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+    with open(folder / "stdout.txt", "ab" if append else "wb") as out, \
+            open(folder / "stderr.txt", "ab" if append else "wb") as err:
+        if append:
+            for stream in (out, err):
+                stream.write(f"\n==== resumed {run['started']} by {claims.HOST} pid {os.getpid()} ====\n".encode())
+                stream.flush()
         process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
@@ -265,7 +295,8 @@ def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, 
     log(f"start {name}")
     config = directory / fitted.get("config_path", "")
     results = read_json_or_none(config.parent / "results.json") or {}
-    checkpoint = results.get("checkpoint") or str(config.parent / "checkpoints" / "last.ckpt")
+    lasts = sorted(directory.glob("lightning_logs/*/checkpoints/last*.ckpt"), key=_written)  # any attempt's
+    checkpoint = results.get("checkpoint") or str(lasts[-1] if lasts else config.parent / "checkpoints" / "last.ckpt")
     args = [sys.executable, "-m", "recsys.cli", "test", f"--config={config}", f"--ckpt_path={checkpoint}",
             *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
     run["command"] = args[2:]
