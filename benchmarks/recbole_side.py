@@ -18,7 +18,9 @@ A run killed mid-way (a session's end, a reboot) goes on with the same command p
 counter, best model file, the torch / numpy / Python / loader random states, the epochs recorded
 so far), so it loses at most the epoch in flight and ends as an uninterrupted run would (checked:
 Caser, 3 epochs, killed after epoch 0 and resumed: the same losses, validation and test metrics
-to every printed digit). The JSON lists each resume under ``resumed``.
+to every printed digit). Once training has ended (early stop or last epoch) last.pth says so,
+and a resume goes straight to testing the best model (checked the same way: the same test
+metrics). The JSON lists each resume under ``resumed``.
 
 (``--out`` chooses another file; the SASRec runs in docs/results.md were written with
 ``--out benchmarks/results/recbole_sasrec_ml-100k_seed0.json`` etc.)
@@ -521,7 +523,7 @@ def epoch_callback(epoch_idx, valid_score):
 # ---- resuming (--resume) -----------------------------------------------------------------------
 # RecBole saves a checkpoint only when validation improves, without the early-stopping counter's
 # later steps or any random state; going on from it would redo epochs with other draws. So every
-# epoch also writes its own last.pth (atomically), the way Lightning's last.ckpt works.
+# epoch also writes its own last.pth (atomically).
 
 RUN = {}  # the trainer and the training loader, for save_last / resume
 PER_EPOCH = ("epoch_train_targets", "epoch_train_seconds", "epoch_eval_seconds", "epoch_train_loss_sum",
@@ -532,7 +534,9 @@ def last_path():
     return os.path.join(WORKDIR, "last.pth")
 
 
-def save_last(epoch_idx):
+def save_last(epoch_idx, trained=False):
+    """Write last.pth; ``trained``: fit() has returned (early stop or last epoch), so a resume goes
+    straight to the test instead of training past the stop."""
     import random
 
     trainer, loader = RUN["trainer"], RUN["train_data"]
@@ -543,6 +547,7 @@ def save_last(epoch_idx):
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                 "loader": loader.generator.get_state()},
         "report": {key: REPORT[key] for key in (*PER_EPOCH, "best_epoch", "resumed") if key in REPORT},
+        "trained": trained,
     }
     partial = last_path() + ".partial"
     torch.save(state, partial)
@@ -550,12 +555,12 @@ def save_last(epoch_idx):
 
 
 def resume(trainer, loader):
-    """Load last.pth into ``trainer`` and the report; returns the epoch it goes on from (0: none)."""
+    """Load last.pth into ``trainer`` and the report; returns whether training had finished."""
     import random
 
     if not os.path.exists(last_path()):
         print(f"--resume: no {last_path()}, starting from scratch", file=sys.stderr)
-        return 0
+        return False
     state = torch.load(last_path(), weights_only=False)
     if state["epoch"] + 1 < len(state["report"]["epoch_train_seconds"]):  # pragma: no cover - defensive
         raise SystemExit(f"{last_path()}: its report holds more epochs than its checkpoint")
@@ -570,8 +575,11 @@ def resume(trainer, loader):
     loader.generator.set_state(state["rng"]["loader"])
     REPORT.update(state["report"])
     REPORT["resumed"] = [*REPORT.get("resumed", []), {"after_epoch": state["epoch"], "command": COMMAND}]
+    if state.get("trained"):
+        print(f"--resume: training had finished ({last_path()}); testing", file=sys.stderr)
+        return True
     print(f"--resume: going on from epoch {trainer.start_epoch} ({last_path()})", file=sys.stderr)
-    return trainer.start_epoch
+    return False
 
 
 def tie_order_check(dataset, test_ds, valid_ds, data_path):
@@ -679,8 +687,9 @@ def main():
     REPORT["model_parameters"] = int(sum(p.numel() for p in model.parameters()))
     trainer = TimedTrainer(config, model)
     RUN.update(trainer=trainer, train_data=train_data)
+    trained = False
     if ARGS.resume:
-        resume(trainer, train_data)
+        trained = resume(trainer, train_data)
     elif os.path.exists(last_path()):
         os.remove(last_path())  # a fresh run: an older run's last.pth must not be resumed later
     REPORT["recbole_checkpoint"] = os.path.abspath(trainer.saved_model_file)
@@ -690,9 +699,13 @@ def main():
     REPORT["stage"] = "training"
     write_report()
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=True, show_progress=False, callback_fn=epoch_callback
-    )
+    if trained:  # killed after training ended: the restored best model is tested as it was
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=True, show_progress=False, callback_fn=epoch_callback
+        )
+        save_last(len(REPORT["epoch_train_seconds"]) - 1, trained=True)
     REPORT["best_valid_score"] = float(best_valid_score)
     REPORT["best_valid_metrics"] = _clean_metrics(best_valid_result)
     n_epochs = len(REPORT["epoch_train_seconds"])
