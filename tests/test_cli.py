@@ -316,4 +316,4 @@ def test_last_ckpt_is_the_newest_epoch_even_when_validation_stops_improving(tiny
                    *common(tiny_path, tmp_path)])
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert best.name == "best-0.ckpt"
-    assert torch.load(best.parent / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert torch.load(best.parent / "last.ckpt", weights_only=True)["epoch"] == 3

@@ -639,7 +639,7 @@ def test_a_run_whose_worker_dies_after_a_checkpoint_goes_on_from_it_and_ends_as_
     run_dir = tmp_path / "killed" / "runs" / "tiny" / "SASRec" / "seed-0"
     before = json.loads((run_dir / "record.json").read_text())
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
-    checkpoint = torch.load(next(run_dir.rglob("last.ckpt")), weights_only=False)
+    checkpoint = torch.load(next(run_dir.rglob("last.ckpt")), weights_only=True)
     saved = checkpoint["epoch"] + 1  # the epochs the checkpoint holds: 0 .. saved - 1
     assert saved == 3 and [e["epoch"] for e in before["epochs"]][:saved] == list(range(saved))
 
