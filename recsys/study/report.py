@@ -109,7 +109,6 @@ def _mean(values: list[Any]) -> float | None:
 def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFrame, list[str]]:
     """One row per model (see the module docstring) and the dataset's warnings."""
     warnings: list[str] = []
-    by_name = {m.name: m for m in results}
     users_of = {m.name: m.users() for m in results}
     if users_of.get(spec.reference) is None and len(results) > 1:
         warnings.append(f"the reference {spec.reference} has no finished seed run: no paired tests")
@@ -120,8 +119,8 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         # the same way when the study has that row (e.g. both re-tested on every user), else with
         # the reference itself.
         versus = f"{spec.reference} [{model.evaluation}]" if model.evaluation else spec.reference
-        own_retest = versus == model.name and model.name != spec.reference
-        if versus not in by_name or own_retest:  # the reference's own re-test: against the reference
+        own_retest = model.evaluation is not None and versus == model.name
+        if versus not in users_of or own_retest:  # the reference's own re-test: against the reference
             versus = spec.reference
         ref_users = users_of.get(versus)
         row: dict[str, Any] = {"model": model.name, "seeds": f"{len(model.done)}/{model.expected_seeds}"}

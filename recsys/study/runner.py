@@ -139,8 +139,9 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
            "started": _now(), "versions": versions(), "git": git_state(spec.root),
            "threads": env.get("OMP_NUM_THREADS")}
     killed = resumable(directory, run) if resume else None
-    resumes_before = len((read_json_or_none(directory / RECORD) or {}).get("resumed") or [])
+    resumes_before = 0
     if killed is not None:
+        resumes_before = len((read_json_or_none(directory / RECORD) or {}).get("resumed") or [])
         args.append("--ckpt_path=last")
         run["attempts"] = [*killed.get("attempts", []), {key: killed.get(key) for key in ATTEMPT_KEYS}]
     elif directory.exists():  # a run that failed, or died before its first checkpoint: kept aside
