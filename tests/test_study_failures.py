@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -152,7 +154,7 @@ def fake_execute(monkeypatch, value, status=lambda unit: "done", delay: float = 
     ran: list[runner.Unit] = []
     lock = threading.Lock()
 
-    def execute(spec, unit, trial_id, env):
+    def execute(spec, unit, trial_id, env, stop=None):
         time.sleep(delay)
         with lock:
             ran.append(unit)
@@ -202,7 +204,7 @@ def test_retry_failed_reruns_only_the_failed_slots_with_their_parameters(tmp_pat
     spec = load_study(study_file(tmp_path, budget={"trials": 3, "seeds": [0, 1]}), ROOT, tmp_path / "out")
     broken = {("SASRec", "tune", 1), ("Pop", "seed", 1)}  # e.g. the data folder was missing for these
 
-    def execute(spec, unit, trial_id, env):
+    def execute(spec, unit, trial_id, env, stop=None):
         if (unit.task.model.name, unit.phase, unit.slot) in broken:
             raise runner.RunFailed(f"{unit.label}: exit 2: no dataset")
         ran.append(unit)
@@ -226,6 +228,104 @@ def test_retry_failed_reruns_only_the_failed_slots_with_their_parameters(tmp_pat
     logged.clear()
     assert runner.run_study(spec, log=logged.append, retry_failed=True) == 0  # nothing left to retry
     assert not any("retrying" in line for line in logged), logged
+
+
+# ---- Ctrl-C and SIGTERM: the runs in flight are interrupted, not failed ---------------------------
+
+# A stand-in run: the first attempt leaves a checkpoint and waits to be stopped (noting the signal it
+# got and its session); the next one notes its arguments and finishes with a value.
+STOPPABLE = """
+import json, os, sys, time
+d = sys.argv[1]
+if os.path.exists(d + '/first-attempt.json'):
+    json.dump(sys.argv[2:], open(d + '/second-args.json', 'w'))
+    json.dump({'best_score': 0.5}, open(d + '/record.json', 'w'))
+    sys.exit(0)
+os.makedirs(d + '/lightning_logs/version_0/checkpoints', exist_ok=True)
+open(d + '/lightning_logs/version_0/checkpoints/last.ckpt', 'w').write('weights')
+json.dump({'session': os.getsid(0)}, open(d + '/first-attempt.json', 'w'))
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    open(d + '/got-sigint', 'w').write('')
+    sys.exit(1)
+"""
+
+
+def test_a_run_stopped_by_the_runner_gets_sigint_is_kept_as_interrupted_and_resumes(tmp_path, monkeypatch):
+    spec, unit = one_unit(tmp_path)
+    fake_process(monkeypatch, STOPPABLE)
+    directory, stop = unit.directory(spec), threading.Event()
+    raised: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            runner.execute(spec, unit, None, dict(os.environ), stop=stop)
+        except BaseException as error:  # noqa: BLE001 (the test looks at what it was)
+            raised.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    deadline = time.time() + 30
+    while not (directory / "first-attempt.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    stop.set()  # what run_study does on Ctrl-C
+    thread.join(timeout=30)
+    assert [type(e) for e in raised] == [runner.Interrupted], raised
+    assert (directory / "got-sigint").exists()  # stopped gracefully, as a Ctrl-C would, not killed
+    # in a session of its own, so a terminal's Ctrl-C reaches the runner only
+    assert json.loads((directory / "first-attempt.json").read_text())["session"] != os.getsid(0)
+    run = json.loads((directory / "run.json").read_text())
+    assert run["status"] == "interrupted", run
+    assert [r["run"] for r in runner.in_flight(spec)] == [str(directory.relative_to(spec.output / "runs"))]
+
+    resumed = runner.execute(spec, unit, None, dict(os.environ))  # the next `recsys study run`
+    assert json.loads((directory / "second-args.json").read_text()) == ["--ckpt_path=last"]
+    assert resumed["status"] == "done" and len(resumed["attempts"]) == 1
+    assert not list(directory.parent.glob("*.crashed-*"))
+
+
+def test_an_interrupted_run_is_queued_again_with_its_parameters_not_failed(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, budget={"trials": 2, "seeds": [0]}), ROOT, tmp_path / "out")
+    ran: list[runner.Unit] = []
+
+    def interrupted(spec, unit, trial_id, env, stop=None):
+        if unit.task.model.name == "SASRec" and unit.phase == "tune":
+            raise runner.Interrupted(unit.label)
+        ran.append(unit)
+        return {"status": "done", "wall_s": 0.0, "value": 0.1}
+
+    monkeypatch.setattr(runner, "execute", interrupted)
+    runner.run_study(spec, log=lambda line: None)
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    first = claims.open_study(spec, task, "tune", claims.storage(spec)).get_trials()[0]
+    assert first.state == TrialState.FAIL and first.params, first
+    row = next(r for r in runner.status(spec) if r["model"] == "SASRec" and r["phase"] == "tune")
+    assert (row["finished"], row["queued"], row["failed"]) == (0, 1, 0), row
+
+    again = fake_execute(monkeypatch, lambda u: u.params.get("model.lr", 0.1))
+    runner.run_study(spec, log=lambda line: None)
+    tuned = [u for u in again if u.task.model.name == "SASRec" and u.phase == "tune"]
+    assert sorted(u.slot for u in tuned) == [0, 1]  # the budget stays two trials
+    assert next(u for u in tuned if u.slot == 0).params == first.params
+
+
+def test_sigterm_stops_the_runner_as_ctrl_c_does(tmp_path, monkeypatch):
+    spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}), ROOT, tmp_path / "out")
+    seen: list[bool] = []
+
+    def execute(spec, unit, trial_id, env, stop=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler preempting the job
+        seen.append(stop.wait(10))
+        raise runner.Interrupted(unit.label)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(spec, log=lambda line: None)
+    assert seen == [True]  # the worker was told to stop its run, and no other run started
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sum(r["queued"] for r in runner.status(spec)) == 1
 
 
 def test_raising_the_budget_of_a_study_with_a_refused_trial(tmp_path):
@@ -533,7 +633,6 @@ def test_a_real_fit_is_stopped_by_the_pruner(tmp_path):
     against two finished trials that reached an NDCG no tiny SASRec reaches: it is stopped right
     after the pruner's warm-up (epochs 0-1), its run says `pruned`, and the study holds the
     values it reported."""
-    import os
 
     models = {"SASRec": {"config": "configs/ml-100k/sasrec.yaml", "overrides": {"trainer.max_epochs": 8, "model.max_len": 5, "model.d_model": 16},
                          "search": {"model.lr": {"low": 0.001, "high": 0.01}}}}
@@ -775,7 +874,6 @@ def test_a_killed_run_is_resumed_only_with_the_same_command_and_config_contents(
 def test_a_resume_that_cannot_start_falls_back_to_starting_over(tmp_path):
     """The killed run's last.ckpt no longer loads (as when a Slurm job's logger folder exists
     already, or the code changed): the runner starts the run over instead of failing its slot."""
-    import os
 
     spec = load_study(study_file(tmp_path, budget={"trials": 1, "seeds": [0]}, reference="SASRec", models={
         "SASRec": {"config": "configs/ml-100k/sasrec.yaml",

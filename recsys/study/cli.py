@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -45,7 +46,12 @@ def main(argv: list[str]) -> int:
     if args.command == "run":
         from recsys.study.runner import run_study
 
-        ran = run_study(spec, args.jobs, retry_failed=args.retry_failed)
+        try:
+            ran = run_study(spec, args.jobs, retry_failed=args.retry_failed)
+        except KeyboardInterrupt:
+            print(f"recsys: study {spec.name} stopped; `recsys study run {args.study}` goes on from where it stopped",
+                  file=sys.stderr)
+            return 130
         print(f"recsys: study {spec.name}: {ran} run(s) here; `recsys study report {args.study}` writes the report")
         return 0
     if args.command == "status":
@@ -62,7 +68,8 @@ def main(argv: list[str]) -> int:
             print(f"{r['dataset']:<20} {r['model']:<24} {r['phase']:<5} {r['finished']:>8} {r['running']:>7} "
                   f"{r['queued']:>6} {r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
         for r in in_flight(spec):
-            worker = {True: "worker alive", False: "worker gone", None: "worker on another host"}[r["worker_alive"]]
+            worker = "interrupted" if r["interrupted"] else \
+                {True: "worker alive", False: "worker gone", None: "worker on another host"}[r["worker_alive"]]
             after = "resumes it from its last checkpoint (same command and config)" if r["resumable"] else "starts it over"
             value = "" if r["value"] is None else f", {spec.select} {r['value']:.4f}"
             print(f"in flight: {r['run']} since {r['started'] or '?'} (attempt {r['attempt']}): epoch {r['epochs']} of "

@@ -233,7 +233,7 @@ def tuning(results: list[ModelResult], spec: StudySpec) -> pd.DataFrame:
         statuses = [r.status for r in model.tune]
         rows.append({"model": model.name, "budget": spec.trial_budget(spec.models[model.name]), "done": statuses.count("done"),
                      "pruned": statuses.count("pruned"), "failed": statuses.count("failed"),
-                     "running": statuses.count("running"),
+                     "running": statuses.count("running") + statuses.count("interrupted"),  # in flight
                      "searched": ", ".join(p.key for p in spec.models[model.name].search) or "-"})
     return pd.DataFrame(rows)
 

@@ -41,6 +41,15 @@ class RunFailed(Exception):
     """The run's process failed; its slot counts as finished (the budget was spent)."""
 
 
+class Interrupted(Exception):
+    """The runner was stopped (Ctrl-C, SIGTERM) while this run was in flight: the run is kept as
+    "interrupted" and its slot queued again, so the next ``recsys study run`` goes on with it."""
+
+
+# How long a run stopped by Ctrl-C gets to shut down (Lightning's graceful shutdown) before SIGKILL.
+INTERRUPT_GRACE_S = 30.0
+
+
 @dataclass
 class Unit:
     """One run: a slot of a phase of a task."""
@@ -122,8 +131,10 @@ def run_header(spec: StudySpec, unit: Unit) -> dict[str, Any]:
 
 
 def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, str],
-            resume: bool = True) -> dict[str, Any]:
-    """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails.
+            resume: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Run one unit to the end; returns its run.json. Raises RunFailed when the process fails, and
+    Interrupted when ``stop`` is set while it runs (the run is stopped; run.json says
+    "interrupted", which resumes as a killed run does).
 
     A run whose worker died (run.json still says "running") after its first epoch goes on from
     its ``last.ckpt`` (``recsys fit --ckpt_path last``: weights, optimizer, epoch, early stopping,
@@ -148,14 +159,18 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
         _move_aside(directory, "crashed")
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / RUN, run)
-    returncode = _run_process(args, directory, spec, env, run, append=killed is not None)
+    returncode = _run_process(args, directory, spec, env, run, append=killed is not None, stop=stop)
+    if run.pop("interrupted", False):
+        run["status"] = "interrupted"
+        write_json(directory / RUN, run)
+        raise Interrupted(unit.label)
     try:
         record = read_json(directory / RECORD) or {}
     except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
         record = {"error": str(error)}
     resumed = record.get("resumed") or []
     if killed is not None and returncode and len(resumed) == resumes_before:
-        return execute(spec, unit, trial_id, env, resume=False)  # it never trained again: start over
+        return execute(spec, unit, trial_id, env, resume=False, stop=stop)  # it never trained again: start over
     if killed is not None and len(resumed) > resumes_before:  # the seconds the kept epochs took count too
         run["attempt_wall_s"], run["wall_s"] = run["wall_s"], run["wall_s"] + float(resumed[-1]["elapsed_s"])
     configs = sorted(directory.glob("lightning_logs/version_*/config.yaml"), key=_written)
@@ -186,12 +201,13 @@ def config_files(args: list[str]) -> dict[str, str]:
 
 def resumable(directory: Path, run: dict[str, Any]) -> dict[str, Any] | None:
     """The run.json in ``directory`` of a run that was killed in flight (status "running": its
-    worker died, or the slot would not have been handed out again) with the command and config
+    worker died, or the slot would not have been handed out again; or "interrupted": its runner
+    was stopped with Ctrl-C) with the command and config
     file contents of ``run`` and a ``last*.ckpt`` to go on from; else None. The pruning callback's
     trial id is left out of the comparison: a re-queued tuning slot gets a new trial with the same
     parameters. The command holds absolute paths, so the run folder must be where it was."""
     previous = read_json_or_none(directory / RUN)
-    if previous is None or previous.get("status") != "running" or not any(directory.rglob("last*.ckpt")):
+    if previous is None or previous.get("status") not in IN_FLIGHT or not any(directory.rglob("last*.ckpt")):
         return None
 
     def same(args: list[str]) -> list[str]:
@@ -209,10 +225,15 @@ def _written(path: Path) -> float:
 
 
 def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, str], run: dict[str, Any],
-                 append: bool = False) -> int:
+                 append: bool = False, stop: threading.Event | None = None) -> int:
     """Run ``args`` from the study's root with output in ``folder``/stdout.txt and stderr.txt
     (after what is there, with ``append``: a resumed run's earlier attempts); put its wall
-    seconds, exit code, end time and (when it failed) stderr's last line into ``run``."""
+    seconds, exit code, end time and (when it failed) stderr's last line into ``run``, and
+    ``interrupted: True`` when ``stop`` was set first and the process did not finish.
+
+    The process gets a session of its own, so a Ctrl-C in the terminal reaches the runner alone;
+    the runner then stops its runs itself (:func:`_wait`) and records them as interrupted, instead
+    of each run seeing the signal as a failure of its own."""
     start = time.perf_counter()
     with open(folder / "stdout.txt", "ab" if append else "wb") as out, \
             open(folder / "stderr.txt", "ab" if append else "wb") as err:
@@ -220,13 +241,40 @@ def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, 
             for stream in (out, err):
                 stream.write(f"\n==== resumed {run['started']} by {claims.HOST} pid {os.getpid()} ====\n".encode())
                 stream.flush()
-        process = subprocess.run(args, cwd=spec.root, env=env, stdout=out, stderr=err, check=False,
-                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        process = subprocess.Popen(args, cwd=spec.root, env=env, stdout=out, stderr=err, start_new_session=True,
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        stopped = _wait(process, stop)
     run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
+    if stopped and process.returncode:
+        run["interrupted"] = True
     if process.returncode:
         tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
         run["error"] = tail[0]
     return process.returncode
+
+
+def _wait(process: subprocess.Popen, stop: threading.Event | None) -> bool:
+    """Wait for ``process`` to end. When ``stop`` is set first, stop it as a Ctrl-C would (SIGINT:
+    Lightning shuts down gracefully), or with SIGKILL after INTERRUPT_GRACE_S; returns whether
+    it was stopped."""
+    while True:
+        try:
+            process.wait(timeout=None if stop is None else 0.5)
+            return False
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=INTERRUPT_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return True
+
+
+# The run.json statuses of a fit that has not ended: its worker is running it, died, or was stopped.
+IN_FLIGHT = ("running", "interrupted")
 
 
 def evaluation_folders(spec: StudySpec) -> Iterator[tuple[Task, str, dict[str, Any], Path]]:
@@ -275,12 +323,14 @@ def _move_aside(folder: Path, why: str) -> None:
 
 
 def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, Any], env: dict[str, str],
-             log: Callable[[str], None] = lambda line: None) -> dict[str, Any] | None:
+             log: Callable[[str], None] = lambda line: None, stop: threading.Event | None = None) -> dict[str, Any] | None:
     """One of a model's ``evaluations``: ``recsys test`` of a seed run's selected checkpoint (its
     ``last.ckpt`` when it selected none) with the run's own config plus ``overrides``, into
     ``<run>/eval-<label>/``, with its own run.json, record.json and ranks.csv. Creating that
     folder claims the evaluation (None: another worker has it). A failure is recorded there (the
-    report shows it; ``--retry-failed`` runs it again) and never fails the seed run."""
+    report shows it; ``--retry-failed`` runs it again) and never fails the seed run. One stopped by
+    ``stop`` (Ctrl-C) is moved aside (``eval-<label>.interrupted-<time>``) and raises Interrupted:
+    the next ``run`` tests that checkpoint again."""
     folder = directory / f"eval-{label}"
     try:
         folder.mkdir()
@@ -302,7 +352,12 @@ def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, 
             *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
     run["command"] = args[2:]
     write_json(folder / RUN, run)
-    if _run_process(args, folder, spec, env, run):
+    if _run_process(args, folder, spec, env, run, stop=stop):
+        if run.pop("interrupted", False):
+            run["status"] = "interrupted"
+            write_json(folder / RUN, run)
+            _move_aside(folder, "interrupted")
+            raise Interrupted(name)
         run["status"] = "failed"
     elif not (folder / RANKS).is_file():
         run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
@@ -377,21 +432,28 @@ class Worker:
                  log: Callable[[str], None], stop: threading.Event, index: int = 0):
         self.spec, self.store, self.env, self.log, self.stop, self.index = spec, store, env, log, stop, index
         self.ran = 0
+        self.finished = threading.Event()  #: set when :meth:`loop` has returned
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            progressed, waiting = self.step()
-            if progressed:
-                continue
-            if not waiting:
-                return
-            time.sleep(POLL_SECONDS)
+        try:
+            while not self.stop.is_set():
+                try:
+                    progressed, waiting = self.step()
+                except Interrupted:
+                    return
+                if progressed:
+                    continue
+                if not waiting:
+                    return
+                time.sleep(POLL_SECONDS)
+        finally:
+            self.finished.set()
 
     def step(self) -> tuple[bool, bool]:
         """Run one claimable unit (a finished seed run's pending evaluation first). Returns (ran
         something, something is still running elsewhere)."""
         for directory, label, overrides in pending_evaluations(self.spec):
-            if evaluate(self.spec, directory, label, overrides, self.env, self.log) is not None:
+            if evaluate(self.spec, directory, label, overrides, self.env, self.log, self.stop) is not None:
                 self.ran += 1
                 return True, True
         waiting = False
@@ -431,7 +493,8 @@ class Worker:
 
     def _run_one(self, task: Task, phase: Phase, study: optuna.Study) -> bool:
         """Claim one slot through ``study.optimize`` (heartbeats, stale-trial recovery) and run it."""
-        ran = []
+        ran: list[Unit] = []
+        interrupted: list[Unit] = []
 
         def objective(trial: optuna.Trial) -> float:
             slot = claims.take_slot(study, self.store, trial)
@@ -453,17 +516,24 @@ class Worker:
             self.log(f"start {unit.label}" + (f" {params}" if params else ""))
             ran.append(unit)
             try:
-                run = execute(self.spec, unit, trial._trial_id, self.env)
+                run = execute(self.spec, unit, trial._trial_id, self.env, stop=self.stop)
             except RunFailed as error:
                 trial.set_user_attr(claims.RUN_FAILED, True)
                 self.log(f"FAILED {error}")
+                raise
+            except Interrupted:  # the slot is queued again; its run goes on from its last checkpoint
+                claims.requeue(study, self.store.get_trial(trial._trial_id))
+                self.log(f"interrupted {unit.label}: the next `recsys study run` goes on with it")
+                interrupted.append(unit)
                 raise
             self.log(f"{run['status']} {unit.label} in {run['wall_s']:.0f} s: {self.spec.select} {run['value']}")
             if run["status"] == "pruned":
                 raise optuna.TrialPruned()
             return float(run["value"])
 
-        study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed))
+        study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed, Interrupted))
+        if interrupted:
+            raise Interrupted(interrupted[0].label)
         self.ran += len(ran)
         return bool(ran)
 
@@ -473,7 +543,8 @@ def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print
     With ``retry_failed``, runs that failed are queued again first (:func:`claims.retry_failed`)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner says what happens itself
+    # The runner says what happens itself (FAILED, interrupted): Optuna would add a traceback per trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     check_evaluations(spec)
     store = claims.storage(spec)
     if retry_failed:
@@ -495,16 +566,37 @@ def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print
 
     workers = [Worker(spec, store, env, say, stop, i) for i in range(jobs)]
     threads = [threading.Thread(target=w.loop, name=f"study-worker-{i}") for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
+    started: list[Worker] = []
+    previous = _raise_on_sigterm()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.5)
-    except KeyboardInterrupt:
+        for worker, thread in zip(workers, threads):
+            thread.start()
+            started.append(worker)
+        for worker in workers:
+            while not worker.finished.wait(timeout=0.5):
+                pass
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker stops its run and records it as interrupted
+        say("stopping: the runs in flight are interrupted; `recsys study run` again goes on with them")
         stop.set()
+        for worker in started:  # (not Thread.join: on Python 3.11 an interrupted join forgets the thread)
+            worker.finished.wait()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return sum(w.ran for w in workers)
+
+
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM (``kill``, a scheduler's preemption) stop the runner as Ctrl-C does; returns
+    the handler it replaced (None off the main thread, where Python allows no handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def status(spec: StudySpec) -> list[dict[str, Any]]:
@@ -537,14 +629,15 @@ def status(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def in_flight(spec: StudySpec) -> list[dict[str, Any]]:
-    """The fits whose run.json says "running": how far each has got (epochs recorded of those
-    allowed, the newest value of the selection metric), since when, and, for a run of this host,
-    whether its worker is alive; a dead one's run goes on from its last checkpoint at the next
-    ``run`` when it has one (``resumable``), else starts over."""
+    """The fits whose run.json says "running" or "interrupted": how far each has got (epochs
+    recorded of those allowed, the newest value of the selection metric), since when, and, for a
+    run of this host, whether its worker is alive (never, for an interrupted one); a run whose
+    worker is gone goes on from its last checkpoint at the next ``run`` when it has one
+    (``resumable``), else starts over."""
     rows = []
     for path in sorted(spec.output.glob("runs/*/*/*/run.json")):
         run = read_json_or_none(path) or {}
-        if ".crashed-" in path.parent.name or run.get("status") != "running":
+        if ".crashed-" in path.parent.name or run.get("status") not in IN_FLIGHT:
             continue
         record = read_json_or_none(path.parent / RECORD) or {}
         epochs = record.get("epochs") or []
@@ -553,7 +646,9 @@ def in_flight(spec: StudySpec) -> list[dict[str, Any]]:
                      "attempt": len(run.get("attempts", [])) + 1, "epochs": len(epochs),
                      "max_epochs": record.get("max_epochs"),
                      "value": epochs[-1]["val"].get(spec.select) if epochs else None,
-                     "worker_alive": claims.alive(int(run.get("worker_pid") or 0)) if here else None,
+                     "interrupted": run.get("status") == "interrupted",
+                     "worker_alive": (run.get("status") == "running" and claims.alive(int(run.get("worker_pid") or 0)))
+                     if here else None,
                      "resumable": any(path.parent.rglob("last*.ckpt"))})
     return rows
 
