@@ -285,6 +285,23 @@ def test_a_run_stopped_by_the_runner_gets_sigint_is_kept_as_interrupted_and_resu
     assert not list(directory.parent.glob("*.crashed-*"))
 
 
+def test_a_resumed_run_is_not_pruned_by_the_pruned_json_of_the_attempt_before(tmp_path, monkeypatch):
+    """Killed between writing pruned.json and exiting, a run resumes; its new attempt decides."""
+    spec, unit = one_unit(tmp_path)
+    fake_process(monkeypatch, STOPPABLE)
+    directory = unit.directory(spec)
+    (directory / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)
+    (directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").write_text("weights")
+    (directory / "first-attempt.json").write_text("{}")  # STOPPABLE's second attempt: finishes with 0.5
+    (directory / "pruned.json").write_text('{"epoch": 2, "value": 0.1}')
+    args = runner.command(spec, unit, None)
+    (directory / "run.json").write_text(json.dumps({"status": "running", "command": args[2:],
+                                                    "config_files": runner.config_files(args)}))
+    run = runner.execute(spec, unit, None, dict(os.environ))
+    assert json.loads((directory / "second-args.json").read_text()) == ["--ckpt_path=last"]  # it did resume
+    assert (run["status"], run["value"]) == ("done", 0.5)
+
+
 def test_an_interrupted_run_is_queued_again_with_its_parameters_not_failed(tmp_path, monkeypatch):
     spec = load_study(study_file(tmp_path, budget={"trials": 2, "seeds": [0]}), ROOT, tmp_path / "out")
     ran: list[runner.Unit] = []

@@ -154,6 +154,7 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     if killed is not None:
         resumes_before = len((read_json_or_none(directory / RECORD) or {}).get("resumed") or [])
         args.append("--ckpt_path=last")
+        (directory / PRUNED).unlink(missing_ok=True)  # a pruning decision the kill cut off: this attempt decides anew
         run["attempts"] = [*killed.get("attempts", []), {key: killed.get(key) for key in ATTEMPT_KEYS}]
     elif directory.exists():  # a run that failed, or died before its first checkpoint: kept aside
         _move_aside(directory, "crashed")
