@@ -784,7 +784,7 @@ def test_a_run_whose_worker_dies_after_a_checkpoint_goes_on_from_it_and_ends_as_
     assert any("resumed from its checkpoint after epoch" in w for w in warnings)
 
 
-def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does(hand_runs, capsys):
+def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does(hand_runs, capsys, tmp_path):
     """Two runs say "running": one whose worker is gone after 2 of 5 epochs, with a last.ckpt
     (the next `run` resumes it), and one on another host with no epoch yet."""
     from recsys.cli import main
@@ -801,16 +801,27 @@ def test_status_shows_where_each_run_in_flight_stands_and_what_the_next_run_does
     elsewhere = hand_runs.output / "runs" / "tiny" / "Pop" / "tune-0"
     elsewhere.mkdir(parents=True)
     (elsewhere / "run.json").write_text(json.dumps({"status": "running", "host": "another-host", "worker_pid": 1}))
+    stopped = hand_runs.output / "runs" / "tiny" / "Pop" / "seed-0"  # Ctrl-C'd: its runner's pid may be alive
+    (stopped / "run.json").write_text(json.dumps({"status": "interrupted", "host": claims.HOST, "started": "t1",
+                                                  "worker_pid": os.getpid()}))
     rows = {r["run"]: r for r in in_flight(hand_runs)}
-    assert set(rows) == {"tiny/SASRec/seed-1", "tiny/Pop/tune-0"}  # the finished runs are not in flight
+    assert set(rows) == {"tiny/SASRec/seed-1", "tiny/Pop/tune-0", "tiny/Pop/seed-0"}  # finished runs are not in flight
     assert rows["tiny/SASRec/seed-1"] == {"run": "tiny/SASRec/seed-1", "started": "t0", "attempt": 2, "epochs": 2,
-                                          "max_epochs": 5, "value": 0.25, "worker_alive": False, "resumable": True}
+                                          "max_epochs": 5, "value": 0.25, "interrupted": False, "worker_alive": False,
+                                          "resumable": True}
+    assert (rows["tiny/Pop/seed-0"]["interrupted"], rows["tiny/Pop/seed-0"]["worker_alive"]) == (True, False)
     assert (rows["tiny/Pop/tune-0"]["worker_alive"], rows["tiny/Pop/tune-0"]["resumable"]) == (None, False)
-    assert main(["study", "status", str(hand_runs.path), "--output", str(hand_runs.output), "--root", str(ROOT)]) == 0
+    (tmp_path / "eval").mkdir()  # the same study with an evaluation: a phase name wider than "seed"
+    with_eval = study_file(tmp_path / "eval", models={"Pop": {"config": "configs/ml-100k/pop.yaml"}, "SASRec": {
+        "config": "configs/ml-100k/sasrec.yaml", "evaluations": {"random-ties": {"model.ties": "random"}}}})
+    assert main(["study", "status", str(with_eval), "--output", str(hand_runs.output), "--root", str(ROOT)]) == 0
     out = capsys.readouterr().out
     assert ("in flight: tiny/SASRec/seed-1 since t0 (attempt 2): epoch 2 of 5 done, val/ndcg@10 0.2500; worker gone: "
             "the next `recsys study run` resumes it from its last checkpoint (same command and config)") in out
     assert "in flight: tiny/Pop/tune-0 since ? (attempt 1): epoch 0 of ? done; worker on another host" in out
+    assert "in flight: tiny/Pop/seed-0 since t1 (attempt 1): epoch 0 of 1 done; interrupted: the next `recsys study run` starts it over" in out
+    table = out.split("in flight:")[0].strip().splitlines()
+    assert len({len(line) for line in table}) == 1, table  # columns as wide as their widest entry
 
 
 def test_an_evaluation_row_is_compared_with_the_reference_evaluated_the_same_way(tmp_path):

@@ -62,11 +62,13 @@ def main(argv: list[str]) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
             return 0
-        print(f"{'dataset':<20} {'model':<24} {'phase':<5} {'finished':>8} {'running':>7} {'queued':>6} "
-              f"{'budget':>6} {'failed':>6} {'pruned':>6}")
+        wide = {key: max([len(key), *(len(str(r[key])) for r in rows)]) for key in ("dataset", "model", "phase")}
+        print(f"{'dataset':<{wide['dataset']}} {'model':<{wide['model']}} {'phase':<{wide['phase']}} {'finished':>8} "
+              f"{'running':>7} {'queued':>6} {'budget':>6} {'failed':>6} {'pruned':>6}")
         for r in rows:
-            print(f"{r['dataset']:<20} {r['model']:<24} {r['phase']:<5} {r['finished']:>8} {r['running']:>7} "
-                  f"{r['queued']:>6} {r['budget']:>6} {r['failed']:>6} {r['pruned']:>6}")
+            print(f"{r['dataset']:<{wide['dataset']}} {r['model']:<{wide['model']}} {r['phase']:<{wide['phase']}} "
+                  f"{r['finished']:>8} {r['running']:>7} {r['queued']:>6} {r['budget']:>6} {r['failed']:>6} "
+                  f"{r['pruned']:>6}")
         for r in in_flight(spec):
             worker = "interrupted" if r["interrupted"] else \
                 {True: "worker alive", False: "worker gone", None: "worker on another host"}[r["worker_alive"]]
