@@ -481,6 +481,44 @@ def test_the_recorder_selects_the_lowest_epoch_in_min_mode(tmp_path):
     assert (record["best_epoch"], record["best_score"], record["params_total"]) == (1, 0.3, 3)
 
 
+@pytest.mark.parametrize("restored", ["before on_fit_start", "after on_fit_start (DeepSpeed, FSDP)"])
+def test_the_recorder_keeps_the_epochs_of_the_checkpoint_a_fit_resumes_from(tmp_path, restored):
+    import lightning.pytorch as pl
+
+    from recsys.study import RunRecorder
+
+    module = pl.LightningModule()
+    module.layer = torch.nn.Linear(2, 1)
+    killed = RunRecorder()
+    killed.record["epochs"] = [{"epoch": e, "train_s": 1.0, "elapsed_s": 2.0 * (e + 1), "val": {"val/ndcg@10": 0.1}}
+                               for e in range(2)]
+    state = killed.state_dict()  # what last.ckpt holds
+    recorder, trainer = RunRecorder(), recorder_trainer(tmp_path)
+    if restored == "before on_fit_start":
+        recorder.load_state_dict(state)
+        recorder.on_fit_start(trainer, module)
+    else:
+        recorder.on_fit_start(trainer, module)
+        recorder.load_state_dict(state)
+    recorder.on_train_start(trainer, module)
+    assert [e["epoch"] for e in recorder.record["epochs"]] == [0, 1]
+    assert [r["after_epoch"] for r in recorder.record["resumed"]] == [1]
+    assert recorder.record["params_total"] == 3
+    recorder.on_train_start(trainer, module)  # applied once: a second call changes nothing
+    assert len(recorder.record["resumed"]) == 1
+
+
+def test_a_test_run_does_not_take_the_record_of_the_checkpoint_it_tests(tmp_path):
+    """``recsys test --ckpt_path``: Lightning restores the recorder's state, but no fit starts."""
+    from recsys.study import RunRecorder
+
+    killed = RunRecorder()
+    killed.record["epochs"] = [{"epoch": 0, "train_s": 1.0, "elapsed_s": 2.0, "val": {"val/ndcg@10": 0.1}}]
+    recorder = RunRecorder()
+    recorder.load_state_dict(killed.state_dict())
+    assert recorder.record["epochs"] == [] and "resumed" not in recorder.record
+
+
 # ---- the report on hand-written runs -------------------------------------------------------------
 
 def write_run(spec: StudySpec, model: str, seed: int, users: list[str], ranks: list[int]) -> Path:

@@ -51,7 +51,8 @@ class RunRecorder(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning calls this for every checkpoint it restores, a test's too (after fit, or in
-        # ``recsys test``): only a fit that resumes applies it, in on_fit_start.
+        # ``recsys test``): only a fit that resumes applies it, in on_fit_start; or, with the
+        # strategies that restore after setup (DeepSpeed, FSDP: after on_fit_start), in on_train_start.
         self._restored = dict(state_dict)
 
     def _resume(self) -> float:
@@ -80,7 +81,15 @@ class RunRecorder(pl.Callback):
             raise ValueError(f"the study selects the {self.select_mode} of {self.select!r} but the run's checkpoint "
                              f"keeps the {sorted(modes)} one: set the study's select_mode (or the config's mode) "
                              "to match")
-        elapsed_before = self._resume()
+        self._start(trainer, pl_module, self._resume())
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored is not None:  # restored after on_fit_start (DeepSpeed, FSDP)
+            self._start(trainer, pl_module, self._resume())
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, elapsed_before: float) -> None:
+        """What the record says of the fit as it starts; ``elapsed_before``: the fit seconds of the
+        epochs a resumed run keeps."""
         params = list(pl_module.parameters())
         datamodule = getattr(trainer, "datamodule", None)
         self.record.update(
