@@ -488,11 +488,15 @@ def main() -> None:
         if not args.skip_speed:
             command["speed"] = invocation
             print(f"speed: {args.speed_epochs} epochs each, {args.threads} thread(s), one after the other", flush=True)
+            load_before = os.getloadavg()  # the ratios are only as clean as the machine was idle
             ours_speed = ours(args.model, 0, args.speed_epochs, 10**6, args.threads, args.batch_size, args.train_stride,
                               args.position_alignment, args.pad_in_softmax)
+            ours_speed["load_average_before"] = load_before
             recbole_speed = None
             if not args.skip_recbole_speed:
+                load_before = os.getloadavg()
                 recbole_speed = recbole(args.model, args.recbole_python, args.speed_epochs, args.threads)
+                recbole_speed["load_average_before"] = load_before
         if args.accuracy_from:
             # Our per-seed runs, made by separate invocations (e.g. one seed each), merged.
             command["accuracy"] = invocation
