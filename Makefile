@@ -20,7 +20,7 @@ lint: setup
 	$(VENV)/bin/mypy  # what it checks: [tool.mypy] in pyproject.toml
 
 test: lint
-	$(VENV)/bin/python -m pytest -q --durations=15 -m "not slow" $(TESTS)
+	$(VENV)/bin/python -m pytest -q --durations=25 -m "not slow" $(TESTS)
 
 test-all: lint
 	$(VENV)/bin/python -m pytest -q $(TESTS)
