@@ -161,10 +161,6 @@ def execute(spec: StudySpec, unit: Unit, trial_id: int | None, env: dict[str, st
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / RUN, run)
     returncode = _run_process(args, directory, spec, env, run, append=killed is not None, stop=stop)
-    if run.pop("interrupted", False):
-        run["status"] = "interrupted"
-        write_json(directory / RUN, run)
-        raise Interrupted(unit.label)
     try:
         record = read_json(directory / RECORD) or {}
     except ValueError as error:  # a run killed while writing it (write_json is atomic, so unlikely)
@@ -229,8 +225,9 @@ def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, 
                  append: bool = False, stop: threading.Event | None = None) -> int:
     """Run ``args`` from the study's root with output in ``folder``/stdout.txt and stderr.txt
     (after what is there, with ``append``: a resumed run's earlier attempts); put its wall
-    seconds, exit code, end time and (when it failed) stderr's last line into ``run``, and
-    ``interrupted: True`` when ``stop`` was set first and the process did not finish.
+    seconds, exit code, end time and (when it failed) stderr's last line into ``run``. When
+    ``stop`` was set first and the process did not finish, ``run`` (``folder``/run.json) says
+    "interrupted" and Interrupted is raised.
 
     The process gets a session of its own, so a Ctrl-C in the terminal reaches the runner alone;
     the runner then stops its runs itself (:func:`_wait`) and records them as interrupted, instead
@@ -246,11 +243,13 @@ def _run_process(args: list[str], folder: Path, spec: StudySpec, env: dict[str, 
                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         stopped = _wait(process, stop)
     run.update(wall_s=time.perf_counter() - start, returncode=process.returncode, finished=_now())
-    if stopped and process.returncode:
-        run["interrupted"] = True
     if process.returncode:
         tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no stderr)"]
         run["error"] = tail[0]
+        if stopped:
+            run["status"] = "interrupted"
+            write_json(folder / RUN, run)
+            raise Interrupted(str(folder))
     return process.returncode
 
 
@@ -353,12 +352,12 @@ def evaluate(spec: StudySpec, directory: Path, label: str, overrides: dict[str, 
             *cli_args(overrides), f"--trainer.default_root_dir={folder}"]
     run["command"] = args[2:]
     write_json(folder / RUN, run)
-    if _run_process(args, folder, spec, env, run, stop=stop):
-        if run.pop("interrupted", False):
-            run["status"] = "interrupted"
-            write_json(folder / RUN, run)
-            _move_aside(folder, "interrupted")
-            raise Interrupted(name)
+    try:
+        returncode = _run_process(args, folder, spec, env, run, stop=stop)
+    except Interrupted:
+        _move_aside(folder, "interrupted")
+        raise
+    if returncode:
         run["status"] = "failed"
     elif not (folder / RANKS).is_file():
         run.update(status="failed", error="the test saved no ranks (is the study's RunRecorder in the config?)")
@@ -495,7 +494,6 @@ class Worker:
     def _run_one(self, task: Task, phase: Phase, study: optuna.Study) -> bool:
         """Claim one slot through ``study.optimize`` (heartbeats, stale-trial recovery) and run it."""
         ran: list[Unit] = []
-        interrupted: list[Unit] = []
 
         def objective(trial: optuna.Trial) -> float:
             slot = claims.take_slot(study, self.store, trial)
@@ -525,16 +523,13 @@ class Worker:
             except Interrupted:  # the slot is queued again; its run goes on from its last checkpoint
                 claims.requeue(study, self.store.get_trial(trial._trial_id))
                 self.log(f"interrupted {unit.label}: the next `recsys study run` goes on with it")
-                interrupted.append(unit)
-                raise
+                raise  # not caught by optimize: the trial fails and the worker stops
             self.log(f"{run['status']} {unit.label} in {run['wall_s']:.0f} s: {self.spec.select} {run['value']}")
             if run["status"] == "pruned":
                 raise optuna.TrialPruned()
             return float(run["value"])
 
-        study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed, Interrupted))
-        if interrupted:
-            raise Interrupted(interrupted[0].label)
+        study.optimize(objective, n_trials=1, catch=(OverBudget, RunFailed))
         self.ran += len(ran)
         return bool(ran)
 
