@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,13 @@ def run_recsys(args: list[str], root: Path) -> subprocess.CompletedProcess:
             "--trainer.enable_progress_bar", "false"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent))
     return subprocess.run(RECSYS + args, capture_output=True, text=True, env=env, timeout=600)
+
+
+def run_recsys_side_by_side(*runs: tuple[list[str], Path]) -> list[subprocess.CompletedProcess]:
+    """:func:`run_recsys` for each ``(args, root)`` at once (runs that do not depend on each other
+    share the machine's cores instead of queueing), in the order given."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda run: run_recsys(*run), runs))
 
 
 def logged_test_metrics(root: Path) -> dict[str, float]:

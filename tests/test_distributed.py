@@ -1,29 +1,35 @@
 """Lightning's DDP strategy on 2 CPU processes (gloo) evaluates every window exactly once and
 logs the same test metrics as one process, and trains with the steps one process takes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from recsys.testing import rule_dataset
-from recsys_runs import SMALL_SASREC, logged_test_metrics, random_dataset, run_recsys
+from recsys_runs import SMALL_SASREC, logged_test_metrics, random_dataset, run_recsys_side_by_side
 
 
-def run_test(dataset, out, devices: int) -> dict[str, float]:
-    done = run_recsys([
+def evaluate_args(dataset, out: Path, devices: int) -> tuple[list[str], Path]:
+    return ([
         "test", "--seed_everything", "7", *SMALL_SASREC, "--model.max_len", "5",
         "--data", "SeqDataModule", "--data.path", str(dataset), "--data.max_len", "5", "--data.eval_batch_size", "4",
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.strategy", "ddp" if devices > 1 else "auto",
     ], out)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return logged_test_metrics(out)
+
+
+def run_tests(dataset, out: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The test metrics of one process and of DDP on 2, run side by side."""
+    for done in run_recsys_side_by_side(evaluate_args(dataset, out / "single", 1), evaluate_args(dataset, out / "ddp", 2)):
+        assert done.returncode == 0, done.stderr[-3000:]
+    return logged_test_metrics(out / "single"), logged_test_metrics(out / "ddp")
 
 
 def test_ddp_evaluates_every_window_once(tmp_path):
     # 41 evaluated users: 2 ranks cannot split them evenly, so the sampler pads one with a repeat.
     dataset = random_dataset(tmp_path / "odd", users=41, items=30, lengths=(4, 9), seed=0)
-    single = run_test(dataset, tmp_path / "single", devices=1)
-    ddp = run_test(dataset, tmp_path / "ddp", devices=2)
+    single, ddp = run_tests(dataset, tmp_path)
     assert single["test/windows"] == 41
     assert ddp["test/windows"] == 41  # not 42: the sampler's repeat is counted once
     assert ddp.keys() == single.keys()
@@ -32,11 +38,10 @@ def test_ddp_evaluates_every_window_once(tmp_path):
 
 
 
-def run_fit(dataset, out, devices: int, batch_size: int) -> tuple[dict[str, float], list[dict]]:
-    """One epoch of SASRec without dropout, one target per window; test metrics and the first
-    step's gradients (averaged over processes under DDP)."""
-    gradients = out / "gradients.pt"
-    done = run_recsys([
+def fit_args(dataset, out: Path, devices: int, batch_size: int) -> tuple[list[str], Path]:
+    """One epoch of SASRec without dropout, one target per window, saving the first step's
+    gradients (averaged over processes under DDP) to ``out/gradients.pt``."""
+    return ([
         "fit", "--seed_everything", "3", "--model", "SASRec", "--model.d_model", "16", "--model.ffn_dim", "32",
         "--model.num_layers", "1", "--model.num_heads", "1", "--model.max_len", "5", "--model.lr", "0.005",
         "--model.dropout", "0", "--model.attn_dropout", "0",
@@ -44,10 +49,14 @@ def run_fit(dataset, out, devices: int, batch_size: int) -> tuple[dict[str, floa
         "--data.batch_size", str(batch_size), "--trainer.max_epochs", "1",
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.strategy", "ddp" if devices > 1 else "auto",
-        "--trainer.callbacks+=gradient_probe.SaveGradients", f"--trainer.callbacks.path={gradients}",
+        "--trainer.callbacks+=gradient_probe.SaveGradients", f"--trainer.callbacks.path={out / 'gradients.pt'}",
     ], out)
+
+
+def fit_results(out: Path, done) -> tuple[dict[str, float], list[dict]]:
+    """A fit's test metrics and first-step gradients."""
     assert done.returncode == 0, done.stderr[-3000:]
-    return logged_test_metrics(out), torch.load(gradients, weights_only=True)
+    return logged_test_metrics(out), torch.load(out / "gradients.pt", weights_only=True)
 
 
 def test_ddp_training_takes_the_steps_of_one_process(tmp_path):
@@ -69,8 +78,10 @@ def test_ddp_training_takes_the_steps_of_one_process(tmp_path):
     dropout (0.77-0.92 NDCG@10): DDP training must be as good as another seed, not identical.
     """
     dataset = rule_dataset(tmp_path / "data", users=64)  # 332 training windows: 20 steps of 8 + 8, then 6 + 6
-    single, single_grad = run_fit(dataset, tmp_path / "single", devices=1, batch_size=16)
-    ddp, ddp_grad = run_fit(dataset, tmp_path / "ddp", devices=2, batch_size=8)
+    one, two = tmp_path / "single", tmp_path / "ddp"
+    done = run_recsys_side_by_side(fit_args(dataset, one, devices=1, batch_size=16),
+                                   fit_args(dataset, two, devices=2, batch_size=8))
+    (single, single_grad), (ddp, ddp_grad) = fit_results(one, done[0]), fit_results(two, done[1])
     assert single_grad[0].keys() == ddp_grad[0].keys()
     for name, expected in single_grad[0].items():
         scale = float(expected.abs().max()) or 1.0

@@ -2,14 +2,17 @@
 
 Plugin tests used to read the monorepo's ``configs/``; a plugin's own sdist could not pass its own
 tests. Here every plugin (and the example) is built into an sdist with setuptools, unpacked
-outside the repository, and its config tests are run from there.
+outside the repository, and its config tests are run from there (two plugins at a time).
 """
 
 import shutil
 import subprocess
 import sys
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,22 +45,53 @@ def test_every_plugin_is_found():
                                          "recsys-example-plugin"}
 
 
-@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
-def test_sdist_carries_the_plugins_tests_and_configs_and_they_pass_from_it(plugin, tmp_path):
+@dataclass
+class FromSdist:
+    """What one plugin's sdist holds (paths relative to its top folder) and how its config tests
+    went when run from it; ``error`` is what stopped the build instead."""
+    packed: set[str] = field(default_factory=set)
+    run: subprocess.CompletedProcess | None = None
+    error: BaseException | None = None
+
+
+def build_and_test(plugin: Path, out: Path) -> FromSdist:
+    """Build ``plugin``'s sdist, unpack it in ``out`` and run its config tests from there, outside
+    the repository: nothing reaches back."""
+    try:
+        sdist = build_sdist(plugin, out)
+        with tarfile.open(sdist) as tar:
+            top = sdist.name.removesuffix(".tar.gz")
+            packed = {name.removeprefix(top + "/") for name in tar.getnames()}
+            tar.extractall(out, filter="data")
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                              "-k", "config", "tests"], cwd=out / top, capture_output=True, text=True)
+        return FromSdist(packed, run)
+    except Exception as error:  # reported by that plugin's test, not by the others'
+        return FromSdist(error=error)
+
+
+@pytest.fixture(scope="module")
+def from_sdists(request, tmp_path_factory) -> dict[str, FromSdist]:
+    """The selected plugins built and tested from their sdists, two at a time: each is a pytest
+    process of its own, so they share only the machine's two cores."""
     if not (ROOT / ".git").exists():
         pytest.skip("needs the git checkout (the list of tracked files)")
-    sdist = build_sdist(plugin, tmp_path)
-    with tarfile.open(sdist) as tar:
-        top = sdist.name.removesuffix(".tar.gz")
-        packed = {name.removeprefix(top + "/") for name in tar.getnames()}
-        tar.extractall(tmp_path, filter="data")
+    selected = [item.callspec.params["plugin"] for item in request.session.items
+                if item.module is request.module and "plugin" in getattr(item, "callspec", SimpleNamespace(params={})).params]
+    with ThreadPoolExecutor(2) as pool:
+        done = pool.map(lambda p: build_and_test(p, tmp_path_factory.mktemp(p.name)), selected)
+        return {plugin.name: result for plugin, result in zip(selected, done)}
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
+def test_sdist_carries_the_plugins_tests_and_configs_and_they_pass_from_it(plugin, from_sdists):
+    result = from_sdists[plugin.name]
+    if result.error is not None:
+        raise result.error
     own = {f for f in tracked(plugin) if f.startswith(("tests/", "configs/"))}
     assert own, f"{plugin.name} tracks no tests"
-    assert own <= packed, f"{plugin.name}'s sdist lacks {sorted(own - packed)}"
-    # Its config tests, run from the unpacked sdist outside the repository: nothing reaches back.
-    unpacked = tmp_path / top
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-                          "-k", "config", "tests"], cwd=unpacked, capture_output=True, text=True)
-    has_configs = (plugin / "configs").is_dir()
+    assert own <= result.packed, f"{plugin.name}'s sdist lacks {sorted(own - result.packed)}"
+    run, has_configs = result.run, (plugin / "configs").is_dir()
+    assert run is not None
     # pytest exits 5 when nothing is selected: only allowed for a plugin without configs (the example).
     assert run.returncode == 0 or (run.returncode == 5 and not has_configs), run.stdout[-3000:] + run.stderr[-3000:]

@@ -91,7 +91,8 @@ def tiny_study(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)  # the first creates the database; the second joins it
-    second = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the second runs two runs at a time (--jobs 2): it finishes the study on both cores
+    second = subprocess.Popen([*cmd, "--jobs", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline, mine = time.time() + 120, []
         while time.time() < deadline and not mine:  # wait for a run of the first worker to be in flight
@@ -100,7 +101,7 @@ def tiny_study(tmp_path_factory):
         assert mine, "the first worker never started a run"
         first.send_signal(signal.SIGKILL)
         first.wait()
-        # about 60 s on an idle machine; the limit only stops a hung runner, so it allows a loaded one
+        # about 35 s on an idle machine; the limit only stops a hung runner, so it allows a loaded one
         assert second.wait(timeout=600) == 0, second.stderr.read().decode()[-2000:] if second.stderr else ""
     finally:
         for process in (first, second):
@@ -206,7 +207,7 @@ def test_a_lost_crashed_or_failed_evaluation_runs_again_without_refitting(tiny_s
     crashed.write_text(json.dumps(json.loads(crashed.read_text()) | {
         "status": "running", "host": claims.HOST, "worker_pid": int(gone.stdout)}))
     lines: list[str] = []
-    assert run_study(spec, jobs=1, log=lines.append) == 2
+    assert run_study(spec, jobs=2, log=lines.append) == 2
     assert {r["dir"]: r["finished"] for r in runs_of(spec.output)} == fits  # nothing re-trained
     assert [json.loads((d / "eval-random-ties" / "run.json").read_text())["status"] for d in seeds] == ["done", "done"]
     assert list(seeds[1].glob("eval-random-ties.crashed-*"))

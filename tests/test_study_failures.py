@@ -57,7 +57,7 @@ def runs_of(output: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory):
     """`recsys study run` on Pop (fine) and Broken (an override `recsys fit` rejects, so its one
-    tuning trial fails and its seeds have no parameters to run). Returns (spec, process)."""
+    tuning trial fails and its seeds have no parameters to run), two runs at a time. Returns (spec, process)."""
     folder = tmp_path_factory.mktemp("failing")
     path = study_file(folder, name="failing", budget={"trials": 1, "seeds": [0]}, models={
         "Pop": {"config": "configs/ml-100k/pop.yaml"},
@@ -66,7 +66,7 @@ def failing(tmp_path_factory):
     output = folder / "out"
     try:
         done = subprocess.run([sys.executable, "-m", "recsys.cli", "study", "run", str(path), "--output", str(output),
-                               "--root", str(ROOT)], cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+                               "--root", str(ROOT), "--jobs", "2"], cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
                               capture_output=True, text=True, timeout=150)
     except subprocess.TimeoutExpired as error:  # the seeds of a model whose trials all failed used to spin forever
         pytest.fail(f"the study hung: {str(error.stdout)[-1500:]}")
