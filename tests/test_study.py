@@ -233,6 +233,24 @@ def test_an_evaluation_option_the_model_does_not_take_fails_before_any_run(tmp_p
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_a_missing_dataset_fails_before_any_run_spends_a_slot(tmp_path, monkeypatch):
+    """A dataset path that is no folder (relative to the study's root, not the working directory)
+    and no embedded dataset stops the study at once, naming the field, instead of failing every
+    run on it."""
+    from recsys.study.runner import check_datasets, run_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({**GOOD, "datasets": {"tiny": {"path": "data/tiny"}, "gone": {"path": "data/nope"}}}))
+    spec = load_study(path, ROOT, tmp_path / "out")
+    with pytest.raises(StudyError) as error:
+        run_study(spec, log=lambda line: None)
+    assert str(error.value).startswith(f"{path}: datasets.gone.path: no dataset at '{ROOT / 'data' / 'nope'}'")
+    assert not (tmp_path / "out").exists()  # no database, no run
+    monkeypatch.chdir(tmp_path)  # runs start in the root: data/tiny is found from anywhere
+    path.write_text(json.dumps({**GOOD, "datasets": {"tiny": {"path": "data/tiny"}, "ml": {"path": "ml-100k"}}}))
+    check_datasets(load_study(path, ROOT, tmp_path / "out"))
+
+
 def test_report_tables_plots_and_html(tiny_study):
     spec, _ = tiny_study
     from recsys.study.report import write_report

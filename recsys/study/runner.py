@@ -406,6 +406,23 @@ def check_evaluations(spec: StudySpec) -> None:
                                      f"option {option!r}; it takes {sorted(accepted - {'self', 'args', 'kwargs'})}")
 
 
+def check_datasets(spec: StudySpec) -> None:
+    """Raise StudyError, before anything runs, for a dataset whose ``path`` is neither a folder
+    (relative to the study's root, where runs start) nor an embedded dataset: otherwise every run
+    on it fails at once and spends its budget slot."""
+    from recsys.data.embedded import EMBEDDED, resolve_dataset
+
+    for name, options in spec.datasets.items():
+        if "path" not in options:
+            continue  # the models' own configs name the data
+        raw = str(options["path"])
+        local = Path(raw) if Path(raw).is_absolute() else spec.root / raw
+        try:
+            resolve_dataset(raw if raw in EMBEDDED and not local.exists() else local)
+        except FileNotFoundError as error:
+            raise StudyError(f"{spec.path}: datasets.{name}.path: {error}") from None
+
+
 def retry_failed_evaluations(spec: StudySpec) -> list[Path]:
     """Move every failed evaluation aside (``eval-<label>.failed-<time>``), so it runs again."""
     moved = []
@@ -541,6 +558,7 @@ def run_study(spec: StudySpec, jobs: int = 1, log: Callable[[str], None] = print
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     # The runner says what happens itself (FAILED, interrupted): Optuna would add a traceback per trial.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    check_datasets(spec)
     check_evaluations(spec)
     store = claims.storage(spec)
     if retry_failed:
