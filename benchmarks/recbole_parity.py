@@ -63,11 +63,14 @@ Usage::
     python benchmarks/recbole_parity.py --model GRU4Rec --speed-only --speed-epochs 2
     python benchmarks/recbole_parity.py --model GRU4Rec --skip-speed --seeds 0 \
         --out benchmarks/results/recbole_parity_gru4rec_seed0.json   # one seed; merge with --accuracy-from
+    python benchmarks/recbole_parity.py --model CORE --skip-speed --seeds 0 --train-stride 1 --batch-size 256 \
+        --run-dir runs/parity --out ...   # a long run: started again, it goes on from its last epoch
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -167,8 +170,23 @@ def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads
     targets_seen = {"n": 0}
 
     class Timer(pl.Callback):
+        """Per-epoch seconds, targets and validation NDCG@10; kept in checkpoints, so a resumed
+        run reports every epoch once (the seconds before a stop included)."""
+
         def __init__(self):
             self.train, self.val, self.val_ndcg, self.targets = [], [], [], []
+            self.resumed: list[dict] = []
+            self.elapsed_before = 0.0  # wall seconds of the attempts before this one
+
+        def state_dict(self):
+            return {"train": self.train, "val": self.val, "val_ndcg": self.val_ndcg, "targets": self.targets,
+                    "resumed": self.resumed, "elapsed": self.elapsed_before + time.perf_counter() - started}
+
+        def load_state_dict(self, state):
+            self.train, self.val, self.val_ndcg, self.targets = (
+                state["train"], state["val"], state["val_ndcg"], state["targets"])
+            self.elapsed_before = state["elapsed"]
+            self.resumed = [*state["resumed"], {"after_epoch": len(state["train"]) - 1}]
 
         def on_train_epoch_start(self, trainer, module):
             targets_seen["n"] = 0
@@ -202,16 +220,23 @@ def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads
 
         model.item_loss = counted_item_loss
     timer = Timer()
-    checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val/ndcg@10", mode="max", filename="best")
+    checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val/ndcg@10", mode="max", filename="best",
+                                 enable_version_counter=False)
+    # last.ckpt after every epoch: run again with the same --run-dir, the fit goes on from it
+    # (the model's checkpoint carries its random state, so the epochs after it are the same).
+    last = ModelCheckpoint(dirpath=workdir, monitor=None, filename="last", save_top_k=1, enable_version_counter=False)
     trainer = pl.Trainer(
         max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=workdir,
         # `patience` is RecBole's stopping_step: RecBole stops once `cur_step > stopping_step`, i.e.
         # after stopping_step + 1 validations without improvement; Lightning stops once
         # `wait_count >= patience`. Both count validation epochs.
-        callbacks=[timer, checkpoint, EarlyStopping(monitor="val/ndcg@10", mode="max", patience=patience + 1)],
+        callbacks=[timer, checkpoint, last, EarlyStopping(monitor="val/ndcg@10", mode="max", patience=patience + 1)],
     )
-    trainer.fit(model, datamodule=data)
+    resume = Path(workdir) / "last.ckpt"
+    if resume.exists():
+        print(f"resuming from {resume}", flush=True)
+    trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume.exists() else None)
     loader = data.train_dataloader()
     windows = loader.dataset
     batch = windows.__getitems__(range(len(windows)))
@@ -238,7 +263,8 @@ def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads
         "train_steps_per_epoch": len(loader),
         "history_positions_per_epoch": int((batch.history != 0).sum()),
         "wall_seconds_to_best": sum(timer.train[: best_epoch + 1]) + sum(timer.val[: best_epoch + 1]),
-        "wall_seconds_total": time.perf_counter() - started,
+        "wall_seconds_total": timer.elapsed_before + time.perf_counter() - started,
+        "resumed": timer.resumed,
     }
     if checkpoint.best_model_path:
         # The best epoch's weights into this model (the --pad-in-softmax class is local to this
@@ -286,8 +312,14 @@ def _pad_in_softmax(base):
 
 
 def ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: int, batch_size: int | None,
-         train_stride: int | None, position_alignment: str, pad_in_softmax: bool) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+         train_stride: int | None, position_alignment: str, pad_in_softmax: bool, run_dir: Path | None = None) -> dict:
+    """One run of our side in its own process; with ``run_dir``, its checkpoints stay there and
+    the run goes on from its last epoch when started again with the same directory."""
+    if run_dir is not None:
+        if (run_dir / "ours.json").exists():  # finished: resuming would train past its early stop
+            return json.loads((run_dir / "ours.json").read_text())
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() if run_dir is None else contextlib.nullcontext(str(run_dir)) as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         subprocess.run(
@@ -451,6 +483,9 @@ def main() -> None:
                         help="take our accuracy runs from these earlier --out files instead of training")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the table from --out and the converged RecBole JSONs, without running anything")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="keep our accuracy runs' checkpoints in RUN_DIR/<model>-seed<N>[-stride<S>]-batch<B>[-ablation]; "
+                             "run again, each goes on from its last epoch (for runs longer than a sitting)")
     parser.add_argument("--out", default=None,
                         help="default benchmarks/results/recbole_parity.json (SASRec), recbole_parity_<model>.json")
     # internal: one run of our side
@@ -517,8 +552,15 @@ def main() -> None:
             accuracy = []
             for seed in args.seeds:
                 print(f"accuracy: ours, seed {seed}, to convergence", flush=True)
+                kept = None
+                if args.run_dir is not None:
+                    kept = args.run_dir / "-".join(
+                        [args.model.lower(), f"seed{seed}", *([f"stride{args.train_stride}"] if args.train_stride else []),
+                         f"batch{args.batch_size}",
+                         *([args.position_alignment] if args.position_alignment == "left" else []),
+                         *(["pad-in-softmax"] if args.pad_in_softmax else [])])
                 accuracy.append(ours(args.model, seed, args.max_epochs, args.patience, args.threads, args.batch_size,
-                                     args.train_stride, args.position_alignment, args.pad_in_softmax))
+                                     args.train_stride, args.position_alignment, args.pad_in_softmax, kept))
                 run = accuracy[-1]
                 Path(args.out + ".partial").write_text(json.dumps({"ours_accuracy": accuracy}, indent=2))
                 print(f"seed {seed}: val ndcg@10 {run['val']['ndcg@10']:.4f}, test ndcg@10 {run['test']['ndcg@10']:.4f}, "
