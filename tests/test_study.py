@@ -238,6 +238,7 @@ def test_a_missing_dataset_fails_before_any_run_spends_a_slot(tmp_path, monkeypa
     and no embedded dataset stops the study at once, naming the field, instead of failing every
     run on it."""
     from recsys.study.runner import check_datasets, run_study
+    from recsys.study.spec import only_models
 
     path = tmp_path / "s.yaml"
     path.write_text(json.dumps({**GOOD, "datasets": {"tiny": {"path": "data/tiny"}, "gone": {"path": "data/nope"}}}))
@@ -249,6 +250,11 @@ def test_a_missing_dataset_fails_before_any_run_spends_a_slot(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # runs start in the root: data/tiny is found from anywhere
     path.write_text(json.dumps({**GOOD, "datasets": {"tiny": {"path": "data/tiny"}, "ml": {"path": "ml-100k"}}}))
     check_datasets(load_study(path, ROOT, tmp_path / "out"))
+    # `--models` Pop, which runs on tiny only: the missing dataset is no concern of this run
+    models = {"Pop": {**GOOD["models"]["Pop"], "datasets": ["tiny"]}, "SASRec": GOOD["models"]["SASRec"]}
+    path.write_text(json.dumps({**GOOD, "models": models, "reference": "SASRec",
+                                "datasets": {"tiny": {"path": "data/tiny"}, "gone": {"path": "data/nope"}}}))
+    check_datasets(only_models(load_study(path, ROOT, tmp_path / "out"), ["Pop"]))
 
 
 def test_report_tables_plots_and_html(tiny_study):

@@ -407,14 +407,15 @@ def check_evaluations(spec: StudySpec) -> None:
 
 
 def check_datasets(spec: StudySpec) -> None:
-    """Raise StudyError, before anything runs, for a dataset whose ``path`` is neither a folder
-    (relative to the study's root, where runs start) nor an embedded dataset: otherwise every run
-    on it fails at once and spends its budget slot."""
+    """Raise StudyError, before anything runs, for a dataset whose ``path`` is neither a folder or
+    ``.inter`` file (relative to the study's root, where runs start) nor an embedded dataset:
+    otherwise every run on it fails at once and spends its budget slot. Datasets that none of
+    the study's models (after ``--models``) run on are not checked."""
     from recsys.data.embedded import EMBEDDED, resolve_dataset
 
     for name, options in spec.datasets.items():
-        if "path" not in options:
-            continue  # the models' own configs name the data
+        if "path" not in options or not any(model.runs_on(name) for model in spec.models.values()):
+            continue  # the models' own configs name the data, or nothing here runs on it
         raw = str(options["path"])
         local = Path(raw) if Path(raw).is_absolute() else spec.root / raw
         try:
