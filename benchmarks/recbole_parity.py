@@ -225,6 +225,11 @@ def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads
     # last.ckpt after every epoch: run again with the same --run-dir, the fit goes on from it
     # (the model's checkpoint carries its random state, so the epochs after it are the same).
     last = ModelCheckpoint(dirpath=workdir, monitor=None, filename="last", save_top_k=1, enable_version_counter=False)
+    resume, fitted = Path(workdir) / "last.ckpt", Path(workdir) / "fit.done"
+    if fitted.exists():
+        # Stopped after the fit, in the evaluation: from last.ckpt the fit would train past its
+        # early stop (Lightning does not save should_stop), so it restores and stops at that epoch.
+        max_epochs = torch.load(resume, map_location="cpu", weights_only=True)["epoch"] + 1
     trainer = pl.Trainer(
         max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=workdir,
@@ -233,10 +238,10 @@ def run_ours(model_name: str, seed: int, max_epochs: int, patience: int, threads
         # `wait_count >= patience`. Both count validation epochs.
         callbacks=[timer, checkpoint, last, EarlyStopping(monitor="val/ndcg@10", mode="max", patience=patience + 1)],
     )
-    resume = Path(workdir) / "last.ckpt"
     if resume.exists():
-        print(f"resuming from {resume}", flush=True)
+        print(f"resuming from {resume}" + (" (the fit had ended: no epoch more)" if fitted.exists() else ""), flush=True)
     trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume.exists() else None)
+    fitted.touch()
     loader = data.train_dataloader()
     windows = loader.dataset
     batch = windows.__getitems__(range(len(windows)))
@@ -316,9 +321,22 @@ def ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: in
     """One run of our side in its own process; with ``run_dir``, its checkpoints stay there and
     the run goes on from its last epoch when started again with the same directory."""
     if run_dir is not None:
-        if (run_dir / "ours.json").exists():  # finished: resuming would train past its early stop
+        # A kept run goes on only with the settings it started with (a changed patience would be
+        # overridden by the checkpoint's early-stopping state; other threads would mix timings).
+        settings = {"model": model_name, "seed": seed, "max_epochs": max_epochs, "patience": patience,
+                    "threads": threads, "batch_size": batch_size, "train_stride": train_stride,
+                    "position_alignment": position_alignment, "pad_in_softmax": pad_in_softmax}
+        saved = run_dir / "settings.json"
+        if saved.exists():
+            before = json.loads(saved.read_text())
+            changed = sorted(k for k in settings if before.get(k) != settings[k])
+            if changed:
+                raise SystemExit(f"{run_dir}: started with other settings ({', '.join(f'{k} {before.get(k)!r}' for k in changed)}); "
+                                 "give another --run-dir, or delete this one to start over")
+        if (run_dir / "ours.json").exists():  # finished
             return json.loads((run_dir / "ours.json").read_text())
         run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(settings, indent=2))
     with tempfile.TemporaryDirectory() if run_dir is None else contextlib.nullcontext(str(run_dir)) as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
