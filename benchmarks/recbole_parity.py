@@ -317,10 +317,14 @@ def _pad_in_softmax(base):
 
 
 def ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: int, batch_size: int | None,
-         train_stride: int | None, position_alignment: str, pad_in_softmax: bool, run_dir: Path | None = None) -> dict:
-    """One run of our side in its own process; with ``run_dir``, its checkpoints stay there and
-    the run goes on from its last epoch when started again with the same directory."""
-    if run_dir is not None:
+         train_stride: int | None, position_alignment: str, pad_in_softmax: bool, run_dirs: Path | None = None) -> dict:
+    """One run of our side in its own process; with ``run_dirs``, its checkpoints stay in a folder
+    there named after the run, and the run goes on from its last epoch when started again."""
+    if run_dirs is not None:
+        run_dir = run_dirs / "-".join([
+            model_name.lower(), f"seed{seed}", *([f"stride{train_stride}"] if train_stride else []), f"batch{batch_size}",
+            *([position_alignment] if position_alignment == "left" else []),
+            *(["pad-in-softmax"] if pad_in_softmax else [])])
         # A kept run goes on only with the settings it started with (a changed patience would be
         # overridden by the checkpoint's early-stopping state; other threads would mix timings).
         settings = {"model": model_name, "seed": seed, "max_epochs": max_epochs, "patience": patience,
@@ -337,7 +341,7 @@ def ours(model_name: str, seed: int, max_epochs: int, patience: int, threads: in
             return json.loads((run_dir / "ours.json").read_text())
         run_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(settings, indent=2))
-    with tempfile.TemporaryDirectory() if run_dir is None else contextlib.nullcontext(str(run_dir)) as tmp:
+    with tempfile.TemporaryDirectory() if run_dirs is None else contextlib.nullcontext(str(run_dir)) as tmp:
         out = Path(tmp) / "ours.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         subprocess.run(
@@ -570,15 +574,8 @@ def main() -> None:
             accuracy = []
             for seed in args.seeds:
                 print(f"accuracy: ours, seed {seed}, to convergence", flush=True)
-                kept = None
-                if args.run_dir is not None:
-                    kept = args.run_dir / "-".join(
-                        [args.model.lower(), f"seed{seed}", *([f"stride{args.train_stride}"] if args.train_stride else []),
-                         f"batch{args.batch_size}",
-                         *([args.position_alignment] if args.position_alignment == "left" else []),
-                         *(["pad-in-softmax"] if args.pad_in_softmax else [])])
                 accuracy.append(ours(args.model, seed, args.max_epochs, args.patience, args.threads, args.batch_size,
-                                     args.train_stride, args.position_alignment, args.pad_in_softmax, kept))
+                                     args.train_stride, args.position_alignment, args.pad_in_softmax, args.run_dir))
                 run = accuracy[-1]
                 Path(args.out + ".partial").write_text(json.dumps({"ours_accuracy": accuracy}, indent=2))
                 print(f"seed {seed}: val ndcg@10 {run['val']['ndcg@10']:.4f}, test ndcg@10 {run['test']['ndcg@10']:.4f}, "

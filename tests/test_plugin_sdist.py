@@ -12,7 +12,6 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -77,7 +76,7 @@ def from_sdists(request, tmp_path_factory) -> dict[str, FromSdist]:
     if not (ROOT / ".git").exists():
         pytest.skip("needs the git checkout (the list of tracked files)")
     selected = [item.callspec.params["plugin"] for item in request.session.items
-                if item.module is request.module and "plugin" in getattr(item, "callspec", SimpleNamespace(params={})).params]
+                if "from_sdists" in getattr(item, "fixturenames", ())]
     with ThreadPoolExecutor(2) as pool:
         done = pool.map(lambda p: build_and_test(p, tmp_path_factory.mktemp(p.name)), selected)
         return {plugin.name: result for plugin, result in zip(selected, done)}
