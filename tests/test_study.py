@@ -78,6 +78,32 @@ def test_every_shipped_study_file_loads(path):
     assert spec.models and spec.seeds and spec.reference in spec.models
 
 
+def test_status_reads_the_database_without_writing_to_it(tmp_path):
+    """`recsys study status` on a study never run creates no database; on one begun, it leaves
+    the phases no run has opened uncreated, and shows the study file's budget for every phase."""
+    import sqlite3
+
+    from recsys.study import claims
+    from recsys.study.runner import status
+
+    spec = load_study(TINY, ROOT, tmp_path / "out")
+    database = Path(spec.storage.removeprefix("sqlite:///"))
+    rows = status(spec)
+    assert not database.exists()
+    assert [(r["model"], r["phase"], r["finished"], r["budget"]) for r in rows] == [
+        ("Pop", "seed", 0, 2), ("SASRec", "tune", 0, 2), ("SASRec", "seed", 0, 2), ("SASRec", "eval:random-ties", 0, 2)]
+    task = next(t for t in claims.tasks(spec) if t.model.name == "SASRec")
+    claims.open_study(spec, task, "tune", claims.storage(spec))  # a run opened one phase, as `run` does
+
+    def dump() -> list[str]:
+        with sqlite3.connect(database) as db:
+            return list(db.iterdump())
+
+    before = dump()
+    assert [r["budget"] for r in status(spec)] == [2, 2, 2, 2]
+    assert dump() == before
+
+
 # ---- the tiny study, run by two workers, one of them killed -------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -233,8 +233,22 @@ def open_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages
     return study
 
 
-def phase_state(study: optuna.Study) -> PhaseState:
-    budget = budget_of(study)
+def find_study(spec: StudySpec, task: Task, phase: Phase, store: optuna.storages.BaseStorage) -> optuna.Study | None:
+    """The phase's Optuna study if a run has created it, else None; unlike :func:`open_study`
+    it writes nothing (``recsys study status`` must not change the database it reads)."""
+    try:
+        return optuna.load_study(study_name=task.study_name(spec, phase), storage=store)
+    except KeyError:  # Optuna's "no such study"
+        return None
+
+
+def phase_state(study: optuna.Study | None, budget: int | None = None) -> PhaseState:
+    """Which of the phase's slots are finished, running, queued and failed. ``budget``: count
+    slots up to this budget instead of the one the database holds (the study file's, when it
+    changed since the last run); a study not created yet (None) has every slot still to run."""
+    if study is None:
+        return PhaseState(frozenset(), frozenset(), frozenset(), budget or 0, frozenset())
+    budget = budget_of(study) if budget is None else budget
     finished, running, waiting, failed = set(), set(), set(), set()
     trials = study.get_trials(deepcopy=False)
     retried = {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}

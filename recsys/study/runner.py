@@ -615,15 +615,17 @@ def _raise_on_sigterm() -> Any:
 
 
 def status(spec: StudySpec) -> list[dict[str, Any]]:
-    """Per dataset, model and phase: finished / running / budget slots, and failed runs."""
+    """Per dataset, model and phase: finished / running / budget slots (the study file's budget),
+    and failed runs. Reads the database without writing to it, nor creating it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = claims.storage(spec)
+    started = not spec.storage.startswith("sqlite:///") or Path(spec.storage.removeprefix("sqlite:///")).exists()
+    store = claims.storage(spec) if started else None
     rows = []
     for task in claims.tasks(spec):
         for phase in task.phases(spec):
-            study = claims.open_study(spec, task, phase, store)
-            state = claims.phase_state(study)
-            pruned = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+            study = claims.find_study(spec, task, phase, store) if store is not None else None
+            state = claims.phase_state(study, budget=task.budget(spec, phase))
+            pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))) if study is not None else 0
             rows.append({"dataset": task.dataset, "model": task.model.name, "phase": phase,
                          "finished": len(state.finished), "running": len(state.running),
                          "queued": len(state.waiting), "budget": state.budget,
