@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from jsonargparse.typing import NonNegativeInt
 
 from recsys.callbacks import TopKWriter
 from recsys.config_checks import config_problems
@@ -29,6 +30,7 @@ from recsys.models.base import RecModule
 from recsys.plugins import import_models, load_plugins
 
 MONITOR = "val/ndcg@10"
+PATIENCE = 10  #: validations without improvement before the default EarlyStopping ends a fit
 
 
 class ConfigError(ValueError):
@@ -127,6 +129,20 @@ def follow_model_monitor(config) -> None:
             init_args["monitor"], init_args["mode"] = monitor, mode
 
 
+def apply_patience(config) -> None:
+    """``--patience N`` (or ``patience: N`` at the top of a config) sets the patience of every
+    EarlyStopping callback whose own patience is the CLI's default (10), so a model whose epochs
+    are short (BERT4Rec's windows, say) can wait longer without restating the callbacks list. A
+    patience set explicitly on a callback is kept as written. Edits ``config`` in place."""
+    if not hasattr(config, "get") or config.get("patience") is None:
+        return
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        init_args = callback.get("init_args") if hasattr(callback, "get") else None
+        if (init_args is not None and str(callback.get("class_path", "")).endswith("EarlyStopping")
+                and init_args.get("patience") == PATIENCE):
+            init_args["patience"] = int(config["patience"])
+
+
 class RecsysArgumentParser(LightningArgumentParser):
     """Configuration errors as one ``recsys: error: ...`` line naming the key (and the candidates
     for an unknown model or option), not argparse's usage block; ``RECSYS_DEBUG=1`` restores it."""
@@ -139,6 +155,7 @@ class RecsysArgumentParser(LightningArgumentParser):
         # --print_config and the run's saved config.yaml show the monitor the run will use.
         cfg = cfg.clone() if hasattr(cfg, "clone") else cfg
         follow_model_monitor(cfg)
+        apply_patience(cfg)
         return super().dump(cfg, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
@@ -167,6 +184,11 @@ class RecsysCLI(LightningCLI):
         parser.add_argument("--monitor_mode", type=Optional[Literal["max", "min"]], default=None,
                             help="whether --monitor improves upward (max, the default) or downward (min)")
         parser.add_argument(
+            "--patience", type=Optional[NonNegativeInt], default=None,
+            help=f"validations without improvement of the monitor before early stopping ends training "
+                 f"(default {PATIENCE}); e.g. more for a model whose epochs are short",
+        )
+        parser.add_argument(
             "--test_after_fit", type=bool, default=True,
             help="after fit, validate and test the best checkpoint and print both metric tables",
         )
@@ -185,7 +207,7 @@ class RecsysCLI(LightningCLI):
                      "init_args": {"monitor": None, "save_top_k": 1, "filename": "last",
                                    "enable_version_counter": False, "save_last": "link"}},
                     {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
-                     "init_args": {"monitor": MONITOR, "mode": "max", "patience": 10}},
+                     "init_args": {"monitor": MONITOR, "mode": "max", "patience": PATIENCE}},
                 ],
             }
         )
@@ -224,6 +246,7 @@ class RecsysCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         follow_model_monitor(config)
+        apply_patience(config)
         problems = config_problems(config)
         if problems:
             raise ConfigError("; ".join(problems))

@@ -264,6 +264,25 @@ def test_monitor_moves_checkpoint_and_early_stopping_together(tiny_path, tmp_pat
     assert [c["init_args"]["monitor"] for c in saved["trainer"]["callbacks"]] == ["val/hit@5", None, "val/hit@5"]
 
 
+def test_patience_sets_the_default_early_stopping_and_is_saved(tiny_path, tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    config = tmp_path / "patience.yaml"
+    config.write_text("patience: 3\n")  # at the top of a config file, as a model's config would set it
+    cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", f"--config={config}", *common(tiny_path, tmp_path),
+                   "--trainer.max_epochs=1"])
+    assert [c.patience for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)] == [3]
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert saved["patience"] == 3 and saved["trainer"]["callbacks"][2]["init_args"]["patience"] == 3
+    # without it, the CLI's default; a callbacks list of the user's own keeps its patience
+    cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", *common(tiny_path, tmp_path / "b"), "--trainer.max_epochs=1"])
+    assert [c.patience for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)] == [10]
+    cli = run_cli(["fit", "--model=Pop", "--data=SeqDataModule", *common(tiny_path, tmp_path / "c"), "--trainer.max_epochs=1",
+                   "--trainer.callbacks=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/ndcg@10",
+                   "--trainer.callbacks.mode=max", "--trainer.callbacks.patience=4", "--patience=3"])
+    assert [c.patience for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)] == [4]
+
+
 def test_the_best_epoch_is_read_from_a_custom_named_checkpoint(tmp_path):
     """results.json's best_epoch: from the default ``best-{epoch}`` name, else from the file itself."""
     from recsys.lightning_cli import _epoch_of
