@@ -701,6 +701,7 @@ def main() -> None:
               "timestamp_targets_changed_by_recbole_float32": ties, "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(args.out + ".partial").unlink(missing_ok=True)  # the seeds done so far: all in args.out now
     print(f"\nwrote {args.out}")
 
 
