@@ -283,6 +283,29 @@ def test_a_missing_dataset_fails_before_any_run_spends_a_slot(tmp_path, monkeypa
     check_datasets(only_models(load_study(path, ROOT, tmp_path / "out"), ["Pop"]))
 
 
+def test_the_report_says_when_a_model_config_changed_after_its_runs(tiny_study, tmp_path):
+    """The study's runs, read with the configs copied to another root: unchanged, no warning;
+    SASRec's config edited after its runs, a warning naming it and counting its runs (2 trials,
+    2 seeds), and none for Pop, whose config is as it was."""
+    from recsys.study.report import collect, leaderboard
+
+    spec, _ = tiny_study
+    for name in ("pop.yaml", "sasrec.yaml"):
+        (tmp_path / "configs" / "ml-100k").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "configs" / "ml-100k" / name, tmp_path / "configs" / "ml-100k" / name)
+
+    def config_warnings() -> list[str]:
+        copy = load_study(TINY, tmp_path, spec.output)
+        return [w for w in leaderboard(copy, collect(copy, "tiny"))[1] if "has changed" in w]
+
+    assert config_warnings() == []
+    with open(tmp_path / "configs" / "ml-100k" / "sasrec.yaml", "a") as config:
+        config.write("# edited after the runs\n")
+    assert config_warnings() == [
+        "SASRec: configs/ml-100k/sasrec.yaml has changed since 4 of its 4 finished runs started: its rows show the "
+        "config they ran with (run the study into a new output to show the current one)"]
+
+
 def test_report_tables_plots_and_html(tiny_study):
     spec, _ = tiny_study
     from recsys.study.report import write_report

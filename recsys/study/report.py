@@ -12,7 +12,8 @@ never from a cached table, so a report is always the runs' own numbers. Per data
   selected checkpoint, seconds per training epoch, test seconds, peak memory;
 - the tuning budget each model got (trials finished, pruned, failed);
 - checks: protocol settings, test users per model, runs that failed or are still running, a
-  selected epoch that is the last one allowed (budget-limited, not converged), different splits;
+  selected epoch that is the last one allowed (budget-limited, not converged), different splits,
+  a model config file changed since its runs;
 - plots: the primary metric with intervals, metric@K curves, accuracy against training time,
   validation curves.
 
@@ -22,6 +23,7 @@ Written as Markdown + CSV + PNG, and one self-contained HTML page (images inline
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import math
 from dataclasses import dataclass, field
@@ -190,6 +192,8 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
         missing = model.expected_seeds - len(model.runs)
         if missing > 0:
             warnings.append(f"{model.name}: {missing} seed run(s) not started")
+        if model.evaluation is None:  # an evaluation row re-tests the same runs: said once, here
+            warnings += config_changed(spec, model)
         rows.append(row)
     # Holm across every model compared with the reference, separately for each test.
     for key in ("wilcoxon_p", "t_p"):
@@ -203,6 +207,24 @@ def leaderboard(spec: StudySpec, results: list[ModelResult]) -> tuple[pd.DataFra
             what = f"`[{label}]` rows" if label else "runs"
             warnings.append(f"{what} were tested on {len(splits)} different splits: the comparison is not like for like")
     return pd.DataFrame(rows), warnings
+
+
+def config_changed(spec: StudySpec, model: ModelResult) -> list[str]:
+    """A warning when the model's config file no longer says what it said when its finished runs
+    (seed runs and trials) started: the study file's fingerprint covers the study's own settings,
+    not the contents of the configs it names, and a finished run is never run again by itself."""
+    runs = [r for r in model.runs + model.tune if r.status in ("done", "pruned") and r.run.get("config_files")]
+    if not runs:
+        return []
+    dataset = runs[0].run.get("dataset", "")
+    path = spec.models[model.name].config_for(str(dataset), spec.root)
+    current = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    stale = [r for r in runs if current not in r.run["config_files"].values()]
+    if not stale:
+        return []
+    return [f"{model.name}: {path.relative_to(spec.root) if path.is_relative_to(spec.root) else path} has changed "
+            f"since {len(stale)} of its {len(runs)} finished runs started: its rows show the config they ran with "
+            "(run the study into a new output to show the current one)"]
 
 
 def cold_metrics(spec: StudySpec) -> list[str]:
