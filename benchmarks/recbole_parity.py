@@ -110,7 +110,7 @@ MODELS: dict[str, dict] = {
         "PAD id in RecBole's training softmax, not in ours",
     ]),
     "BERT4Rec": dict(config="configs/ml-100k/bert4rec.yaml", notes=[
-        "training data: ours 50-item windows 10 apart with the target appended (a cloze position like "
+        "training data: ours 50-item windows 5 apart (the config; 10 before 2026-12-07) with the target appended (a cloze position like "
         "any other), RecBole every (prefix) row with its own target never used",
         "masking: ours exactly max(1, round(0.2 n)) positions per window, or (ft_ratio, per window) only "
         "the last; RecBole Bernoulli(0.2) per item, at most the newest 10 kept, index 0 dropped, or "
