@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from recsys.study import stats
 from recsys.study.records import RANKS, RECORD, RUN, read_json, read_ranks
@@ -213,18 +214,50 @@ def config_changed(spec: StudySpec, model: ModelResult) -> list[str]:
     """A warning when the model's config file no longer says what it said when its finished runs
     (seed runs and trials) started: the study file's fingerprint covers the study's own settings,
     not the contents of the configs it names, and a finished run is never run again by itself."""
-    runs = [r for r in model.runs + model.tune if r.status in ("done", "pruned") and r.run.get("config_files")]
+    runs = [r for r in model.runs + model.tune if r.status in ("done", "pruned")]
     if not runs:
         return []
     dataset = runs[0].run.get("dataset", "")
     path = spec.models[model.name].config_for(str(dataset), spec.root)
-    current = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    stale = [r for r in runs if current not in r.run["config_files"].values()]
+    if not path.is_file():
+        return []
+    current = hashlib.sha256(path.read_bytes()).hexdigest()
+    stale = [r for r in runs if (current not in r.run["config_files"].values() if r.run.get("config_files")
+                                 else _differs_from_saved_config(path, r))]
     if not stale:
         return []
     return [f"{model.name}: {path.relative_to(spec.root) if path.is_relative_to(spec.root) else path} has changed "
             f"since {len(stale)} of its {len(runs)} finished runs started: its rows show the config they ran with "
             "(run the study into a new output to show the current one)"]
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Scalar leaves of a parsed YAML mapping by dotted key, ``init_args`` levels left out (so a
+    config's ``model.init_args.lr`` and a command's ``--model.lr`` are the same key); lists and
+    class paths are not compared (their written and resolved forms differ)."""
+    if not isinstance(tree, dict):
+        return {} if isinstance(tree, list) else {prefix: tree}
+    leaves: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key == "class_path":
+            continue
+        leaves.update(_leaves(value, prefix if key == "init_args" else f"{prefix}.{key}".lstrip(".")))
+    return leaves
+
+
+def _differs_from_saved_config(path: Path, run: Run) -> bool:
+    """For a run recorded before ``run.json`` kept ``config_files``: whether a value the config
+    file sets now differs from the run's saved resolved config (``lightning_logs/version_*/
+    config.yaml``), leaving out the keys the run's command set itself. Unknown (no saved config,
+    unreadable YAML) counts as unchanged."""
+    saved = sorted(run.path.glob("lightning_logs/version_*/config.yaml"))
+    try:
+        now, then = _leaves(yaml.safe_load(path.read_text())), _leaves(yaml.safe_load(saved[0].read_text()))
+    except (IndexError, OSError, yaml.YAMLError):
+        return False
+    commanded = {str(a).removeprefix("--").split("=", 1)[0].replace(".init_args", "")
+                 for a in run.run.get("command") or [] if str(a).startswith("--")}
+    return any(key in then and then[key] != value and key not in commanded for key, value in now.items())
 
 
 def cold_metrics(spec: StudySpec) -> list[str]:
