@@ -123,10 +123,19 @@ def follow_model_monitor(config) -> None:
         monitor, mode = getattr(model_class, "monitor", (MONITOR, "max"))
     if (monitor, mode) == (MONITOR, "max"):
         return
+    for _, init_args in _callback_args(config):
+        if init_args.get("monitor") == MONITOR:
+            init_args["monitor"], init_args["mode"] = monitor, mode
+
+
+def _callback_args(config) -> list[tuple[str, Any]]:
+    """(class_path, init_args) of each callback in ``trainer.callbacks`` that has init_args."""
+    pairs = []
     for callback in (config.get("trainer") or {}).get("callbacks") or []:
         init_args = callback.get("init_args") if hasattr(callback, "get") else None
-        if init_args is not None and init_args.get("monitor") == MONITOR:
-            init_args["monitor"], init_args["mode"] = monitor, mode
+        if init_args is not None:
+            pairs.append((str(callback.get("class_path", "")), init_args))
+    return pairs
 
 
 def apply_patience(config) -> None:
@@ -136,10 +145,8 @@ def apply_patience(config) -> None:
     patience set explicitly on a callback is kept as written. Edits ``config`` in place."""
     if not hasattr(config, "get") or config.get("patience") is None:
         return
-    for callback in (config.get("trainer") or {}).get("callbacks") or []:
-        init_args = callback.get("init_args") if hasattr(callback, "get") else None
-        if (init_args is not None and str(callback.get("class_path", "")).endswith("EarlyStopping")
-                and init_args.get("patience") == PATIENCE):
+    for class_path, init_args in _callback_args(config):
+        if class_path.endswith("EarlyStopping") and init_args.get("patience") == PATIENCE:
             init_args["patience"] = int(config["patience"])
 
 
