@@ -19,8 +19,13 @@ lint: setup
 	$(VENV)/bin/ruff check recsys tests plugins examples benchmarks scripts
 	$(VENV)/bin/mypy  # what it checks: [tool.mypy] in pyproject.toml
 
+# One pytest worker per core (pytest-xdist), a test file's tests on one worker (its module fixtures
+# built once), one torch thread per worker: two workers with two threads each on two cores were
+# 1.2x slower in wall-clock and burnt 1.35x the CPU (docs/results.md, "The test suite").
+PYTEST = OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -n auto --dist loadfile
+
 test: lint
-	$(VENV)/bin/python -m pytest -q --durations=25 -m "not slow" $(TESTS)
+	$(PYTEST) --durations=25 -m "not slow" $(TESTS)
 
 test-all: lint
-	$(VENV)/bin/python -m pytest -q $(TESTS)
+	$(PYTEST) $(TESTS)
