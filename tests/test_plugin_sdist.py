@@ -55,13 +55,16 @@ class FromSdist:
 
 def build_and_test(plugin: Path, out: Path) -> FromSdist:
     """Build ``plugin``'s sdist, unpack it in ``out`` and run its config tests from there, outside
-    the repository: nothing reaches back."""
+    the repository: nothing reaches back. A plugin without configs has no config tests to run
+    (a pytest process that selects nothing still costs about 10 s of imports here)."""
     try:
         sdist = build_sdist(plugin, out)
         with tarfile.open(sdist) as tar:
             top = sdist.name.removesuffix(".tar.gz")
             packed = {name.removeprefix(top + "/") for name in tar.getnames()}
             tar.extractall(out, filter="data")
+        if not (plugin / "configs").is_dir():
+            return FromSdist(packed)
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
                               "-k", "config", "tests"], cwd=out / top, capture_output=True, text=True)
         return FromSdist(packed, run)
@@ -90,7 +93,6 @@ def test_sdist_carries_the_plugins_tests_and_configs_and_they_pass_from_it(plugi
     own = {f for f in tracked(plugin) if f.startswith(("tests/", "configs/"))}
     assert own, f"{plugin.name} tracks no tests"
     assert own <= result.packed, f"{plugin.name}'s sdist lacks {sorted(own - result.packed)}"
-    run, has_configs = result.run, (plugin / "configs").is_dir()
-    assert run is not None
-    # pytest exits 5 when nothing is selected: only allowed for a plugin without configs (the example).
-    assert run.returncode == 0 or (run.returncode == 5 and not has_configs), run.stdout[-3000:] + run.stderr[-3000:]
+    run = result.run
+    if run is not None:  # None: the plugin has no configs, so no config tests
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
