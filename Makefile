@@ -1,5 +1,5 @@
 # make run   set up .venv and train SASRec on MovieLens-100k (prints validation and test metrics)
-# make test  set up .venv and run the default test suite (under 10 minutes on 2 CPU cores)
+# make test  set up .venv and run the default test suite (one worker per core; docs/results.md, "The test suite")
 VENV ?= .venv
 TESTS = tests $(wildcard plugins/*/tests) $(wildcard examples/*/tests)
 
