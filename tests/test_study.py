@@ -78,6 +78,17 @@ def test_every_shipped_study_file_loads(path):
     assert spec.models and spec.seeds and spec.reference in spec.models
 
 
+def test_the_runner_and_status_import_neither_torch_nor_lightning(tmp_path):
+    """The runner starts each run as its own `recsys fit` process: the runner process itself (and
+    `status`) needs no torch or Lightning, whose import costs about 9 CPU-seconds here."""
+    script = (f"import sys; import recsys.study.runner; from recsys.cli import main; "
+              f"main(['study', 'status', {str(TINY)!r}, '--output', {str(tmp_path / 'out')!r}]); "
+              f"print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_status_reads_the_database_without_writing_to_it(tmp_path):
     """`recsys study status` on a study never run creates no database; on one begun, it leaves
     the phases no run has opened uncreated, and shows the study file's budget for every phase."""

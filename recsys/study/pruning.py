@@ -11,9 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 import lightning.pytorch as pl
 
-from recsys.study.records import write_json
-
-PRUNED = "pruned.json"
+from recsys.study.records import PRUNED, write_json
 
 
 class OptunaPruning(pl.Callback):

@@ -26,6 +26,7 @@ from recsys.data.atomic import atomic_path
 from recsys.study.spec import StudyError
 
 RECORD, RANKS, RUN = "record.json", "ranks.csv", "run.json"
+PRUNED = "pruned.json"  # written by a run the pruner stopped (recsys.study.pruning)
 
 
 class RecordError(StudyError):

@@ -30,8 +30,7 @@ from optuna.trial import TrialState
 from recsys.provenance import git_state, versions
 from recsys.study import claims
 from recsys.study.claims import OverBudget, Phase, Task
-from recsys.study.pruning import PRUNED
-from recsys.study.records import RANKS, RECORD, RUN, read_json, write_json
+from recsys.study.records import PRUNED, RANKS, RECORD, RUN, read_json, write_json
 from recsys.study.spec import StudyError, StudySpec
 
 POLL_SECONDS = 2.0
