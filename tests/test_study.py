@@ -319,23 +319,29 @@ def test_the_report_says_when_a_model_config_changed_after_its_runs(tiny_study, 
 
 def test_an_older_run_is_compared_with_its_saved_resolved_config(tmp_path):
     """Runs recorded before run.json kept config_files: the config file's values against the
-    run's saved config.yaml, leaving out what the run's command set (--trainer.max_epochs here)."""
-    from recsys.study.report import Run, _differs_from_saved_config
+    saved config.yaml of the run's first attempt (the lowest version, version_2 before version_10),
+    leaving out what the run's command set (--trainer.max_epochs here)."""
+    import yaml
 
-    saved = tmp_path / "run" / "lightning_logs" / "version_0" / "config.yaml"
-    saved.parent.mkdir(parents=True)
-    saved.write_text("seed_everything: 0\nmodel:\n  class_path: recsys.models.bert4rec.BERT4Rec\n  init_args: {lr: 0.01, dropout: 0.1}\n"
-                     "data:\n  class_path: recsys.SeqDataModule\n  init_args: {train_stride: 5}\n"
-                     "trainer: {max_epochs: 40, callbacks: [{class_path: x}]}\n")
+    from recsys.study.report import Run, _differs_from_saved_config, _leaves
+
+    saved = ("seed_everything: 0\nmodel:\n  class_path: recsys.models.bert4rec.BERT4Rec\n  init_args: {{lr: 0.01, dropout: 0.1}}\n"
+             "data:\n  class_path: recsys.SeqDataModule\n  init_args: {{train_stride: {stride}}}\n"
+             "trainer: {{max_epochs: 40, callbacks: [{{class_path: x}}]}}\n")
+    for version, stride in ((2, 5), (10, 7)):  # a later attempt's config must not be the one compared
+        path = tmp_path / "run" / "lightning_logs" / f"version_{version}" / "config.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(saved.format(stride=stride))
     run = Run(tmp_path / "run", {"command": ["recsys.cli", "fit", "--trainer.max_epochs=40", "--model.dropout=0.1"]}, {}, None)
-    config = tmp_path / "bert4rec.yaml"
     written = ("seed_everything: 0\nmodel:\n  class_path: BERT4Rec\n  init_args: {{lr: 0.01, dropout: 0.3}}\n"
                "data:\n  class_path: SeqDataModule\n  init_args: {{train_stride: {stride}}}\ntrainer: {{max_epochs: 200}}\n")
-    config.write_text(written.format(stride=5))
-    assert not _differs_from_saved_config(config, run)  # max_epochs and dropout: the command's; class paths: not compared
-    config.write_text(written.format(stride=10))
-    assert _differs_from_saved_config(config, run)
-    assert not _differs_from_saved_config(config, Run(tmp_path / "none", {}, {}, None))  # no saved config: unknown
+
+    def config(stride: int) -> dict:
+        return _leaves(yaml.safe_load(written.format(stride=stride)))
+
+    assert not _differs_from_saved_config(config(5), run)  # max_epochs and dropout: the command's; class paths: not compared
+    assert _differs_from_saved_config(config(10), run)
+    assert not _differs_from_saved_config(config(10), Run(tmp_path / "none", {}, {}, None))  # no saved config: unknown
 
 
 def test_report_tables_plots_and_html(tiny_study):

@@ -222,8 +222,12 @@ def config_changed(spec: StudySpec, model: ModelResult) -> list[str]:
     if not path.is_file():
         return []
     current = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        now = _leaves(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError:
+        now = {}  # unreadable: the older runs count as unchanged (the hash check still applies)
     stale = [r for r in runs if (current not in r.run["config_files"].values() if r.run.get("config_files")
-                                 else _differs_from_saved_config(path, r))]
+                                 else _differs_from_saved_config(now, r))]
     if not stale:
         return []
     return [f"{model.name}: {path.relative_to(spec.root) if path.is_relative_to(spec.root) else path} has changed "
@@ -245,14 +249,18 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
-def _differs_from_saved_config(path: Path, run: Run) -> bool:
+def _differs_from_saved_config(now: dict[str, Any], run: Run) -> bool:
     """For a run recorded before ``run.json`` kept ``config_files``: whether a value the config
-    file sets now differs from the run's saved resolved config (``lightning_logs/version_*/
-    config.yaml``), leaving out the keys the run's command set itself. Unknown (no saved config,
-    unreadable YAML) counts as unchanged."""
-    saved = sorted(run.path.glob("lightning_logs/version_*/config.yaml"))
+    file sets now (``now``, its :func:`_leaves`) differs from the run's saved resolved config, the
+    first attempt's (``lightning_logs/version_<lowest>/config.yaml``), leaving out the keys the
+    run's command set itself. Unknown (no saved config, unreadable YAML) counts as unchanged."""
+    def version(config: Path) -> int:
+        number = config.parent.name.removeprefix("version_")
+        return int(number) if number.isdigit() else -1
+
+    saved = sorted(run.path.glob("lightning_logs/version_*/config.yaml"), key=version)
     try:
-        now, then = _leaves(yaml.safe_load(path.read_text())), _leaves(yaml.safe_load(saved[0].read_text()))
+        then = _leaves(yaml.safe_load(saved[0].read_text()))
     except (IndexError, OSError, yaml.YAMLError):
         return False
     commanded = {str(a).removeprefix("--").split("=", 1)[0].replace(".init_args", "")
