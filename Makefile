@@ -21,7 +21,7 @@ lint: setup
 
 # One pytest worker per core (pytest-xdist), a test file's tests on one worker (its module fixtures
 # built once), one torch thread per worker: two workers with two threads each on two cores were
-# 1.2x slower in wall-clock and burnt 1.35x the CPU (docs/results.md, "The test suite").
+# 1.2x slower in wall-clock and burnt 1.3x the CPU (docs/results.md, "The test suite").
 PYTEST = OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -n auto --dist loadfile
 
 test: lint
