@@ -221,13 +221,16 @@ def config_changed(spec: StudySpec, model: ModelResult) -> list[str]:
     path = spec.models[model.name].config_for(str(dataset), spec.root)
     if not path.is_file():
         return []
-    current = hashlib.sha256(path.read_bytes()).hexdigest()
-    try:
-        now = _leaves(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError:
-        now = {}  # unreadable: the older runs count as unchanged (the hash check still applies)
-    stale = [r for r in runs if (current not in r.run["config_files"].values() if r.run.get("config_files")
-                                 else _differs_from_saved_config(now, r))]
+    text = path.read_bytes()
+    current = hashlib.sha256(text).hexdigest()
+    stale = [r for r in runs if r.run.get("config_files") and current not in r.run["config_files"].values()]
+    older = [r for r in runs if not r.run.get("config_files")]
+    if older:
+        try:
+            now = _leaves(yaml.safe_load(text))
+        except yaml.YAMLError:
+            now = {}  # unreadable: the older runs count as unchanged
+        stale += [r for r in older if _differs_from_saved_config(now, r)]
     if not stale:
         return []
     return [f"{model.name}: {path.relative_to(spec.root) if path.is_relative_to(spec.root) else path} has changed "
@@ -252,16 +255,15 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
 def _differs_from_saved_config(now: dict[str, Any], run: Run) -> bool:
     """For a run recorded before ``run.json`` kept ``config_files``: whether a value the config
     file sets now (``now``, its :func:`_leaves`) differs from the run's saved resolved config, the
-    first attempt's (``lightning_logs/version_<lowest>/config.yaml``), leaving out the keys the
-    run's command set itself. Unknown (no saved config, unreadable YAML) counts as unchanged."""
-    def version(config: Path) -> int:
-        number = config.parent.name.removeprefix("version_")
-        return int(number) if number.isdigit() else -1
-
-    saved = sorted(run.path.glob("lightning_logs/version_*/config.yaml"), key=version)
+    first attempt's (the ``lightning_logs/*/config.yaml`` whose hash the runner recorded as
+    ``config_hash``: folder names and write times do not order attempts once records are copied),
+    leaving out the keys the run's command set itself. Unknown (no recorded or matching saved
+    config, unreadable YAML) counts as unchanged."""
+    saved = [p.read_bytes() for p in run.path.glob("lightning_logs/*/config.yaml")]
+    first = [t for t in saved if hashlib.sha256(t).hexdigest()[:16] == run.run.get("config_hash")]
     try:
-        then = _leaves(yaml.safe_load(saved[0].read_text()))
-    except (IndexError, OSError, yaml.YAMLError):
+        then = _leaves(yaml.safe_load(first[0]))
+    except (IndexError, yaml.YAMLError):
         return False
     commanded = {str(a).removeprefix("--").split("=", 1)[0].replace(".init_args", "")
                  for a in run.run.get("command") or [] if str(a).startswith("--")}
